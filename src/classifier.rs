@@ -1,0 +1,174 @@
+//! The Rust API: options, backend selection and input validation. The C ABI is a thin layer over it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendKind, CpuBackend};
+use crate::error::{Error, Result, Status};
+use crate::model::Model;
+
+/// Most threads accepted in `num_threads`; more is a mistake, not a machine.
+pub const MAX_THREADS: usize = 1024;
+
+/// Where the model comes from.
+#[derive(Clone, Debug, Default)]
+pub enum ModelSource {
+    /// The model compiled into the library.
+    #[default]
+    Builtin,
+    /// A safetensors file on disk.
+    Path(PathBuf),
+    /// A whole safetensors file already in memory.
+    Bytes(Vec<u8>),
+}
+
+/// How to build a [`Classifier`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Which backend; `Auto` lets the library choose.
+    pub backend: BackendKind,
+    /// The model to load.
+    pub model: ModelSource,
+    /// label = probability >= threshold; `None` uses the model's own threshold.
+    pub threshold: Option<f32>,
+    /// Threads a backend may use per call; 0 lets the library decide.
+    pub num_threads: usize,
+    /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+/// A model bound to a backend. `classify` takes `&self` and may be called from many threads at once.
+pub struct Classifier {
+    model: Arc<Model>,
+    backend: Box<dyn Backend>,
+    threshold: f32,
+}
+
+impl Classifier {
+    /// Loads the model and starts the backend the options ask for.
+    pub fn new(options: &Options) -> Result<Classifier> {
+        if let Some(threshold) = options.threshold {
+            if !(0.0..=1.0).contains(&threshold) {
+                return Err(Error::invalid_argument(format!(
+                    "threshold is {threshold}; expected a number in [0, 1] (or NaN for the model's own)"
+                )));
+            }
+        }
+        if options.num_threads > MAX_THREADS {
+            return Err(Error::invalid_argument(format!(
+                "num_threads is {}; the limit is {MAX_THREADS} (0 lets the library decide)",
+                options.num_threads
+            )));
+        }
+        let model = Arc::new(match &options.model {
+            ModelSource::Builtin => Model::builtin()?,
+            ModelSource::Path(path) => Model::from_path(path)?,
+            ModelSource::Bytes(bytes) => {
+                Model::from_bytes(bytes).map_err(|e| e.context("model data"))?
+            }
+        });
+        let backend = start_backend(options, &model)?;
+        let threshold = options.threshold.unwrap_or(model.threshold());
+        Ok(Classifier {
+            model,
+            backend,
+            threshold,
+        })
+    }
+
+    /// Probabilities (and optionally labels) for `embeddings`, row-major with `dim` values a row.
+    ///
+    /// `probabilities` (and `labels`, when given) must hold one value per row. On failure nothing
+    /// is written.
+    pub fn classify(
+        &self,
+        embeddings: &[f32],
+        dim: usize,
+        probabilities: &mut [f32],
+        labels: Option<&mut [u8]>,
+    ) -> Result<()> {
+        let rows = probabilities.len();
+        if rows == 0 && embeddings.is_empty() {
+            return Ok(());
+        }
+        let input_dim = self.model.input_dim();
+        if dim != input_dim {
+            return Err(Error::new(
+                Status::DimensionMismatch,
+                format!("embeddings have dim {dim} but the model expects {input_dim}"),
+            ));
+        }
+        if embeddings.len() / dim != rows || embeddings.len() % dim != 0 {
+            return Err(Error::invalid_argument(format!(
+                "{} embedding values are not {rows} rows of {dim}",
+                embeddings.len()
+            )));
+        }
+        if let Some(labels) = &labels {
+            if labels.len() != rows {
+                return Err(Error::invalid_argument(format!(
+                    "labels hold {} values for {rows} rows",
+                    labels.len()
+                )));
+            }
+        }
+        if let Some(index) = embeddings.iter().position(|x| !x.is_finite()) {
+            return Err(Error::new(
+                Status::NonFiniteInput,
+                format!(
+                    "embeddings row {} column {} is {}; every value must be finite",
+                    index / dim,
+                    index % dim,
+                    embeddings[index]
+                ),
+            ));
+        }
+        self.backend.classify(embeddings, rows, probabilities)?;
+        if let Some(labels) = labels {
+            for (label, &p) in labels.iter_mut().zip(probabilities.iter()) {
+                *label = u8::from(p >= self.threshold);
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend actually running (never `Auto`).
+    pub fn backend(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// The device the backend runs on, for people.
+    pub fn device_name(&self) -> &str {
+        self.backend.device_name()
+    }
+
+    /// Width of one embedding.
+    pub fn input_dim(&self) -> usize {
+        self.model.input_dim()
+    }
+
+    /// The threshold in force: the options' one, else the model's.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// The loaded model: shapes and metadata.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+}
+
+fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    match options.backend {
+        BackendKind::Auto | BackendKind::Cpu => Ok(Box::new(CpuBackend::new(
+            Arc::clone(model),
+            options.num_threads,
+        ))),
+        kind @ (BackendKind::Onnxruntime | BackendKind::Wgpu) => {
+            Err(Error::backend_unavailable(format!(
+                "the {} backend is not part of this build of gemma-cyber",
+                kind.name()
+            )))
+        }
+    }
+}

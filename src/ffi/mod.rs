@@ -1,0 +1,201 @@
+//! The C ABI (version 1). Translation only: pointers and sizes become slices and options, results
+//! become statuses; the model logic lives in the Rust API.
+//!
+//! Thread safety: every function may be called from any thread. `gemma_cyber_classify` and the
+//! accessors may run concurrently on one classifier; `gemma_cyber_destroy` must not overlap any
+//! other use of that classifier.
+
+mod boundary;
+mod options;
+
+use std::ffi::{c_char, CString};
+use std::mem::size_of;
+
+pub use options::COptions;
+
+use crate::backend::BackendKind;
+use crate::classifier::Classifier;
+use crate::error::{Error, Result, Status};
+
+/// Version of this C ABI. Bumped only by a change that breaks existing callers.
+pub const GEMMA_CYBER_ABI_VERSION: u32 = 1;
+
+/// A loaded model bound to a backend. Opaque; create with `gemma_cyber_create`, free with
+/// `gemma_cyber_destroy`.
+pub struct ClassifierHandle {
+    classifier: Classifier,
+    device_name: CString,
+}
+
+/// Fills `options` with defaults: AUTO backend, the built-in model, the model's own threshold,
+/// library-chosen threads. Call it as `gemma_cyber_options_init(&o, sizeof o)`: it writes at most
+/// `struct_size` bytes and sets `o.struct_size`, so a caller compiled against an older header is
+/// never overrun. NULL `options` does nothing (and sets the last error).
+///
+/// # Safety
+/// `options` must be NULL or point to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_options_init(options: *mut COptions, struct_size: usize) {
+    boundary::guard(|| options::write_defaults(options, struct_size));
+}
+
+/// Loads the model the options name and starts the backend they ask for, storing the new
+/// classifier in `*out`. On failure `*out` is left as it was.
+///
+/// Statuses: INVALID_ARGUMENT (NULL pointer, struct_size too small, bad field), MODEL_NOT_FOUND,
+/// MODEL_INVALID, BACKEND_UNAVAILABLE, BACKEND_FAILURE, PANIC.
+///
+/// # Safety
+/// `options` must be NULL or a struct filled by `gemma_cyber_options_init` and valid for its
+/// `struct_size`; `out` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_create(
+    options: *const COptions,
+    out: *mut *mut ClassifierHandle,
+) -> Status {
+    boundary::guard(|| {
+        if out.is_null() {
+            return Err(Error::invalid_argument("out is NULL"));
+        }
+        let classifier = Classifier::new(&options::read(options)?)?;
+        let device_name =
+            CString::new(classifier.device_name().replace('\0', " ")).expect("NULs were replaced");
+        out.write(Box::into_raw(Box::new(ClassifierHandle {
+            classifier,
+            device_name,
+        })));
+        Ok(())
+    })
+}
+
+/// Classifies `rows` embeddings of `dim` floats each (row-major), writing one probability per row
+/// to `probabilities` and, when `labels` is not NULL, one label (1: cyber, 0: not) per row.
+///
+/// `rows == 0` succeeds without reading any pointer but `classifier`. On failure nothing is
+/// written. Safe to call from many threads at once on one classifier.
+///
+/// Statuses: INVALID_ARGUMENT (NULL pointer, `rows * dim` overflow), DIMENSION_MISMATCH,
+/// NON_FINITE_INPUT, BACKEND_FAILURE, PANIC.
+///
+/// # Safety
+/// `classifier` must be NULL or a live classifier; `embeddings` must be readable for
+/// `rows * dim` floats; `probabilities` (and `labels` unless NULL) writable for `rows` values;
+/// outputs must not overlap the input.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_classify(
+    classifier: *mut ClassifierHandle,
+    embeddings: *const f32,
+    rows: usize,
+    dim: usize,
+    probabilities: *mut f32,
+    labels: *mut u8,
+) -> Status {
+    boundary::guard(|| {
+        let handle = handle_ref(classifier)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let values = rows
+            .checked_mul(dim)
+            .filter(|&n| {
+                n.checked_mul(size_of::<f32>())
+                    .is_some_and(|bytes| bytes <= isize::MAX as usize)
+            })
+            .ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "rows * dim ({rows} * {dim}) overflows the address space"
+                ))
+            })?;
+        if embeddings.is_null() {
+            return Err(Error::invalid_argument("embeddings is NULL"));
+        }
+        if probabilities.is_null() {
+            return Err(Error::invalid_argument("probabilities is NULL"));
+        }
+        // `values` fits in isize bytes, so `rows` floats do too.
+        let embeddings = std::slice::from_raw_parts(embeddings, values);
+        let probabilities = std::slice::from_raw_parts_mut(probabilities, rows);
+        let labels = (!labels.is_null()).then(|| std::slice::from_raw_parts_mut(labels, rows));
+        handle
+            .classifier
+            .classify(embeddings, dim, probabilities, labels)
+    })
+}
+
+/// Frees a classifier. NULL is fine. The classifier must not be in use by another thread.
+///
+/// # Safety
+/// `classifier` must be NULL or a classifier from `gemma_cyber_create` not yet destroyed.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_destroy(classifier: *mut ClassifierHandle) {
+    boundary::guard(|| {
+        if !classifier.is_null() {
+            drop(Box::from_raw(classifier));
+        }
+        Ok(())
+    });
+}
+
+/// This thread's most recent failure as "STATUS_NAME: message", or "" if none. The string is
+/// owned by the library and stays valid until this thread's next failing call; successful calls
+/// leave it as it was.
+#[no_mangle]
+pub extern "C" fn gemma_cyber_last_error() -> *const c_char {
+    boundary::last_error()
+}
+
+/// The backend the classifier runs on (never AUTO for a live classifier); AUTO for NULL.
+///
+/// # Safety
+/// `classifier` must be NULL or a live classifier.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_active_backend(
+    classifier: *const ClassifierHandle,
+) -> BackendKind {
+    boundary::guard_value(BackendKind::Auto, || {
+        handle_ref(classifier).map_or(BackendKind::Auto, |h| h.classifier.backend())
+    })
+}
+
+/// The device the classifier runs on, for people (e.g. the GPU adapter's name); "" for NULL.
+/// Owned by the classifier, valid until it is destroyed.
+///
+/// # Safety
+/// `classifier` must be NULL or a live classifier.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_device_name(
+    classifier: *const ClassifierHandle,
+) -> *const c_char {
+    boundary::guard_value(c"".as_ptr(), || {
+        handle_ref(classifier).map_or(c"".as_ptr(), |h| h.device_name.as_ptr())
+    })
+}
+
+/// The model's input dimension (the `dim` that classify expects); 0 for NULL.
+///
+/// # Safety
+/// `classifier` must be NULL or a live classifier.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_input_dim(classifier: *const ClassifierHandle) -> usize {
+    boundary::guard_value(0, || {
+        handle_ref(classifier).map_or(0, |h| h.classifier.input_dim())
+    })
+}
+
+/// The library's version, e.g. "0.1.0" (static string).
+#[no_mangle]
+pub extern "C" fn gemma_cyber_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The C ABI version this library implements: `GEMMA_CYBER_ABI_VERSION`.
+#[no_mangle]
+pub extern "C" fn gemma_cyber_abi_version() -> u32 {
+    GEMMA_CYBER_ABI_VERSION
+}
+
+unsafe fn handle_ref<'a>(classifier: *const ClassifierHandle) -> Result<&'a ClassifierHandle> {
+    classifier
+        .as_ref()
+        .ok_or_else(|| Error::invalid_argument("classifier is NULL"))
+}

@@ -1,0 +1,159 @@
+//! The C options struct and its reading: versioned by `struct_size`, enums read as integers.
+
+use std::ffi::{c_char, CStr};
+use std::mem::size_of;
+use std::path::PathBuf;
+use std::ptr::addr_of;
+
+use crate::backend::BackendKind;
+use crate::classifier::{ModelSource, Options};
+use crate::error::{Error, Result};
+
+/// Options for `gemma_cyber_create`. Fill it with `gemma_cyber_options_init(&o, sizeof o)`, then set
+/// the fields you need. Later ABI versions only append fields; `struct_size` tells the library which
+/// of them the caller knows.
+#[repr(C)]
+pub struct COptions {
+    /// `sizeof(gemma_cyber_options)` as the caller compiled it; set by `gemma_cyber_options_init`.
+    pub struct_size: u32,
+    /// Which backend; `GEMMA_CYBER_BACKEND_AUTO` lets the library choose.
+    pub backend: BackendKind,
+    /// Path of a safetensors model file (UTF-8 or the platform's bytes). NULL with no
+    /// `model_data`: the built-in default model.
+    pub model_path: *const c_char,
+    /// A whole safetensors model already in memory, `model_data_len` bytes; copied at create, so
+    /// the caller may free it afterwards. At most one of `model_path` and `model_data` may be set.
+    pub model_data: *const u8,
+    /// Length of `model_data` in bytes.
+    pub model_data_len: usize,
+    /// label = probability >= threshold, a number in [0, 1]; NaN (the default): the model's own.
+    pub threshold: f32,
+    /// Threads a backend may use per call; 0 (the default): the library decides.
+    pub num_threads: u32,
+    /// Path of ONNX Runtime's shared library for the onnxruntime backend; NULL: the
+    /// `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then the usual search.
+    pub onnxruntime_library: *const c_char,
+}
+
+/// Size of the version-1 struct: the least a caller may pass.
+pub(crate) const OPTIONS_V1_SIZE: usize = size_of::<COptions>();
+
+/// Writes defaults into at most `struct_size` bytes of `options` and sets its `struct_size`.
+///
+/// # Safety
+/// `options` must point to at least `struct_size` writable bytes.
+pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) -> Result<()> {
+    if options.is_null() {
+        return Err(Error::invalid_argument("options is NULL"));
+    }
+    if struct_size < size_of::<u32>() {
+        return Err(Error::invalid_argument(format!(
+            "struct_size is {struct_size}; pass sizeof(gemma_cyber_options)"
+        )));
+    }
+    let defaults = COptions {
+        struct_size: u32::try_from(struct_size).unwrap_or(u32::MAX),
+        backend: BackendKind::Auto,
+        model_path: std::ptr::null(),
+        model_data: std::ptr::null(),
+        model_data_len: 0,
+        threshold: f32::NAN,
+        num_threads: 0,
+        onnxruntime_library: std::ptr::null(),
+    };
+    let bytes = options.cast::<u8>();
+    let known = struct_size.min(OPTIONS_V1_SIZE);
+    // SAFETY: the caller provides `struct_size` writable bytes; we write `known` <= that from a
+    // padding-free #[repr(C)] value, and zero fields of later versions we do not know.
+    std::ptr::copy_nonoverlapping(addr_of!(defaults).cast::<u8>(), bytes, known);
+    std::ptr::write_bytes(bytes.add(known), 0, struct_size - known);
+    Ok(())
+}
+
+/// Reads and checks the caller's options without ever forming a reference to them, so an
+/// out-of-range enum value is an error rather than undefined behaviour.
+///
+/// # Safety
+/// `options` must be NULL or point to a readable struct of at least its own `struct_size` bytes,
+/// whose string fields are NULL or NUL-terminated and whose `model_data` is NULL or readable for
+/// `model_data_len` bytes.
+pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
+    if options.is_null() {
+        return Err(Error::invalid_argument(
+            "options is NULL; fill one with gemma_cyber_options_init(&o, sizeof o)",
+        ));
+    }
+    let struct_size = addr_of!((*options).struct_size).read() as usize;
+    if struct_size < OPTIONS_V1_SIZE {
+        return Err(Error::invalid_argument(format!(
+            "options.struct_size is {struct_size}, smaller than version 1's {OPTIONS_V1_SIZE}; \
+             fill the options with gemma_cyber_options_init(&o, sizeof o)"
+        )));
+    }
+    let backend_value = addr_of!((*options).backend).cast::<u32>().read();
+    let backend = BackendKind::from_c(backend_value).ok_or_else(|| {
+        Error::invalid_argument(format!(
+            "options.backend is {backend_value}, not a gemma_cyber_backend value"
+        ))
+    })?;
+    let model_path = path_field(addr_of!((*options).model_path).read(), "model_path")?;
+    let model_data = addr_of!((*options).model_data).read();
+    let model_data_len = addr_of!((*options).model_data_len).read();
+    let model = match (model_path, model_data.is_null()) {
+        (Some(_), false) => {
+            return Err(Error::invalid_argument(
+                "options set both model_path and model_data; set one",
+            ))
+        }
+        (Some(path), true) => ModelSource::Path(path),
+        (None, false) => {
+            if model_data_len > isize::MAX as usize {
+                return Err(Error::invalid_argument(format!(
+                    "options.model_data_len is {model_data_len}, larger than any buffer"
+                )));
+            }
+            ModelSource::Bytes(std::slice::from_raw_parts(model_data, model_data_len).to_vec())
+        }
+        (None, true) if model_data_len != 0 => {
+            return Err(Error::invalid_argument(format!(
+                "options.model_data is NULL but model_data_len is {model_data_len}"
+            )))
+        }
+        (None, true) => ModelSource::Builtin,
+    };
+    let threshold = addr_of!((*options).threshold).read();
+    Ok(Options {
+        backend,
+        model,
+        threshold: (!threshold.is_nan()).then_some(threshold),
+        num_threads: addr_of!((*options).num_threads).read() as usize,
+        onnxruntime_library: path_field(
+            addr_of!((*options).onnxruntime_library).read(),
+            "onnxruntime_library",
+        )?,
+    })
+}
+
+/// A C string field as a path; NULL is `None`.
+unsafe fn path_field(text: *const c_char, field: &str) -> Result<Option<PathBuf>> {
+    if text.is_null() {
+        return Ok(None);
+    }
+    let bytes = CStr::from_ptr(text).to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "options.{field} is an empty string; use NULL for none"
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(bytes))))
+    }
+    #[cfg(not(unix))]
+    {
+        std::str::from_utf8(bytes)
+            .map(|text| Some(PathBuf::from(text)))
+            .map_err(|_| Error::invalid_argument(format!("options.{field} is not valid UTF-8")))
+    }
+}

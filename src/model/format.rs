@@ -1,0 +1,433 @@
+//! Reading and validating the safetensors model file, and folding it into [`Model`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use half::{bf16, f16};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensors};
+
+use super::{Dense, Model, NormOrder};
+use crate::error::{Error, Result, Status};
+
+/// Largest model file accepted. The real model is 2.2 MB; this leaves room for much wider layers
+/// while refusing to pull an absurd file into memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Largest safetensors JSON header accepted, checked before the header is parsed. A model has a
+/// few dozen tensors and some provenance text, a few KiB in all.
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Most hidden blocks accepted; the deepest sane MLP head is far below this.
+const MAX_HIDDEN_LAYERS: usize = 64;
+
+/// The model compiled into the library, used when neither a path nor bytes are given.
+static BUILTIN_MODEL: &[u8] = include_bytes!("../../models/default.safetensors");
+
+/// Metadata defaults of DESIGN.md, for files that leave an entry out.
+const DEFAULT_THRESHOLD: f32 = 0.5;
+const DEFAULT_EPS: f64 = 1e-5;
+
+impl Model {
+    /// The model compiled into the library.
+    pub fn builtin() -> Result<Model> {
+        Model::from_bytes(BUILTIN_MODEL).map_err(|e| e.context("built-in model"))
+    }
+
+    /// Reads and validates the model file at `path`.
+    ///
+    /// A file that cannot be opened is `ModelNotFound`; a file that opens but is not a valid model
+    /// is `ModelInvalid`.
+    pub fn from_path(path: &Path) -> Result<Model> {
+        let not_found = |e: std::io::Error| {
+            Error::new(
+                Status::ModelNotFound,
+                format!("cannot open model file {}: {e}", path.display()),
+            )
+        };
+        let metadata = std::fs::metadata(path).map_err(not_found)?;
+        if metadata.is_dir() {
+            return Err(Error::new(
+                Status::ModelNotFound,
+                format!(
+                    "cannot open model file {}: it is a directory",
+                    path.display()
+                ),
+            ));
+        }
+        if metadata.len() > MAX_FILE_BYTES {
+            return Err(Error::model_invalid(format!(
+                "model file {} is {} bytes; the limit is {MAX_FILE_BYTES}",
+                path.display(),
+                metadata.len()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(not_found)?;
+        Model::from_bytes(&bytes).map_err(|e| e.context(format!("model file {}", path.display())))
+    }
+
+    /// Validates a whole safetensors file held in memory and folds it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        check_envelope(bytes)?;
+        // read_metadata checks every offset, dtype size and shape product against the buffer.
+        let (header_len, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| Error::model_invalid(format!("not a valid safetensors file: {e}")))?;
+        let file = File {
+            header: &header,
+            data: &bytes[8 + header_len..],
+        };
+        let metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let settings = Settings::from_metadata(&metadata)?;
+        let raw = RawModel::read(&file)?;
+        Ok(raw.fold(settings, metadata))
+    }
+}
+
+/// A parsed, offset-checked safetensors file: its header and the byte buffer after it.
+struct File<'a> {
+    header: &'a Metadata,
+    data: &'a [u8],
+}
+
+impl File<'_> {
+    fn names(&self) -> Vec<String> {
+        self.header.tensors().into_keys().collect()
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.header
+            .info(name)
+            .ok_or_else(|| Error::model_invalid(format!("missing tensor {name:?}")))
+    }
+}
+
+/// Size checks made before any JSON is parsed, so a hostile length never drives an allocation.
+fn check_envelope(bytes: &[u8]) -> Result<()> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::model_invalid(format!(
+            "model is {} bytes; the limit is {MAX_FILE_BYTES}",
+            bytes.len()
+        )));
+    }
+    let Some(prefix) = bytes.get(..8) else {
+        return Err(Error::model_invalid(format!(
+            "not a safetensors file: {} bytes is shorter than the 8-byte header length",
+            bytes.len()
+        )));
+    };
+    let header_len = u64::from_le_bytes(prefix.try_into().expect("slice of 8 bytes"));
+    if header_len > MAX_HEADER_BYTES {
+        return Err(Error::model_invalid(format!(
+            "safetensors header claims {header_len} bytes; the limit is {MAX_HEADER_BYTES}"
+        )));
+    }
+    if header_len > bytes.len() as u64 - 8 {
+        return Err(Error::model_invalid(format!(
+            "safetensors header claims {header_len} bytes but the file has only {} after the length",
+            bytes.len() - 8
+        )));
+    }
+    Ok(())
+}
+
+/// The metadata entries that change the math, with DESIGN.md's defaults applied.
+struct Settings {
+    norm_order: NormOrder,
+    layer_norm_eps: f64,
+    batch_norm_eps: f64,
+    threshold: f32,
+}
+
+impl Settings {
+    fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Settings> {
+        if let Some(format) = metadata.get("format") {
+            if format != "gemma-cyber" {
+                return Err(Error::model_invalid(format!(
+                    "metadata format is {format:?}; expected \"gemma-cyber\""
+                )));
+            }
+        }
+        if let Some(version) = metadata.get("format_version") {
+            if version.trim() != "1" {
+                return Err(Error::model_invalid(format!(
+                    "metadata format_version is {version:?}; this library reads version 1"
+                )));
+            }
+        }
+        let norm_order = match metadata.get("norm_order").map(String::as_str) {
+            None | Some("linear_bn_relu") => NormOrder::LinearBnRelu,
+            Some("linear_relu_bn") => NormOrder::LinearReluBn,
+            Some(other) => {
+                return Err(Error::model_invalid(format!(
+                    "metadata norm_order is {other:?}; expected \"linear_bn_relu\" or \"linear_relu_bn\""
+                )))
+            }
+        };
+        let eps = |key: &str| -> Result<f64> {
+            let Some(text) = metadata.get(key) else {
+                return Ok(DEFAULT_EPS);
+            };
+            match text.trim().parse::<f64>() {
+                Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+                _ => Err(Error::model_invalid(format!(
+                    "metadata {key} is {text:?}; expected a positive finite number"
+                ))),
+            }
+        };
+        let threshold = match metadata.get("threshold") {
+            None => DEFAULT_THRESHOLD,
+            Some(text) => match text.trim().parse::<f32>() {
+                Ok(value) if (0.0..=1.0).contains(&value) => value,
+                _ => {
+                    return Err(Error::model_invalid(format!(
+                        "metadata threshold is {text:?}; expected a number in [0, 1]"
+                    )))
+                }
+            },
+        };
+        Ok(Settings {
+            norm_order,
+            layer_norm_eps: eps("layer_norm_eps")?,
+            batch_norm_eps: eps("batch_norm_eps")?,
+            threshold,
+        })
+    }
+}
+
+/// One hidden block as stored: Linear, then BatchNorm statistics and affine.
+struct RawBlock {
+    inputs: usize,
+    outputs: usize,
+    weight: Vec<f64>,
+    bias: Vec<f64>,
+    norm_weight: Vec<f64>,
+    norm_bias: Vec<f64>,
+    running_mean: Vec<f64>,
+    running_var: Vec<f64>,
+}
+
+/// The file's tensors, widened to float64 and checked for names, shapes and values.
+struct RawModel {
+    input_norm_weight: Vec<f64>,
+    input_norm_bias: Vec<f64>,
+    blocks: Vec<RawBlock>,
+    output_weight: Vec<f64>,
+    output_bias: Vec<f64>,
+}
+
+impl RawModel {
+    fn read(file: &File<'_>) -> Result<RawModel> {
+        let names = file.names();
+        let hidden = (0..=MAX_HIDDEN_LAYERS)
+            .take_while(|i| names.contains(&format!("hidden.{i}.linear.weight")))
+            .count();
+        if hidden > MAX_HIDDEN_LAYERS {
+            return Err(Error::model_invalid(format!(
+                "model has more than {MAX_HIDDEN_LAYERS} hidden layers"
+            )));
+        }
+        let expected = expected_names(hidden);
+        if let Some(name) = names.iter().find(|name| !expected.contains(name)) {
+            return Err(Error::model_invalid(format!(
+                "unexpected tensor {name:?} (a model with {hidden} hidden layers has: {})",
+                expected.join(", ")
+            )));
+        }
+        if let Some(name) = expected.iter().find(|e| !names.contains(e)) {
+            return Err(Error::model_invalid(format!("missing tensor {name:?}")));
+        }
+
+        let input_dim = match file.info("input_norm.weight")?.shape[..] {
+            [dim] if dim > 0 => dim,
+            ref shape => {
+                return Err(Error::model_invalid(format!(
+                    "tensor \"input_norm.weight\" has shape {shape:?}; expected [input_dim] with input_dim > 0"
+                )))
+            }
+        };
+        let input_norm_weight = read_tensor(file, "input_norm.weight", &[input_dim])?;
+        let input_norm_bias = read_tensor(file, "input_norm.bias", &[input_dim])?;
+
+        let mut blocks = Vec::with_capacity(hidden);
+        let mut width = input_dim;
+        for i in 0..hidden {
+            let name = format!("hidden.{i}.linear.weight");
+            let shape = &file.info(&name)?.shape;
+            if shape.len() != 2 || shape[1] != width || shape[0] == 0 {
+                return Err(Error::model_invalid(format!(
+                    "tensor {name:?} has shape {shape:?}; expected [outputs, {width}] to follow the previous layer"
+                )));
+            }
+            let outputs = shape[0];
+            let vector = |part: &str| read_tensor(file, &format!("hidden.{i}.{part}"), &[outputs]);
+            let block = RawBlock {
+                inputs: width,
+                outputs,
+                weight: read_tensor(file, &name, &[outputs, width])?,
+                bias: vector("linear.bias")?,
+                norm_weight: vector("norm.weight")?,
+                norm_bias: vector("norm.bias")?,
+                running_mean: vector("norm.running_mean")?,
+                running_var: vector("norm.running_var")?,
+            };
+            if let Some(v) = block.running_var.iter().find(|v| **v < 0.0) {
+                return Err(Error::model_invalid(format!(
+                    "tensor \"hidden.{i}.norm.running_var\" holds a negative variance ({v})"
+                )));
+            }
+            blocks.push(block);
+            width = outputs;
+        }
+        Ok(RawModel {
+            input_norm_weight,
+            input_norm_bias,
+            blocks,
+            output_weight: read_tensor(file, "output.weight", &[1, width])?,
+            output_bias: read_tensor(file, "output.bias", &[1])?,
+        })
+    }
+
+    /// Folds LayerNorm's affine and every BatchNorm into the dense layers, in float64.
+    ///
+    /// An affine map `x ↦ scale ⊙ x + shift` on a layer's *input* folds into its columns:
+    /// `W (s ⊙ x + t) + b = (W diag s) x + (W t + b)`. On its *output* it folds into its rows:
+    /// `s ⊙ (W x + b) + t = (diag s W) x + (s ⊙ b + t)`. BatchNorm before ReLU is the second case;
+    /// BatchNorm after ReLU, like the LayerNorm affine, is the first case for the next layer.
+    fn fold(self, settings: Settings, metadata: BTreeMap<String, String>) -> Model {
+        let input_dim = self.input_norm_weight.len();
+        let mut parameter_count = 2 * input_dim + self.output_weight.len() + 1;
+        let mut hidden_sizes = Vec::with_capacity(self.blocks.len());
+        let mut layers = Vec::with_capacity(self.blocks.len() + 1);
+        let mut pending_input_affine = Some((self.input_norm_weight, self.input_norm_bias));
+
+        for block in self.blocks {
+            parameter_count += block.weight.len() + 3 * block.outputs;
+            hidden_sizes.push(block.outputs);
+            let (mut weight, mut bias) = (block.weight, block.bias);
+            if let Some((scale, shift)) = pending_input_affine.take() {
+                fold_input_affine(&mut weight, &mut bias, block.inputs, &scale, &shift);
+            }
+            let (scale, shift): (Vec<f64>, Vec<f64>) = (0..block.outputs)
+                .map(|o| {
+                    let s = block.norm_weight[o]
+                        / (block.running_var[o] + settings.batch_norm_eps).sqrt();
+                    (s, block.norm_bias[o] - s * block.running_mean[o])
+                })
+                .unzip();
+            match settings.norm_order {
+                NormOrder::LinearBnRelu => {
+                    for (o, row) in weight.chunks_exact_mut(block.inputs).enumerate() {
+                        row.iter_mut().for_each(|w| *w *= scale[o]);
+                        bias[o] = scale[o] * bias[o] + shift[o];
+                    }
+                }
+                NormOrder::LinearReluBn => pending_input_affine = Some((scale, shift)),
+            }
+            layers.push(to_dense(block.inputs, block.outputs, &weight, &bias, true));
+        }
+
+        let (mut weight, mut bias) = (self.output_weight, self.output_bias);
+        let inputs = weight.len();
+        if let Some((scale, shift)) = pending_input_affine {
+            fold_input_affine(&mut weight, &mut bias, inputs, &scale, &shift);
+        }
+        layers.push(to_dense(inputs, 1, &weight, &bias, false));
+
+        Model {
+            input_dim,
+            layer_norm_eps: settings.layer_norm_eps as f32,
+            layers,
+            hidden_sizes,
+            norm_order: settings.norm_order,
+            batch_norm_eps: settings.batch_norm_eps,
+            threshold: settings.threshold,
+            metadata,
+            parameter_count,
+        }
+    }
+}
+
+fn expected_names(hidden: usize) -> Vec<String> {
+    let mut names = vec!["input_norm.weight".to_owned(), "input_norm.bias".to_owned()];
+    for i in 0..hidden {
+        for part in [
+            "linear.weight",
+            "linear.bias",
+            "norm.weight",
+            "norm.bias",
+            "norm.running_mean",
+            "norm.running_var",
+        ] {
+            names.push(format!("hidden.{i}.{part}"));
+        }
+    }
+    names.extend(["output.weight".to_owned(), "output.bias".to_owned()]);
+    names
+}
+
+/// `W (scale ⊙ x + shift) + b` rewritten as `W' x + b'`.
+fn fold_input_affine(
+    weight: &mut [f64],
+    bias: &mut [f64],
+    inputs: usize,
+    scale: &[f64],
+    shift: &[f64],
+) {
+    for (row, b) in weight.chunks_exact_mut(inputs).zip(bias.iter_mut()) {
+        *b += row.iter().zip(shift).map(|(w, t)| w * t).sum::<f64>();
+        row.iter_mut().zip(scale).for_each(|(w, s)| *w *= s);
+    }
+}
+
+fn to_dense(inputs: usize, outputs: usize, weight: &[f64], bias: &[f64], relu: bool) -> Dense {
+    Dense {
+        inputs,
+        outputs,
+        weight: weight.iter().map(|&w| w as f32).collect(),
+        bias: bias.iter().map(|&b| b as f32).collect(),
+        relu,
+    }
+}
+
+/// One tensor, checked for dtype, shape and finiteness, widened to float64.
+fn read_tensor(file: &File<'_>, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+    let info = file.info(name)?;
+    if info.shape != shape {
+        return Err(Error::model_invalid(format!(
+            "tensor {name:?} has shape {:?}; expected {shape:?}",
+            info.shape
+        )));
+    }
+    let (start, end) = info.data_offsets;
+    let data = &file.data[start..end];
+    let values: Vec<f64> = match info.dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+        other => {
+            return Err(Error::model_invalid(format!(
+                "tensor {name:?} has dtype {other:?}; expected F32, F16 or BF16"
+            )))
+        }
+    };
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::model_invalid(format!(
+            "tensor {name:?} holds a non-finite value at index {index}"
+        )));
+    }
+    Ok(values)
+}
