@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a bare Debian 12 machine; quick when everything is already there.
+# Needs root (or sudo) for apt. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+
+# Mesa 25 from bookworm-backports: its lavapipe (software Vulkan) runs compute shaders ~12x faster
+# than bookworm's Mesa 22. Same mirror as the system's own sources.
+backports=/etc/apt/sources.list.d/bookworm-backports.sources
+if [ ! -f "$backports" ] && grep -qs bookworm /etc/os-release; then
+  $SUDO tee "$backports" >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+packages=(build-essential pkg-config cmake valgrind python3 python3-venv mono-devel)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+mesa_ok=""
+dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -q '^25' && mesa_ok=1
+if [ ${#missing[@]} -gt 0 ] || [ -z "$mesa_ok" ]; then
+  $SUDO apt-get update -qq
+  [ ${#missing[@]} -gt 0 ] && $SUDO apt-get install -y -qq "${missing[@]}"
+  [ -n "$mesa_ok" ] || $SUDO apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1
+fi
+
+# ONNX Runtime's own shared library, from its PyPI wheel, into .ort/ (ignored by git).
+tools/fetch_onnxruntime.sh
