@@ -141,11 +141,6 @@ typedef struct gemma_cyber_options {
   const char *onnxruntime_library;
 } gemma_cyber_options;
 
-/**
- * Every kind, in C value order.
- */
-#define gemma_cyber_backend_ALL { gemma_cyber_backend_Auto, gemma_cyber_backend_Cpu, gemma_cyber_backend_Onnxruntime, gemma_cyber_backend_Wgpu, }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

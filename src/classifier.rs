@@ -160,10 +160,9 @@ impl Classifier {
 
 fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
     match options.backend {
-        BackendKind::Auto | BackendKind::Cpu => Ok(Box::new(CpuBackend::new(
-            Arc::clone(model),
-            options.num_threads,
-        ))),
+        BackendKind::Auto | BackendKind::Cpu => {
+            Ok(Box::new(CpuBackend::new(model, options.num_threads)?))
+        }
         kind @ (BackendKind::Onnxruntime | BackendKind::Wgpu) => {
             Err(Error::backend_unavailable(format!(
                 "the {} backend is not part of this build of gemma-cyber",

@@ -1,5 +1,7 @@
 //! `gemma-cyber`: classify embeddings from .npy or JSON lines, and describe the model and backend.
 
+mod bench;
+
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +40,8 @@ enum Command {
         #[command(flatten)]
         setup: Setup,
     },
+    /// Measure rows/s and latency of backends by batch size.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -67,7 +71,7 @@ enum Format {
 }
 
 /// A failure of the tool: what to print and which exit code to end with.
-struct Failure {
+pub(crate) struct Failure {
     message: String,
     code: u8,
 }
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             setup,
         } => classify(input.as_deref(), format, &setup),
         Command::Info { setup } => info(&setup),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,7 +127,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_backend(name: &str) -> Result<BackendKind, String> {
+pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
     BackendKind::from_name(name)
         .ok_or_else(|| format!("unknown backend {name:?}; expected auto, cpu, onnxruntime or wgpu"))
 }
