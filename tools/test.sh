@@ -13,3 +13,10 @@ cargo test --release --all-targets
 
 echo "== C example under valgrind"
 examples/c/run.sh --valgrind
+
+# --- bindings and packaging (branch bindings): each consumer against the tools/install.sh tree ---
+examples/c/run.sh --sanitize                 # C examples with -fsanitize=address,undefined
+examples/cpp/run.sh                          # C++17 wrapper example, sanitizers on
+examples/cmake/run.sh                        # pkg-config + find_package(GemmaCyber), shared and static
+bindings/go/test.sh                          # go vet, go test, go test -race
+bindings/csharp/test.sh                      # mcs + mono

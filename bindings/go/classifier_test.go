@@ -153,7 +153,7 @@ func TestModelDataLoadsLikeModelPath(t *testing.T) {
 		t.Fatal(errA, errB)
 	}
 	for i := range a {
-		if a[i] != b[i] {
+		if math.Abs(float64(a[i]-b[i])) > 1e-6 {
 			t.Fatalf("row %d: %v from data, %v from path", i, a[i], b[i])
 		}
 	}
@@ -292,7 +292,8 @@ func TestConcurrentClassifyFromEightGoroutines(t *testing.T) {
 					return
 				}
 				for r := range got {
-					if got[r] != want[r] {
+					// Not bit-exact: a backend may split work differently; cross-talk would be far off.
+					if math.Abs(float64(got[r]-want[r])) > 1e-6 {
 						errs <- errors.New("a concurrent result differs from the serial one")
 						return
 					}
