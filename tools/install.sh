@@ -8,8 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="${1:-build/install}"
-mkdir -p "$prefix"
-prefix="$(cd "$prefix" && pwd)"
+# A relative prefix is made absolute (the .pc file needs one); an absolute one is taken as is and
+# not created outside DESTDIR.
+case "$prefix" in
+  /*) ;;
+  *) mkdir -p "$prefix" && prefix="$(cd "$prefix" && pwd)" ;;
+esac
 root="${DESTDIR:-}$prefix"
 
 cargo build --release --lib --quiet
