@@ -166,7 +166,22 @@ func (c *Classifier) Classify(embeddings []float32, dim int) ([]float32, error) 
 	return probabilities, nil
 }
 
-// ClassifyInto is Classify writing into the caller's slices, with no allocation: one probability
+// ClassifyWithLabels is Classify also returning one label per row (true: cyber, i.e. probability
+// >= the threshold).
+func (c *Classifier) ClassifyWithLabels(embeddings []float32, dim int) ([]float32, []bool, error) {
+	rows, err := rowCount(embeddings, dim)
+	if err != nil {
+		return nil, nil, err
+	}
+	probabilities := make([]float32, rows)
+	labels := make([]bool, rows)
+	if err := c.classify(embeddings, rows, dim, probabilities, labels); err != nil {
+		return nil, nil, err
+	}
+	return probabilities, labels, nil
+}
+
+// ClassifyInto is Classify writing into the caller's slices instead of new ones: one probability
 // per row into probabilities and, unless labels is nil, one label (true: cyber) per row into
 // labels. Both must hold at least len(embeddings)/dim values. Nothing is written on failure.
 func (c *Classifier) ClassifyInto(embeddings []float32, dim int, probabilities []float32, labels []bool) error {

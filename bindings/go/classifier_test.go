@@ -133,6 +133,18 @@ func TestClassifyIntoWritesLabelsAtTheThreshold(t *testing.T) {
 	if len(sawBoth) != 2 {
 		t.Fatal("the golden rows should give both labels")
 	}
+	p2, l2, err := c.ClassifyWithLabels(inputs, 768)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range l2 {
+		if l2[i] != (p2[i] >= threshold) {
+			t.Fatalf("ClassifyWithLabels row %d: label %v for probability %v", i, l2[i], p2[i])
+		}
+	}
+	if _, _, err := c.ClassifyWithLabels(inputs, 767); !errors.Is(err, gemmacyber.StatusInvalidArgument) {
+		t.Fatalf("ClassifyWithLabels(dim 767): %v", err)
+	}
 	// Labels are optional.
 	if err := c.ClassifyInto(inputs, 768, probabilities, nil); err != nil {
 		t.Fatal(err)
