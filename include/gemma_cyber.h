@@ -139,6 +139,12 @@ typedef struct gemma_cyber_options {
    * `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then the usual search.
    */
   const char *onnxruntime_library;
+  /**
+   * The SHA-256 the model file must have, 32 bytes; NULL (the default): not checked. A
+   * mismatch is MODEL_INVALID and nothing is loaded. Appended within ABI version 1: read only
+   * when `struct_size` covers it, so callers built against the first header are unaffected.
+   */
+  const uint8_t *model_sha256;
 } gemma_cyber_options;
 
 #ifdef __cplusplus

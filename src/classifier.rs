@@ -35,6 +35,8 @@ pub struct Options {
     pub num_threads: usize,
     /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
     pub onnxruntime_library: Option<PathBuf>,
+    /// The SHA-256 the model file must have; a mismatch is MODEL_INVALID and loads nothing.
+    pub expected_sha256: Option<[u8; 32]>,
 }
 
 /// A model bound to a backend. `classify` takes `&self` and may be called from many threads at once.
@@ -60,13 +62,10 @@ impl Classifier {
                 options.num_threads
             )));
         }
-        let model = Arc::new(match &options.model {
-            ModelSource::Builtin => Model::builtin()?,
-            ModelSource::Path(path) => Model::from_path(path)?,
-            ModelSource::Bytes(bytes) => {
-                Model::from_bytes(bytes).map_err(|e| e.context("model data"))?
-            }
-        });
+        let model = Arc::new(Model::load(
+            &options.model,
+            options.expected_sha256.as_ref(),
+        )?);
         let backend = start_backend(options, &model)?;
         let threshold = options.threshold.unwrap_or(model.threshold());
         Ok(Classifier {

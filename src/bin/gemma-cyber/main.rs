@@ -58,6 +58,9 @@ struct Setup {
     /// Threads per call; 0 lets the library decide.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Refuse the model unless its file has this SHA-256 (64 hex digits).
+    #[arg(long, value_parser = parse_sha256)]
+    sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,6 +130,19 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let digits = text.trim();
+    if digits.len() != 64 || !digits.is_ascii() {
+        return Err("expected 64 hexadecimal digits".into());
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(digits.as_bytes().chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).expect("ASCII");
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| format!("{pair:?} is not hexadecimal"))?;
+    }
+    Ok(hash)
+}
+
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
     BackendKind::from_name(name)
         .ok_or_else(|| format!("unknown backend {name:?}; expected auto, cpu, onnxruntime or wgpu"))
@@ -142,6 +158,7 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
         threshold: setup.threshold,
         num_threads: setup.threads,
         onnxruntime_library: None,
+        expected_sha256: setup.sha256,
     };
     Ok(Classifier::new(&options)?)
 }
