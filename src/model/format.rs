@@ -469,3 +469,52 @@ fn read_tensor(file: &File<'_>, name: &str, shape: &[usize]) -> Result<Vec<f64>>
     }
     Ok(values)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::tiny_model_bytes;
+
+    #[test]
+    fn tiny_model_loads_with_metadata_defaults_and_overrides() {
+        let model = Model::from_bytes(&tiny_model_bytes(&[])).unwrap();
+        assert_eq!((model.input_dim(), model.hidden_sizes()), (4, &[3][..]));
+        assert_eq!(
+            (model.threshold(), model.norm_order()),
+            (0.5, NormOrder::LinearBnRelu)
+        );
+        let other = Model::from_bytes(&tiny_model_bytes(&[
+            ("norm_order", "linear_relu_bn"),
+            ("threshold", "0.25"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (other.threshold(), other.norm_order()),
+            (0.25, NormOrder::LinearReluBn)
+        );
+        assert_ne!(
+            model.layers(),
+            other.layers(),
+            "the BatchNorm order changes the folded weights"
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_file_is_refused() {
+        let bytes = tiny_model_bytes(&[]);
+        for len in (0..bytes.len()).step_by(7) {
+            let error = Model::from_bytes(&bytes[..len]).unwrap_err();
+            assert_eq!(error.status(), Status::ModelInvalid, "length {len}");
+        }
+    }
+
+    #[test]
+    fn sha256_mismatch_is_refused_before_parsing() {
+        let bytes = tiny_model_bytes(&[]);
+        let expected: [u8; 32] = Sha256::digest(&bytes).into();
+        assert!(Model::load(&ModelSource::Bytes(bytes.clone()), Some(&expected)).is_ok());
+        let junk = ModelSource::Bytes(b"not a model".to_vec());
+        let error = Model::load(&junk, Some(&expected)).unwrap_err();
+        assert!(error.message().contains("SHA-256 is "), "{error}");
+    }
+}

@@ -267,7 +267,13 @@ mod tests {
     fn every_kernel_matches_float64_for_every_tile_height_and_ragged_panel() {
         for kernel in kernels() {
             // Output widths below, at and past one panel; row counts covering every tile height.
-            for (inputs, outputs) in [(768, 5), (45, 16), (3, 17), (41, 1), (9, 40)] {
+            // Miri interprets every instruction: keep the widths small there.
+            let shapes: &[(usize, usize)] = if cfg!(miri) {
+                &[(3, 17), (9, 2)]
+            } else {
+                &[(768, 5), (45, 16), (3, 17), (41, 1), (9, 40)]
+            };
+            for &(inputs, outputs) in shapes {
                 for rows in [1, 2, 3, 4, 5, 6, 7, 13] {
                     for relu in [false, true] {
                         let layer = layer(inputs, outputs, relu);
