@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "onnxruntime")]
+use crate::backend::OnnxruntimeBackend;
 use crate::backend::{Backend, BackendKind, CpuBackend};
 use crate::error::{Error, Result, Status};
 use crate::model::Model;
@@ -160,15 +162,37 @@ impl Classifier {
 
 fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
     match options.backend {
-        BackendKind::Auto | BackendKind::Cpu => Ok(Box::new(CpuBackend::new(
-            Arc::clone(model),
-            options.num_threads,
-        ))),
-        kind @ (BackendKind::Onnxruntime | BackendKind::Wgpu) => {
-            Err(Error::backend_unavailable(format!(
-                "the {} backend is not part of this build of gemma-cyber",
-                kind.name()
-            )))
+        BackendKind::Cpu => Ok(Box::new(cpu(options, model))),
+        BackendKind::Onnxruntime => onnxruntime(options, model),
+        // No GPU backend yet; ONNX Runtime when its library loads, else cpu.
+        BackendKind::Auto => {
+            Ok(onnxruntime(options, model).unwrap_or_else(|_| Box::new(cpu(options, model))))
         }
+        BackendKind::Wgpu => Err(unavailable_in_this_build(BackendKind::Wgpu)),
     }
+}
+
+fn cpu(options: &Options, model: &Arc<Model>) -> CpuBackend {
+    CpuBackend::new(Arc::clone(model), options.num_threads)
+}
+
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(OnnxruntimeBackend::new(
+        model,
+        options.num_threads,
+        options.onnxruntime_library.as_deref(),
+    )?))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime(_options: &Options, _model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    Err(unavailable_in_this_build(BackendKind::Onnxruntime))
+}
+
+fn unavailable_in_this_build(kind: BackendKind) -> Error {
+    Error::backend_unavailable(format!(
+        "the {} backend is not part of this build of gemma-cyber",
+        kind.name()
+    ))
 }
