@@ -9,7 +9,7 @@ mkdir -p "$out"
 cc -std=c11 -Wall -Wextra -Werror -O2 -Iinclude examples/c/classify.c \
   -Ltarget/release -lgemma_cyber -Wl,-rpath,"$PWD/target/release" -lm -o "$out/classify"
 if [ "${1:-}" = "--valgrind" ]; then
-  RUST_BACKTRACE=0 valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible \
+  RUST_BACKTRACE=0 valgrind --quiet --error-exitcode=99 --suppressions=examples/c/valgrind.supp --leak-check=full --show-leak-kinds=definite,indirect,possible \
     --errors-for-leak-kinds=definite,indirect,possible "$out/classify"
 else
   "$out/classify"
