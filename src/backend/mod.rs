@@ -6,7 +6,7 @@ mod onnxruntime;
 
 pub use cpu::CpuBackend;
 #[cfg(feature = "onnxruntime")]
-pub use onnxruntime::{OnnxruntimeBackend, LIBRARY_ENV as ONNXRUNTIME_LIBRARY_ENV};
+pub use onnxruntime::{onnx_model, OnnxruntimeBackend, LIBRARY_ENV as ONNXRUNTIME_LIBRARY_ENV};
 
 use crate::error::Result;
 

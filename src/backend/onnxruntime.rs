@@ -25,6 +25,13 @@ use super::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
+/// The serialized ONNX model (opset 17) this backend runs for `model`: input `embeddings`
+/// (`rows × input_dim` float), output `probability` (`rows × 1` float). For running the very same
+/// graph elsewhere, e.g. in ONNX Runtime's Python API to compare.
+pub fn onnx_model(model: &Model) -> Vec<u8> {
+    graph::onnx_model(model)
+}
+
 /// Environment variable naming ONNX Runtime's shared library, read when the options name none.
 pub const LIBRARY_ENV: &str = "GEMMA_CYBER_ONNXRUNTIME_LIB";
 /// ort's own environment variable, honoured after ours so existing deployments keep working.
