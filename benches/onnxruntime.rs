@@ -189,9 +189,7 @@ fn python_round(graph: &Path, inputs: &Path, dim: usize, threads: usize) -> Stri
 /// The number after `"key": ` in `json` (the script's output is flat enough for this).
 fn json_number(json: &str, key: &str) -> f64 {
     let at = json.find(&format!("\"{key}\": ")).expect(key) + key.len() + 4;
-    let end = json[at..]
-        .find(|c: char| c == ',' || c == '}')
-        .map_or(json.len(), |e| at + e);
+    let end = json[at..].find([',', '}']).map_or(json.len(), |e| at + e);
     json[at..end].trim().parse().expect(key)
 }
 
