@@ -158,7 +158,7 @@ impl OnnxruntimeBackend {
             // One chain of nodes: parallel execution of the graph would only add threads.
             .with_inter_threads(1)
             .map_err(session_failure)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(session_failure)?
             .commit_from_memory(&self.graph)
             .map_err(session_failure)
