@@ -363,3 +363,128 @@ fn concurrent_classify_from_six_threads_is_bit_identical() {
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
 }
+
+#[test]
+fn num_threads_is_honoured() {
+    let model = repo("models/default.safetensors");
+    let library = onnxruntime_library();
+    let cpu = create(BackendKind::Cpu, "models/default.safetensors");
+    let dim = cpu.input_dim();
+    let inputs = random_rows(64, dim, 21);
+    let reference = cpu.classify(&inputs, dim);
+    for (threads, expected) in [(0, "1 thread a session"), (2, "2 threads a session")] {
+        let classifier = try_create_with_threads(&model, &library, threads).unwrap_or_else(
+            |(status, message)| panic!("num_threads {threads}: {status:?} {message}"),
+        );
+        let name = unsafe { CStr::from_ptr(gemma_cyber_device_name(classifier.0)) };
+        assert!(
+            name.to_str().unwrap().contains(expected),
+            "num_threads {threads}: device name {name:?}"
+        );
+        let probabilities = classifier.classify(&inputs, dim);
+        assert_close(
+            &format!("num_threads {threads}"),
+            &probabilities,
+            reference.iter().map(|&p| p as f64),
+        );
+    }
+}
+
+fn try_create_with_threads(
+    model: &Path,
+    library: &Path,
+    threads: u32,
+) -> Result<Classifier, (Status, String)> {
+    let model = CString::new(model.to_str().unwrap()).unwrap();
+    let library = CString::new(library.to_str().unwrap()).unwrap();
+    unsafe {
+        let mut options = std::mem::zeroed::<COptions>();
+        gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+        options.backend = BackendKind::Onnxruntime;
+        options.model_path = model.as_ptr();
+        options.onnxruntime_library = library.as_ptr();
+        options.num_threads = threads;
+        let mut handle = ptr::null_mut();
+        match gemma_cyber_create(&options, &mut handle) {
+            Status::Ok => Ok(Classifier(handle)),
+            status => Err((status, last_error())),
+        }
+    }
+}
+
+/// Set in the child processes of `the_library_is_found_through_each_source_in_turn`: what the
+/// child's `child_process_creates_an_onnxruntime_classifier` must see.
+const CHILD_EXPECTS: &str = "GEMMA_CYBER_TEST_CHILD_EXPECTS";
+
+/// Runs in a child process with a controlled environment (a no-op in a normal run): creates an
+/// ONNXRUNTIME classifier with no library in the options and checks the outcome the parent expects.
+#[test]
+fn child_process_creates_an_onnxruntime_classifier() {
+    let Some(expected) = std::env::var_os(CHILD_EXPECTS) else {
+        return;
+    };
+    let result = try_create(
+        BackendKind::Onnxruntime,
+        &repo("models/default.safetensors"),
+        None,
+    );
+    match (expected.to_str().unwrap(), result) {
+        ("found", Ok(classifier)) => assert_eq!(classifier.backend(), BackendKind::Onnxruntime),
+        ("unavailable", Err((Status::BackendUnavailable, message))) => assert!(
+            message.contains("not found") && message.contains("GEMMA_CYBER_ONNXRUNTIME_LIB"),
+            "{message}"
+        ),
+        (expected, Ok(_)) => panic!("expected {expected}, got a classifier"),
+        (expected, Err((status, message))) => {
+            panic!("expected {expected}, got {status:?} {message}")
+        }
+    }
+}
+
+/// GEMMA_CYBER_ONNXRUNTIME_LIB, then ORT_DYLIB_PATH, then the system loader (LD_LIBRARY_PATH
+/// here), else BACKEND_UNAVAILABLE saying where it looked. Each case runs in a child process,
+/// since the loader reads LD_LIBRARY_PATH once and a process loads ONNX Runtime once.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_library_is_found_through_each_source_in_turn() {
+    let library = std::fs::canonicalize(onnxruntime_library()).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnxruntime-search");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&library, dir.join("libonnxruntime.so")).unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cases: [(&str, &[(&str, &Path)], &str); 4] = [
+        (
+            "GEMMA_CYBER_ONNXRUNTIME_LIB",
+            &[("GEMMA_CYBER_ONNXRUNTIME_LIB", &library)],
+            "found",
+        ),
+        ("ORT_DYLIB_PATH", &[("ORT_DYLIB_PATH", &library)], "found"),
+        ("the system loader", &[("LD_LIBRARY_PATH", &dir)], "found"),
+        ("nowhere", &[("LD_LIBRARY_PATH", &empty)], "unavailable"),
+    ];
+    for (source, variables, expected) in cases {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "child_process_creates_an_onnxruntime_classifier",
+                "--nocapture",
+            ])
+            .env_remove("GEMMA_CYBER_ONNXRUNTIME_LIB")
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("LD_LIBRARY_PATH")
+            .env(CHILD_EXPECTS, expected);
+        for (name, value) in variables {
+            child.env(name, value);
+        }
+        let output = child.output().unwrap();
+        assert!(
+            output.status.success() && String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+            "{source}: the child failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

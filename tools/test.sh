@@ -10,6 +10,8 @@ export GEMMA_CYBER_ONNXRUNTIME_LIB="${GEMMA_CYBER_ONNXRUNTIME_LIB:-$PWD/$(cat .o
 export RUST_BACKTRACE=0
 
 cargo test --release --all-targets
+# The lean build: no ONNX Runtime backend compiled in, and asking for it says so.
+cargo test --release --no-default-features --test onnxruntime_left_out
 
 echo "== C example under valgrind"
 examples/c/run.sh --valgrind
