@@ -200,6 +200,11 @@ fn best(values: impl Iterator<Item = f64>, higher_is_better: bool) -> f64 {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`: timing is no test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benches/onnxruntime: a benchmark; run it with `cargo bench --bench onnxruntime`");
+        return;
+    }
     let library = PathBuf::from(std::env::var_os("GEMMA_CYBER_ONNXRUNTIME_LIB").expect(
         "GEMMA_CYBER_ONNXRUNTIME_LIB is unset: run tools/fetch_onnxruntime.sh and set it to \
          $PWD/$(cat .ort/LIBRARY_PATH)",
