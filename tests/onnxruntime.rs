@@ -454,17 +454,19 @@ fn the_library_is_found_through_each_source_in_turn() {
     std::os::unix::fs::symlink(&library, dir.join("libonnxruntime.so")).unwrap();
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let cases: [(&str, &[(&str, &Path)], &str); 4] = [
+    // (what is tried, the one variable set, its value, the outcome)
+    let cases = [
         (
             "GEMMA_CYBER_ONNXRUNTIME_LIB",
-            &[("GEMMA_CYBER_ONNXRUNTIME_LIB", &library)],
+            "GEMMA_CYBER_ONNXRUNTIME_LIB",
+            &library,
             "found",
         ),
-        ("ORT_DYLIB_PATH", &[("ORT_DYLIB_PATH", &library)], "found"),
-        ("the system loader", &[("LD_LIBRARY_PATH", &dir)], "found"),
-        ("nowhere", &[("LD_LIBRARY_PATH", &empty)], "unavailable"),
+        ("ORT_DYLIB_PATH", "ORT_DYLIB_PATH", &library, "found"),
+        ("the system loader", "LD_LIBRARY_PATH", &dir, "found"),
+        ("nowhere", "LD_LIBRARY_PATH", &empty, "unavailable"),
     ];
-    for (source, variables, expected) in cases {
+    for (source, variable, value, expected) in cases {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap());
         child
             .args([
@@ -475,10 +477,8 @@ fn the_library_is_found_through_each_source_in_turn() {
             .env_remove("GEMMA_CYBER_ONNXRUNTIME_LIB")
             .env_remove("ORT_DYLIB_PATH")
             .env_remove("LD_LIBRARY_PATH")
-            .env(CHILD_EXPECTS, expected);
-        for (name, value) in variables {
-            child.env(name, value);
-        }
+            .env(CHILD_EXPECTS, expected)
+            .env(variable, value);
         let output = child.output().unwrap();
         assert!(
             output.status.success() && String::from_utf8_lossy(&output.stdout).contains("1 passed"),

@@ -67,7 +67,9 @@ static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
 /// Runs the model as an ONNX graph in ONNX Runtime, with a pool of sessions.
 ///
 /// ort's `Session::run` takes `&mut self`, so each concurrent `classify` borrows a session of its
-/// own from the pool (made on demand, at most one per core) rather than queueing on one.
+/// own from the pool (made on demand, at most one per core's worth of threads) rather than queueing
+/// on one. ONNX Runtime documents `Run` as safe to call concurrently, but ort's authors found it
+/// not to be in practice, so a session is never shared.
 pub struct OnnxruntimeBackend {
     runtime: Arc<Runtime>,
     /// The serialized ONNX model every session of the pool is made from.
@@ -116,7 +118,9 @@ impl OnnxruntimeBackend {
     fn start(model: &Model, threads: usize, library: Option<&Path>) -> Result<OnnxruntimeBackend> {
         let runtime = load_runtime(library)?;
         let threads = if threads == 0 { 1 } else { threads };
-        let max_sessions = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Sessions beyond cores / threads would only make threads wait for cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max_sessions = (cores / threads).max(1);
         let device_name = format!(
             "onnxruntime {} (CPUExecutionProvider), {} thread{} a session, {}",
             runtime.version,
