@@ -75,35 +75,51 @@ impl Classifier {
             .into_owned()
     }
 
-    /// Median and p99 batch-1 latency in µs.
-    fn latency_us(&self, row: &[f32]) -> (f64, f64) {
+    /// Batch-1 latency and rows/s at each of `BATCHES`, in wall-clock and this thread's CPU time.
+    fn measure(&self, inputs: &[f32], dim: usize) -> Measurement {
+        let row = &inputs[..dim];
         let mut probability = [0.0f32];
         for _ in 0..200 {
-            self.classify(row, row.len(), &mut probability);
+            self.classify(row, dim, &mut probability);
         }
-        let mut times: Vec<f64> = (0..LATENCY_ITERATIONS)
+        let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..LATENCY_ITERATIONS)
             .map(|_| {
-                let start = Instant::now();
-                self.classify(row, row.len(), &mut probability);
-                start.elapsed().as_secs_f64() * 1e6
+                let (start, start_cpu) = (Instant::now(), thread_cpu_seconds());
+                self.classify(row, dim, &mut probability);
+                (
+                    start.elapsed().as_secs_f64() * 1e6,
+                    (thread_cpu_seconds() - start_cpu) * 1e6,
+                )
             })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        (times[times.len() / 2], times[times.len() * 99 / 100])
-    }
-
-    fn rows_per_s(&self, batch: &[f32], dim: usize) -> f64 {
-        let mut probabilities = vec![0.0f32; batch.len() / dim];
-        self.classify(batch, dim, &mut probabilities);
-        let (start, mut runs) = (Instant::now(), 0usize);
-        loop {
+            .unzip();
+        wall.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        let mut measurement = Measurement {
+            latency_us: [
+                wall[wall.len() / 2],
+                wall[wall.len() * 99 / 100],
+                cpu[cpu.len() / 2],
+            ],
+            ..Measurement::default()
+        };
+        for rows in BATCHES {
+            let batch = &inputs[..rows * dim];
+            let mut probabilities = vec![0.0f32; rows];
             self.classify(batch, dim, &mut probabilities);
-            runs += 1;
-            let elapsed = start.elapsed().as_secs_f64();
-            if elapsed >= SECONDS_PER_BATCH {
-                return (runs * probabilities.len()) as f64 / elapsed;
+            let (start, start_cpu, mut runs) = (Instant::now(), thread_cpu_seconds(), 0usize);
+            loop {
+                self.classify(batch, dim, &mut probabilities);
+                runs += 1;
+                let elapsed = start.elapsed().as_secs_f64();
+                if elapsed >= SECONDS_PER_BATCH {
+                    let cpu = thread_cpu_seconds() - start_cpu;
+                    measurement.rows_per_s.push((runs * rows) as f64 / elapsed);
+                    measurement.rows_per_cpu_s.push((runs * rows) as f64 / cpu);
+                    break;
+                }
             }
         }
+        measurement
     }
 
     /// Rows/s of `CONCURRENT_CALLERS` threads classifying `rows`-row batches at once.
@@ -128,6 +144,70 @@ impl Classifier {
         });
         total as f64 / start.elapsed().as_secs_f64()
     }
+}
+
+/// One side's results; see `Measurement::best` for how rounds combine.
+#[derive(Clone, Debug, Default)]
+struct Measurement {
+    /// Batch-1 latency in µs: wall-clock median, wall-clock p99, CPU-time median.
+    latency_us: [f64; 3],
+    /// Wall-clock rows/s at each of `BATCHES`.
+    rows_per_s: Vec<f64>,
+    /// Rows per second of the calling thread's CPU time at each of `BATCHES`: with one intra-op
+    /// thread all the work runs on the calling thread, and this hardly moves when other processes
+    /// compete for the cores.
+    rows_per_cpu_s: Vec<f64>,
+}
+
+impl Measurement {
+    /// The best of several rounds, figure by figure (the rounds least disturbed by neighbours).
+    fn best(rounds: &[Measurement]) -> Measurement {
+        let min =
+            |f: &dyn Fn(&Measurement) -> f64| rounds.iter().map(f).fold(f64::INFINITY, f64::min);
+        let max = |f: &dyn Fn(&Measurement) -> f64| rounds.iter().map(f).fold(0.0, f64::max);
+        Measurement {
+            latency_us: [
+                min(&|m| m.latency_us[0]),
+                min(&|m| m.latency_us[1]),
+                min(&|m| m.latency_us[2]),
+            ],
+            rows_per_s: (0..BATCHES.len())
+                .map(|i| max(&|m| m.rows_per_s[i]))
+                .collect(),
+            rows_per_cpu_s: (0..BATCHES.len())
+                .map(|i| max(&|m| m.rows_per_cpu_s[i]))
+                .collect(),
+        }
+    }
+
+    fn from_json(json: &str) -> Measurement {
+        Measurement {
+            latency_us: [
+                json_number(json, "median"),
+                json_number(json, "p99"),
+                json_number(json, "cpu_median"),
+            ],
+            rows_per_s: BATCHES
+                .iter()
+                .map(|b| json_number(json, &b.to_string()))
+                .collect(),
+            rows_per_cpu_s: BATCHES
+                .iter()
+                .map(|b| json_number(json, &format!("cpu_{b}")))
+                .collect(),
+        }
+    }
+}
+
+/// CPU time this thread has used, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; the clock exists on every Linux and macOS.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
 /// Fixed-seed N(0, 1)-ish rows (sum of uniforms).
@@ -193,12 +273,6 @@ fn json_number(json: &str, key: &str) -> f64 {
     json[at..end].trim().parse().expect(key)
 }
 
-fn best(values: impl Iterator<Item = f64>, higher_is_better: bool) -> f64 {
-    values
-        .reduce(|a, b| if (a > b) == higher_is_better { a } else { b })
-        .unwrap()
-}
-
 fn main() {
     // `cargo test --all-targets` runs bench targets too, without `--bench`: timing is no test.
     if !std::env::args().any(|a| a == "--bench") {
@@ -235,115 +309,91 @@ fn main() {
     eprintln!("onnxruntime: {}", onnxruntime.device_name());
     eprintln!("cpu: {}", cpu.device_name());
 
-    // Rounds alternate between the two sides so that a noisy neighbour hits both alike; the best
-    // round of each is reported.
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    let mut cpu_results = Vec::new();
+    // Rounds alternate between the sides so that a noisy neighbour hits them alike.
+    let (mut ours, mut theirs, mut cpu_results) = (Vec::new(), Vec::new(), Vec::new());
+    let mut python_version = String::new();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        let latency = onnxruntime.latency_us(&inputs[..dim]);
-        let throughput: Vec<f64> = BATCHES
-            .iter()
-            .map(|&rows| onnxruntime.rows_per_s(&inputs[..rows * dim], dim))
-            .collect();
-        ours.push((latency, throughput));
+        ours.push(onnxruntime.measure(&inputs, dim));
         let json = python_round(&graph, &inputs_path, dim, threads);
-        theirs.push((
-            (json_number(&json, "median"), json_number(&json, "p99")),
-            BATCHES
-                .iter()
-                .map(|rows| json_number(&json, &rows.to_string()))
-                .collect::<Vec<_>>(),
-            json,
-        ));
-        let latency = cpu.latency_us(&inputs[..dim]);
-        let throughput: Vec<f64> = BATCHES
-            .iter()
-            .map(|&rows| cpu.rows_per_s(&inputs[..rows * dim], dim))
-            .collect();
-        cpu_results.push((latency, throughput));
+        theirs.push(Measurement::from_json(&json));
+        python_version = json
+            .split("\"version\": \"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or("?")
+            .to_owned();
+        cpu_results.push(cpu.measure(&inputs, dim));
     }
     let concurrent: Vec<(usize, f64)> = [1, 64]
         .into_iter()
         .map(|rows| (rows, onnxruntime.concurrent_rows_per_s(&inputs, rows, dim)))
         .collect();
-
-    let python_version = theirs[0]
-        .2
-        .split("\"version\": \"")
-        .nth(1)
-        .and_then(|v| v.split('"').next())
-        .unwrap_or("?")
-        .to_owned();
-    let row = |name: &str, latency: (f64, f64), throughput: Vec<f64>| {
-        let throughput: Vec<String> = throughput.iter().map(|t| format!("{t:.0}")).collect();
-        println!(
-            "| {name} | {:.1} | {:.1} | {} |",
-            latency.0,
-            latency.1,
-            throughput.join(" | ")
-        );
-    };
-    let summarize = |results: &[((f64, f64), Vec<f64>)]| {
-        (
-            (
-                best(results.iter().map(|r| r.0 .0), false),
-                best(results.iter().map(|r| r.0 .1), false),
-            ),
-            (0..BATCHES.len())
-                .map(|i| best(results.iter().map(|r| r.1[i]), true))
-                .collect::<Vec<f64>>(),
-        )
-    };
-    let theirs_plain: Vec<((f64, f64), Vec<f64>)> =
-        theirs.iter().map(|t| (t.0, t.1.clone())).collect();
-    let (ours_latency, ours_throughput) = summarize(&ours);
-    let (their_latency, their_throughput) = summarize(&theirs_plain);
-    let (cpu_latency, cpu_throughput) = summarize(&cpu_results);
+    let (ours, theirs, cpu_results) = (
+        Measurement::best(&ours),
+        Measurement::best(&theirs),
+        Measurement::best(&cpu_results),
+    );
 
     println!(
         "\n{threads} intra-op thread(s), best of {rounds} alternating rounds; ONNX Runtime {python_version} on both sides.\n"
     );
-    let headers: Vec<String> = BATCHES.iter().map(|b| format!("rows/s @ {b}")).collect();
-    println!(
-        "| | batch-1 median µs | batch-1 p99 µs | {} |",
-        headers.join(" | ")
-    );
-    println!("|---|---|---|{}", "---|".repeat(BATCHES.len()));
-    row(
-        "gemma-cyber onnxruntime (C API)",
-        ours_latency,
-        ours_throughput.clone(),
-    );
-    row(
-        "ONNX Runtime Python API, same graph",
-        their_latency,
-        their_throughput.clone(),
-    );
-    row(
-        "gemma-cyber cpu (C API), for reference",
-        cpu_latency,
-        cpu_throughput,
-    );
-    let overheads: Vec<String> = std::iter::once(ours_latency.0 / their_latency.0 - 1.0)
-        .chain(
-            their_throughput
-                .iter()
-                .zip(&ours_throughput)
-                .map(|(t, o)| t / o - 1.0),
-        )
-        .map(|o| format!("{:+.1}%", o * 100.0))
+    let numbers = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let wall: Vec<String> = BATCHES.iter().map(|b| format!("rows/s @ {b}")).collect();
+    let cpu_time: Vec<String> = BATCHES
+        .iter()
+        .map(|b| format!("rows/CPU-s @ {b}"))
         .collect();
     println!(
-        "\nOverhead of gemma-cyber over ONNX Runtime's Python API (positive: slower): batch-1 latency {}, {}",
-        overheads[0],
-        BATCHES
-            .iter()
-            .zip(&overheads[1..])
-            .map(|(b, o)| format!("rows/s @ {b} {o}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "| | batch-1 median µs | batch-1 p99 µs | batch-1 CPU µs | {} | {} |",
+        wall.join(" | "),
+        cpu_time.join(" | ")
+    );
+    println!("|---|---|---|---|{}", "---|".repeat(2 * BATCHES.len()));
+    for (name, m) in [
+        ("gemma-cyber onnxruntime (C API)", &ours),
+        ("ONNX Runtime Python API, same graph", &theirs),
+        ("gemma-cyber cpu (C API), for reference", &cpu_results),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            m.latency_us[0],
+            m.latency_us[1],
+            m.latency_us[2],
+            numbers(&m.rows_per_s),
+            numbers(&m.rows_per_cpu_s)
+        );
+    }
+    let percent = |ratio: f64| format!("{:+.1}%", (ratio - 1.0) * 100.0);
+    let mut overheads = vec![
+        format!(
+            "batch-1 latency {}",
+            percent(ours.latency_us[0] / theirs.latency_us[0])
+        ),
+        format!(
+            "batch-1 CPU time {}",
+            percent(ours.latency_us[2] / theirs.latency_us[2])
+        ),
+    ];
+    for (i, b) in BATCHES.iter().enumerate() {
+        overheads.push(format!(
+            "rows/s @ {b} {}",
+            percent(theirs.rows_per_s[i] / ours.rows_per_s[i])
+        ));
+        overheads.push(format!(
+            "rows/CPU-s @ {b} {}",
+            percent(theirs.rows_per_cpu_s[i] / ours.rows_per_cpu_s[i])
+        ));
+    }
+    println!(
+        "\nOverhead of gemma-cyber over ONNX Runtime's Python API (positive: gemma-cyber slower): {}",
+        overheads.join(", ")
     );
     for (rows, rate) in concurrent {
         println!(

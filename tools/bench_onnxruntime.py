@@ -6,7 +6,8 @@ between its own rounds and prints both side by side. Session settings match the 
 CPU execution provider, all graph optimizations, `--threads` intra-op threads, one inter-op thread.
 Inputs are the same fixed-seed rows the Rust side uses (written by it as raw little-endian float32).
 
-Prints one JSON object: version, latency_us (median, p99) and rows_per_s by batch size.
+Prints one JSON object: version, latency_us (median, p99, cpu_median) and rows_per_s by batch size
+(wall-clock as "<rows>", per second of the calling thread's CPU time as "cpu_<rows>").
 Needs `pip install -r tools/requirements.txt` (onnxruntime, numpy).
 """
 
@@ -19,23 +20,31 @@ import onnxruntime as ort
 
 
 def latency_us(session, row, iterations):
-    times = []
+    wall, cpu = [], []
     for _ in range(iterations):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         session.run(None, {"embeddings": row})
-        times.append((time.perf_counter() - start) * 1e6)
-    times.sort()
-    return {"median": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}
+        wall.append((time.perf_counter() - start) * 1e6)
+        cpu.append((time.thread_time() - start_cpu) * 1e6)
+    wall.sort()
+    cpu.sort()
+    return {
+        "median": wall[len(wall) // 2],
+        "p99": wall[len(wall) * 99 // 100],
+        "cpu_median": cpu[len(cpu) // 2],
+    }
 
 
 def rows_per_s(session, batch, seconds):
-    runs, start = 0, time.perf_counter()
+    """Rows per wall-clock second and per second of this thread's CPU time."""
+    runs, start, start_cpu = 0, time.perf_counter(), time.thread_time()
     while True:
         session.run(None, {"embeddings": batch})
         runs += 1
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
-            return runs * len(batch) / elapsed
+            cpu = time.thread_time() - start_cpu
+            return runs * len(batch) / elapsed, runs * len(batch) / cpu
 
 
 def main():
@@ -68,7 +77,9 @@ def main():
     for size in (int(b) for b in args.batches.split(",")):
         batch = np.ascontiguousarray(inputs[:size])
         session.run(None, {"embeddings": batch})
-        result["rows_per_s"][str(size)] = rows_per_s(session, batch, args.seconds)
+        wall, cpu = rows_per_s(session, batch, args.seconds)
+        result["rows_per_s"][str(size)] = wall
+        result["rows_per_s"][f"cpu_{size}"] = cpu
     print(json.dumps(result))
 
 
