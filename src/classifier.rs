@@ -35,7 +35,9 @@ pub struct Options {
     pub threshold: Option<f32>,
     /// Threads a backend may use per call; 0 lets the library decide.
     pub num_threads: usize,
-    /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
+    /// ONNX Runtime's shared library, for the onnxruntime backend; `None`: the
+    /// `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then `ORT_DYLIB_PATH`, then the system
+    /// loader's search.
     pub onnxruntime_library: Option<PathBuf>,
 }
 
