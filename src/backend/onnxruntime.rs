@@ -366,12 +366,11 @@ fn probe(path: &Path) -> Result<String> {
         libc::dlclose(handle);
         version?
     };
-    let minor = version
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse::<u32>().ok());
-    match (version.split('.').next(), minor) {
-        (Some("1"), Some(minor)) if minor >= ort::MINOR_VERSION => Ok(version),
+    let mut numbers = version.split('.').map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(1), Some(minor)) if minor >= ort::MINOR_VERSION => Ok(version),
+        // A later major version: ort checks what it can use when it loads the library.
+        (Some(major), _) if major > 1 => Ok(version),
         _ => Err(unusable(format!(
             "it is version {version}; gemma-cyber needs 1.{} or newer",
             ort::MINOR_VERSION
