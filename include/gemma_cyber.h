@@ -135,8 +135,9 @@ typedef struct gemma_cyber_options {
    */
   uint32_t num_threads;
   /**
-   * Path of ONNX Runtime's shared library for the onnxruntime backend; NULL: the
-   * `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then the usual search.
+   * Path of ONNX Runtime's shared library (1.17 or newer) for the onnxruntime backend, relative
+   * to the working directory or absolute; NULL: the `GEMMA_CYBER_ONNXRUNTIME_LIB` environment
+   * variable, then `ORT_DYLIB_PATH`, then the system loader's search for `libonnxruntime`.
    */
   const char *onnxruntime_library;
   /**

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "onnxruntime")]
+use crate::backend::OnnxruntimeBackend;
 use crate::backend::{Backend, BackendKind, CpuBackend};
 use crate::error::{Error, Result, Status};
 use crate::model::Model;
@@ -33,7 +35,9 @@ pub struct Options {
     pub threshold: Option<f32>,
     /// Threads a backend may use per call; 0 lets the library decide.
     pub num_threads: usize,
-    /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
+    /// ONNX Runtime's shared library, for the onnxruntime backend; `None`: the
+    /// `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then `ORT_DYLIB_PATH`, then the system
+    /// loader's search.
     pub onnxruntime_library: Option<PathBuf>,
     /// The SHA-256 the model file must have; a mismatch is MODEL_INVALID and loads nothing.
     pub expected_sha256: Option<[u8; 32]>,
@@ -159,14 +163,38 @@ impl Classifier {
 
 fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
     match options.backend {
-        BackendKind::Auto | BackendKind::Cpu => {
-            Ok(Box::new(CpuBackend::new(model, options.num_threads)?))
-        }
-        kind @ (BackendKind::Onnxruntime | BackendKind::Wgpu) => {
-            Err(Error::backend_unavailable(format!(
-                "the {} backend is not part of this build of gemma-cyber",
-                kind.name()
-            )))
-        }
+        BackendKind::Cpu => Ok(Box::new(cpu(options, model)?)),
+        BackendKind::Onnxruntime => onnxruntime(options, model),
+        // No GPU backend yet; ONNX Runtime when its library loads, else cpu.
+        BackendKind::Auto => match onnxruntime(options, model) {
+            Ok(backend) => Ok(backend),
+            Err(_) => Ok(Box::new(cpu(options, model)?)),
+        },
+        BackendKind::Wgpu => Err(unavailable_in_this_build(BackendKind::Wgpu)),
     }
+}
+
+fn cpu(options: &Options, model: &Model) -> Result<CpuBackend> {
+    CpuBackend::new(model, options.num_threads)
+}
+
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(OnnxruntimeBackend::new(
+        model,
+        options.num_threads,
+        options.onnxruntime_library.as_deref(),
+    )?))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime(_options: &Options, _model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    Err(unavailable_in_this_build(BackendKind::Onnxruntime))
+}
+
+fn unavailable_in_this_build(kind: BackendKind) -> Error {
+    Error::backend_unavailable(format!(
+        "the {} backend is not part of this build of gemma-cyber",
+        kind.name()
+    ))
 }

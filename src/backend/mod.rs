@@ -1,8 +1,12 @@
 //! The backends: one trait, one module each. A backend runs the folded [`Model`] on a batch.
 
 mod cpu;
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime;
 
 pub use cpu::{CpuBackend, CpuKernel};
+#[cfg(feature = "onnxruntime")]
+pub use onnxruntime::{onnx_model, OnnxruntimeBackend, LIBRARY_ENV as ONNXRUNTIME_LIBRARY_ENV};
 
 use crate::error::Result;
 
