@@ -42,6 +42,16 @@ enum Command {
     },
     /// Measure rows/s and latency of backends by batch size.
     Bench(bench::BenchArgs),
+    /// Write the ONNX graph the onnxruntime backend runs (same weights, BatchNorm folded).
+    #[cfg(feature = "onnxruntime")]
+    ExportOnnx {
+        /// Where to write the .onnx file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Model file (.safetensors); the built-in model when left out.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -116,6 +126,8 @@ fn main() -> ExitCode {
         } => classify(input.as_deref(), format, &setup),
         Command::Info { setup } => info(&setup),
         Command::Bench(args) => bench::run(&args),
+        #[cfg(feature = "onnxruntime")]
+        Command::ExportOnnx { output, model } => export_onnx(&output, model.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,6 +204,18 @@ fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), F
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(feature = "onnxruntime")]
+fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
+    let model = match model {
+        Some(path) => gemma_cyber::Model::from_path(path)?,
+        None => gemma_cyber::Model::builtin()?,
+    };
+    std::fs::write(output, gemma_cyber::backend::onnx_model(&model)).map_err(|e| Failure {
+        message: format!("cannot write {}: {e}", output.display()),
+        code: 1,
+    })
 }
 
 fn info(setup: &Setup) -> Result<(), Failure> {
