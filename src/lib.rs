@@ -5,6 +5,8 @@
 
 pub mod backend;
 mod classifier;
+#[cfg(feature = "convert")]
+pub mod convert;
 pub mod error;
 pub mod ffi;
 pub mod model;
