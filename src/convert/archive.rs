@@ -116,18 +116,25 @@ impl<'a> Archive<'a> {
     /// refused. `None` when there is no such entry.
     fn read(&mut self, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
         let full = format!("{}{name}", self.prefix);
-        let mut entry = match self.zip.by_name(&full) {
-            Ok(entry) => entry,
-            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-            Err(e) => return Err(Error::model_invalid(format!("zip entry {full}: {e}"))),
+        let Some(index) = self.zip.index_for_name(&full) else {
+            return Ok(None);
         };
-        if entry.compression() != CompressionMethod::Stored {
+        // The method is checked on the raw entry first, so that no decompressor is ever asked for.
+        let method = self
+            .zip
+            .by_index_raw(index)
+            .map_err(|e| Error::model_invalid(format!("zip entry {full}: {e}")))?
+            .compression();
+        if method != CompressionMethod::Stored {
             return Err(Error::model_invalid(format!(
-                "zip entry {full} is compressed ({}); torch.save stores entries uncompressed, \
-                 and compressed checkpoints are refused so that nothing can expand",
-                entry.compression()
+                "zip entry {full} is compressed ({method}); torch.save stores entries \
+                 uncompressed, and compressed checkpoints are refused so that nothing can expand"
             )));
         }
+        let mut entry = self
+            .zip
+            .by_index(index)
+            .map_err(|e| Error::model_invalid(format!("zip entry {full}: {e}")))?;
         let size = entry.size();
         if name.starts_with("data/") {
             // A storage: only `limit` bytes are needed, the rest is left unread.

@@ -1,4 +1,7 @@
-//! `gemma-cyber`: classify embeddings from .npy or JSON lines, and describe the model and backend.
+//! `gemma-cyber`: classify embeddings from .npy or JSON lines, describe the model and backend, and
+//! convert a PyTorch checkpoint into a model file.
+
+mod convert;
 
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -38,6 +41,9 @@ enum Command {
         #[command(flatten)]
         setup: Setup,
     },
+    /// Convert a PyTorch checkpoint (model.pt) into a .safetensors model, without Python and
+    /// without executing anything from the file.
+    Convert(convert::Convert),
 }
 
 #[derive(Args)]
@@ -79,6 +85,13 @@ impl Failure {
             code: 3,
         }
     }
+
+    fn output(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
 }
 
 impl From<gemma_cyber::Error> for Failure {
@@ -108,6 +121,7 @@ fn main() -> ExitCode {
             setup,
         } => classify(input.as_deref(), format, &setup),
         Command::Info { setup } => info(&setup),
+        Command::Convert(args) => convert::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
