@@ -150,6 +150,38 @@ def hostile():
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size} bytes")
 
 
+def fuzz_seeds():
+    """Seeds for the fuzz targets (fuzz/corpus/<target>/): tiny checkpoints of the same shape of
+    model (LayerNorm(8) -> Linear(8, 4) + BatchNorm(4) -> Linear(4, 1)) in each layout, and
+    their pickles alone, plus the hostile pickles."""
+    checkpoint_dir = ROOT / "fuzz" / "corpus" / "checkpoint"
+    pickle_dir = ROOT / "fuzz" / "corpus" / "pickle"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    pickle_dir.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(99)
+    small = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
+    randomize(small, generator)
+    seeds = {
+        "seed_state_dict": small.state_dict(),
+        "seed_checkpoint_dict": {"model_state_dict": small.state_dict(), "epoch": 1,
+                                 "metrics": {"f1": 0.5}, "tags": ["a", 1, 2.5, None, True]},
+        "seed_parameters": dict(small.named_parameters()),
+    }
+    for name, payload in seeds.items():
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        (checkpoint_dir / name).write_bytes(buffer.getvalue())
+        with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as z:
+            pickle_name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+            (pickle_dir / name).write_bytes(z.read(pickle_name))
+    for path in sorted((OUT / "hostile").glob("*.pt")):
+        if path.stat().st_size < 16384:
+            with zipfile.ZipFile(path) as z:
+                pickle_name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+                (pickle_dir / f"seed_hostile_{path.stem}").write_bytes(z.read(pickle_name))
+    print(f"fuzz seeds: {len(list(checkpoint_dir.iterdir()))} checkpoints, {len(list(pickle_dir.iterdir()))} pickles")
+
+
 def main():
     torch.manual_seed(0)
 
@@ -210,6 +242,7 @@ def main():
     save("nested_relu_bn_f64", model, model.state_dict(), seed, subdir="with_config", config=config, dtype=torch.float64)
 
     hostile()
+    fuzz_seeds()
 
 
 if __name__ == "__main__":

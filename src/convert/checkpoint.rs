@@ -278,8 +278,15 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
             var,
         } = &norm.role
         else {
+            // A BatchNorm without its buffers looks like a LayerNorm: say what is likely wrong.
+            let hint = if matches!(norm.role, Role::LayerNorm { .. }) {
+                " (it has no running_mean/running_var: were only the parameters saved? \
+                 save model.state_dict(), which holds the buffers too)"
+            } else {
+                ""
+            };
             return Err(fail(format!(
-                "{} does not follow {} as a BatchNorm1d",
+                "{} does not follow {} as a BatchNorm1d{hint}",
                 norm.describe(),
                 linear.describe()
             )));
@@ -301,7 +308,7 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
             output.describe()
         )));
     };
-    if weight.shape[..] != [1, width as u64] {
+    if weight.shape[..] != [1, width] {
         return Err(fail(format!(
             "the last module {} is not Linear({width}→1)",
             output.describe()
