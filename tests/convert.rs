@@ -494,6 +494,17 @@ fn a_model_that_is_not_this_architecture_is_refused() {
 }
 
 #[test]
+fn parameters_without_batchnorm_buffers_get_a_hint() {
+    // What `dict(model.named_parameters())` saves: BatchNorm's weight and bias, no running stats.
+    let specs: Vec<Spec<'_>> = small_model()
+        .into_iter()
+        .filter(|s| !s.name.contains("running"))
+        .collect();
+    let message = refused(&crafted(&specs));
+    assert!(message.contains("save model.state_dict()"), "{message}");
+}
+
+#[test]
 fn integer_weights_are_refused() {
     let mut specs = small_model();
     specs[2].class = "LongStorage";
