@@ -535,6 +535,49 @@ fn a_huge_claimed_storage_is_refused_without_allocating_it() {
 }
 
 #[test]
+fn a_self_referencing_extra_entry_is_walked_a_bounded_number_of_times() {
+    // {"model_state_dict": ..., "loop": d} where d holds 1000 references to itself: a walk
+    // bounded by depth alone would visit 1000^4 values.
+    let (pickle, storages) = crafted_parts(&small_model());
+    let state_dict = &pickle[2..pickle.len() - 1];
+    let mut p = Pickler::default();
+    p.op(b"\x80\x02}(").str("model_state_dict").op(state_dict);
+    p.str("loop").op(b"}q\x01(");
+    for i in 0..1000 {
+        p.str(&format!("k{i}")).op(b"h\x01");
+    }
+    p.op(b"uu.");
+    let started = std::time::Instant::now();
+    let conversion = convert_checkpoint(&torch_zip(&p.0, &storages), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(started.elapsed().as_secs() < 20);
+    assert!(
+        conversion
+            .report
+            .iter()
+            .any(|l| l.contains("more than 4096 values to look at")),
+        "{:?}",
+        conversion.report
+    );
+}
+
+#[test]
+fn an_absurd_zip_entry_count_is_refused_before_reading_the_directory() {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..20_000 {
+        zip.start_file(format!("archive/data/{i}"), stored).unwrap();
+    }
+    let bytes = zip.finish().unwrap().into_inner();
+    let message = refused(&bytes);
+    assert!(
+        message.contains("claims 20000 entries; the limit is 16384"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_missing_storage_entry_is_refused() {
     let (pickle, mut storages) = crafted_parts(&small_model());
     storages.retain(|(key, _)| key != "2");

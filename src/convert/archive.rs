@@ -44,6 +44,14 @@ impl<'a> Archive<'a> {
                 "not a PyTorch checkpoint: not a zip file{hint}"
             )));
         }
+        // The zip reader allocates for every entry the central directory claims, so the claim is
+        // checked first.
+        let claimed = claimed_entries(bytes)?;
+        if claimed > MAX_ENTRIES as u64 {
+            return Err(Error::model_invalid(format!(
+                "the checkpoint zip claims {claimed} entries; the limit is {MAX_ENTRIES}"
+            )));
+        }
         let zip = ZipArchive::new(Cursor::new(bytes))
             .map_err(|e| Error::model_invalid(format!("not a readable zip file: {e}")))?;
         if zip.len() > MAX_ENTRIES {
@@ -153,4 +161,43 @@ impl<'a> Archive<'a> {
             .map_err(|e| Error::model_invalid(format!("zip entry {full}: {e}")))?;
         Ok(Some(bytes))
     }
+}
+
+/// The entry count in the zip's end-of-central-directory record (its zip64 form when the classic
+/// one says 0xFFFF), read without trusting anything else in the file.
+fn claimed_entries(bytes: &[u8]) -> Result<u64> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const EOCD64_LOCATOR: &[u8] = b"PK\x06\x07";
+    const EOCD64: &[u8] = b"PK\x06\x06";
+    let not_zip = || Error::model_invalid("not a readable zip file: no end of central directory");
+    // The record is 22 bytes plus a comment of at most 65535.
+    let search_from = bytes.len().saturating_sub(22 + 65535);
+    let at = bytes[search_from..]
+        .windows(4)
+        .rposition(|w| w == EOCD)
+        .map(|i| search_from + i)
+        .ok_or_else(not_zip)?;
+    let field = |start: usize, len: usize| -> Option<u64> {
+        let slice = bytes.get(start..start.checked_add(len)?)?;
+        let mut buf = [0u8; 8];
+        buf[..len].copy_from_slice(slice);
+        Some(u64::from_le_bytes(buf))
+    };
+    let total = field(at + 10, 2).ok_or_else(not_zip)?;
+    if total != 0xFFFF {
+        return Ok(total);
+    }
+    // zip64: the locator sits right before the classic record and points at the zip64 record.
+    let Some(locator) = at.checked_sub(20) else {
+        return Ok(total);
+    };
+    if bytes.get(locator..locator + 4) != Some(EOCD64_LOCATOR) {
+        return Ok(total);
+    }
+    let record = field(locator + 8, 8).ok_or_else(not_zip)?;
+    let record = usize::try_from(record).map_err(|_| not_zip())?;
+    if bytes.get(record..record.saturating_add(4)) != Some(EOCD64) {
+        return Err(not_zip());
+    }
+    field(record + 32, 8).ok_or_else(not_zip)
 }

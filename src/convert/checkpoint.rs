@@ -53,7 +53,7 @@ pub fn find_state_dict(pickle: &Pickle) -> Result<Found<'_>> {
     let mut tensors = Vec::with_capacity(state.len());
     for (name, id) in state {
         match pickle.get(id) {
-            Value::Tensor(t) => tensors.push((name, t)),
+            Value::Tensor(t) => tensors.push((name, &**t)),
             other => {
                 return Err(Error::model_invalid(format!(
                     "state_dict entry {name:?} is not a tensor ({other:?})"

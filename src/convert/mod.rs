@@ -23,6 +23,8 @@ use crate::model::{Model, NormOrder};
 const MAX_EXTRA_METADATA: usize = 256;
 /// Longest metadata value kept; longer ones are left out and reported.
 const MAX_METADATA_VALUE: usize = 4096;
+/// Most values looked at while flattening extras into metadata.
+const MAX_METADATA_VISITS: usize = 4096;
 /// How deep nested dicts of plain values are flattened into `a.b.c` keys.
 const MAX_METADATA_DEPTH: usize = 4;
 /// Most values a converted model may have: the real one has 563 thousand; this bounds the memory
@@ -123,12 +125,23 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
     for (key, id) in &found.extras {
         extras.add_pickle(&pickle, &format!("checkpoint.{key}"), *id, 0);
     }
+    const SHOWN: usize = 20;
     report.extend(
         extras
             .skipped
             .iter()
+            .take(SHOWN)
             .map(|s| format!("not kept as metadata: {s}")),
     );
+    if extras.skipped.len() > SHOWN {
+        report.push(format!(
+            "not kept as metadata: {} more entries",
+            extras.skipped.len() - SHOWN
+        ));
+    }
+    if let Some(stopped) = &extras.exhausted {
+        report.push(format!("not kept as metadata: {stopped}"));
+    }
     if !extras.kept.is_empty() {
         let keys: Vec<&str> = extras.kept.iter().map(|(k, _)| k.as_str()).collect();
         report.push(format!("kept as metadata: {}", keys.join(", ")));
@@ -256,13 +269,46 @@ impl Config {
 }
 
 /// Plain values of the checkpoint dict and config.json, flattened into metadata strings.
-#[derive(Default)]
 struct Extras {
     kept: Vec<(String, String)>,
     skipped: Vec<String>,
+    /// Where the walk stopped for want of budget, if it did.
+    exhausted: Option<String>,
+    /// Values still allowed to be looked at. The pickle's containers may share entries or even
+    /// contain themselves, so a walk bounded only by depth could still take forever.
+    budget: usize,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Extras {
+            kept: Vec::new(),
+            skipped: Vec::new(),
+            exhausted: None,
+            budget: MAX_METADATA_VISITS,
+        }
+    }
 }
 
 impl Extras {
+    /// Spends one visit; false once the budget is gone (noted once).
+    fn visit(&mut self, key: &str) -> bool {
+        match self.budget {
+            0 => false,
+            1 => {
+                self.budget = 0;
+                self.exhausted = Some(format!(
+                    "{key} and everything after it (more than {MAX_METADATA_VISITS} values to look at)"
+                ));
+                false
+            }
+            _ => {
+                self.budget -= 1;
+                true
+            }
+        }
+    }
+
     fn keep(&mut self, key: &str, value: String) {
         if self.kept.len() >= MAX_EXTRA_METADATA {
             self.skipped
@@ -276,6 +322,9 @@ impl Extras {
     }
 
     fn add_json(&mut self, key: &str, value: &serde_json::Value, depth: usize) {
+        if !self.visit(key) {
+            return;
+        }
         match value {
             serde_json::Value::String(s) => self.keep(key, s.clone()),
             serde_json::Value::Object(object) if depth < MAX_METADATA_DEPTH => {
@@ -288,6 +337,9 @@ impl Extras {
     }
 
     fn add_pickle(&mut self, pickle: &Pickle, key: &str, id: ValueId, depth: usize) {
+        if !self.visit(key) {
+            return;
+        }
         if let Value::Str(s) = pickle.get(id) {
             return self.keep(key, s.clone());
         }

@@ -180,9 +180,9 @@ pub enum Value {
     /// A whitelisted name, before it is applied.
     Global(Global),
     /// A storage from a persistent id.
-    Storage(Storage),
+    Storage(Box<Storage>),
     /// A tensor.
-    Tensor(Tensor),
+    Tensor(Box<Tensor>),
 }
 
 impl Value {
@@ -244,6 +244,7 @@ pub fn read(bytes: &[u8]) -> Result<Pickle> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        dict_keys: HashMap::new(),
         tensors: 0,
     }
     .run()
@@ -259,7 +260,17 @@ struct Machine<'a> {
     /// Stack lengths at each MARK (Python 3's own design: marks are not stack items).
     marks: Vec<usize>,
     memo: HashMap<u32, ValueId>,
+    /// Where each string or int key sits in its dict, so SETITEMS stays linear in the input
+    /// (a linear search per key would let a large dict take quadratic time).
+    dict_keys: HashMap<(ValueId, Key), usize>,
     tensors: usize,
+}
+
+/// A dict key that is compared (checkpoints only use strings and ints).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Str(String),
+    Int(i64),
 }
 
 impl Machine<'_> {
@@ -553,7 +564,7 @@ impl Machine<'_> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let storage = self.persistent_load(pid)?;
-                    self.push(Value::Storage(storage))?
+                    self.push(Value::Storage(Box::new(storage)))?
                 }
                 b'R' => {
                     let args = self.pop()?;
@@ -606,29 +617,29 @@ impl Machine<'_> {
         }
         // Keys are compared only when they are strings or ints (what checkpoints use); any other
         // key is kept as a separate entry.
-        let key_of = |values: &[Value], id: ValueId| match &values[id] {
-            Value::Str(s) => Some(Ok(s.clone())),
-            Value::Int(i) => Some(Err(*i)),
-            _ => None,
-        };
         for pair in items.chunks_exact(2) {
             let (key, value) = (pair[0], pair[1]);
-            let wanted = key_of(&self.values, key);
-            let Value::Dict(entries) = &self.values[dict] else {
+            let wanted = match &self.values[key] {
+                Value::Str(s) => Some(Key::Str(s.clone())),
+                Value::Int(i) => Some(Key::Int(*i)),
+                _ => None,
+            };
+            let existing = wanted
+                .as_ref()
+                .and_then(|k| self.dict_keys.get(&(dict, k.clone())).copied());
+            let Value::Dict(entries) = &mut self.values[dict] else {
                 let kind = self.values[dict].kind();
                 return Err(self.fail(format!("SETITEM on a {kind}, not a dict")));
             };
-            let existing = wanted.as_ref().and_then(|wanted| {
-                entries
-                    .iter()
-                    .position(|(k, _)| key_of(&self.values, *k).as_ref() == Some(wanted))
-            });
-            let Value::Dict(entries) = &mut self.values[dict] else {
-                unreachable!("checked above");
-            };
             match existing {
                 Some(index) => entries[index].1 = value,
-                None => entries.push((key, value)),
+                None => {
+                    entries.push((key, value));
+                    let index = entries.len() - 1;
+                    if let Some(k) = wanted {
+                        self.dict_keys.insert((dict, k), index);
+                    }
+                }
             }
         }
         Ok(())
@@ -721,7 +732,7 @@ impl Machine<'_> {
                         self.fail(format!("more than {MAX_TENSORS} tensors; the model has 24"))
                     );
                 }
-                self.alloc(Value::Tensor(tensor))
+                self.alloc(Value::Tensor(Box::new(tensor)))
             }
             Global::RebuildParameter => {
                 match args[..] {
@@ -813,7 +824,7 @@ impl Machine<'_> {
             }
         }
         Ok(Tensor {
-            storage: storage.clone(),
+            storage: (**storage).clone(),
             offset,
             shape,
             stride,
@@ -1030,6 +1041,30 @@ mod tests {
             .map(|(k, v)| (p.str(*k).unwrap(), p.get(*v)))
             .collect();
         assert_eq!(flat, [("b", &Value::Int(3)), ("a", &Value::Int(2))]);
+    }
+
+    #[test]
+    fn a_large_dict_is_read_in_linear_time() {
+        // 300k distinct int keys in one dict: quadratic key lookup would take minutes.
+        // Batches of 1000, as pickle writes them.
+        let mut body = b"}".to_vec();
+        for batch in 0..300i32 {
+            body.push(b'(');
+            for i in batch * 1000..(batch + 1) * 1000 {
+                body.push(b'J');
+                body.extend_from_slice(&i.to_le_bytes());
+                body.push(b'N');
+            }
+            body.push(b'u');
+        }
+        let started = std::time::Instant::now();
+        let p = read(&pickle(&body)).unwrap();
+        let Value::Dict(entries) = p.get(p.root) else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 300_000);
+        // Generous: linear work is a few hundred milliseconds even unoptimized.
+        assert!(started.elapsed().as_secs() < 20);
     }
 
     #[test]
