@@ -104,6 +104,21 @@ fn every_fixture_converts_and_every_backend_matches_pytorch() {
 }
 
 #[test]
+fn protocol_4_and_half_precision_checkpoints_match_pytorch() {
+    for name in ["protocol4", "float16", "bfloat16"] {
+        let conversion = convert_file(&format!("{DIR}/small/{name}.pt"), None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (inputs, dim) = npy_f32(&format!("{DIR}/small/{name}.inputs.npy"));
+        let expected = npy_f64(&format!("{DIR}/small/{name}.expected.npy"));
+        for backend in backends() {
+            let probabilities = classify(&conversion.safetensors, backend, &inputs, dim);
+            let diff = max_abs_diff(&probabilities, &expected);
+            assert!(diff <= TOLERANCE, "{name} on {}: {diff:e}", backend.name());
+        }
+    }
+}
+
+#[test]
 fn sequential_indices_decide_the_norm_order_and_the_report_says_so() {
     let bn_relu = convert_file(&format!("{DIR}/sequential_bn_relu.pt"), None).unwrap();
     assert!(

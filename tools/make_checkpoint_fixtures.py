@@ -150,6 +150,29 @@ def hostile():
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size} bytes")
 
 
+def small_variants():
+    """Tiny models (LayerNorm(8) -> Linear(8, 4) + BatchNorm(4) -> Linear(4, 1)) in the encodings
+    the big fixtures do not cover: pickle protocol 4 (STACK_GLOBAL, MEMOIZE, FRAME) and float16 /
+    bfloat16 weights. Expected outputs are the stored (rounded) weights run in float32."""
+    folder = OUT / "small"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, dtype, protocol) in enumerate([
+        ("protocol4", torch.float32, 4),
+        ("float16", torch.float16, 2),
+        ("bfloat16", torch.bfloat16, 2),
+    ]):
+        model = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1), nn.Sigmoid())
+        randomize(model, torch.Generator().manual_seed(50 + i))
+        model = model.to(dtype).eval()
+        torch.save(model.state_dict(), folder / f"{name}.pt", pickle_protocol=protocol)
+        inputs = torch.randn(16, 8, generator=torch.Generator().manual_seed(60 + i))
+        with torch.no_grad():
+            expected = model.float()(inputs).reshape(-1).to(torch.float64).numpy()
+        np.save(folder / f"{name}.inputs.npy", inputs.numpy().astype(np.float32))
+        np.save(folder / f"{name}.expected.npy", expected)
+        print(f"{(folder / name).relative_to(ROOT)}.pt")
+
+
 def fuzz_seeds():
     """Seeds for the fuzz targets (fuzz/corpus/<target>/): tiny checkpoints of the same shape of
     model (LayerNorm(8) -> Linear(8, 4) + BatchNorm(4) -> Linear(4, 1)) in each layout, and
@@ -174,6 +197,11 @@ def fuzz_seeds():
         with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as z:
             pickle_name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
             (pickle_dir / name).write_bytes(z.read(pickle_name))
+    for path in sorted((OUT / "small").glob("*.pt")):
+        (checkpoint_dir / f"seed_{path.stem}").write_bytes(path.read_bytes())
+        with zipfile.ZipFile(path) as z:
+            pickle_name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+            (pickle_dir / f"seed_{path.stem}").write_bytes(z.read(pickle_name))
     for path in sorted((OUT / "hostile").glob("*.pt")):
         if path.stat().st_size < 16384:
             with zipfile.ZipFile(path) as z:
@@ -242,6 +270,7 @@ def main():
     save("nested_relu_bn_f64", model, model.state_dict(), seed, subdir="with_config", config=config, dtype=torch.float64)
 
     hostile()
+    small_variants()
     fuzz_seeds()
 
 
