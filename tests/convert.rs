@@ -661,7 +661,7 @@ fn cli_norm_order_flag_and_no_config() {
         "-o",
         out.to_str().unwrap(),
         "--norm-order",
-        "linear-bn-relu",
+        "linear_bn_relu",
         "--no-config",
     ]);
     let stdout = String::from_utf8(output.stdout).unwrap();

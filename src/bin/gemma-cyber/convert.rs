@@ -35,13 +35,25 @@ pub struct Convert {
 #[derive(Clone, Copy, ValueEnum)]
 enum Order {
     /// Linear → BatchNorm → ReLU.
+    #[value(alias = "linear_bn_relu")]
     LinearBnRelu,
     /// Linear → ReLU → BatchNorm.
+    #[value(alias = "linear_relu_bn")]
     LinearReluBn,
 }
 
 /// Runs `convert`.
 pub fn run(args: &Convert) -> Result<(), Failure> {
+    if same_file(&args.checkpoint, &args.output) {
+        // A bad command line, like clap's own refusals.
+        return Err(Failure {
+            message: format!(
+                "the output {} is the checkpoint itself",
+                args.output.display()
+            ),
+            code: 2,
+        });
+    }
     let bytes = read_input(&args.checkpoint, None)?;
     let config_path = match (&args.config, args.no_config) {
         (Some(path), _) => Some(path.clone()),
@@ -111,4 +123,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         let _ = std::fs::remove_file(&temp);
         Failure::output(format!("cannot write {}: {e}", path.display()))
     })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
