@@ -111,17 +111,17 @@ impl<'a> Archive<'a> {
         })?;
         if (bytes.len() as u64) < needed {
             return Err(Error::model_invalid(format!(
-                "storage {key:?} is {} bytes but the pickle says it holds {needed}",
+                "storage {key:?} is {} bytes but the pickle says it holds {needed} bytes",
                 bytes.len()
             )));
         }
         Ok(bytes)
     }
 
-    /// Entry `<prefix><name>`, refused if compressed or larger than `limit` (by its header, then
-    /// by what is actually read). A storage may be longer than its tensors need (torch pads
-    /// nothing, but a shared storage can outgrow one view), so longer-than-needed is cut, not
-    /// refused. `None` when there is no such entry.
+    /// Entry `<prefix><name>`, refused if compressed; `None` when there is no such entry. At most
+    /// `limit` bytes are read. A non-storage entry whose header claims more is refused; a storage
+    /// entry is only read up to what the pickle says the storage holds, since nothing beyond that
+    /// can be used (a shorter entry is the caller's error to report).
     fn read(&mut self, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
         let full = format!("{}{name}", self.prefix);
         let Some(index) = self.zip.index_for_name(&full) else {
@@ -144,9 +144,7 @@ impl<'a> Archive<'a> {
             .by_index(index)
             .map_err(|e| Error::model_invalid(format!("zip entry {full}: {e}")))?;
         let size = entry.size();
-        if name.starts_with("data/") {
-            // A storage: only `limit` bytes are needed, the rest is left unread.
-        } else if size > limit as u64 {
+        if !name.starts_with("data/") && size > limit as u64 {
             return Err(Error::model_invalid(format!(
                 "zip entry {full} is {size} bytes; the limit is {limit}"
             )));

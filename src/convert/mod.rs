@@ -93,31 +93,6 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
     let (norm_order, why) = choose_norm_order(options.norm_order, &config, &layers)?;
     report.push(format!("norm order: {} ({why})", norm_order.as_str()));
 
-    let mut metadata = BTreeMap::new();
-    metadata.insert("format".to_owned(), "gemma-cyber".to_owned());
-    metadata.insert("format_version".to_owned(), "1".to_owned());
-    metadata.insert("norm_order".to_owned(), norm_order.as_str().to_owned());
-    let number =
-        |value: Option<f64>, default: &str| value.map_or(default.to_owned(), |v| v.to_string());
-    metadata.insert(
-        "layer_norm_eps".to_owned(),
-        number(config.layer_norm_eps, "1e-5"),
-    );
-    metadata.insert(
-        "batch_norm_eps".to_owned(),
-        number(config.batch_norm_eps, "1e-5"),
-    );
-    metadata.insert("threshold".to_owned(), number(config.threshold, "0.5"));
-    metadata.insert(
-        "source".to_owned(),
-        format!(
-            "converted from {} by gemma-cyber convert",
-            options.file_name
-        ),
-    );
-    if let Some(embedding_model) = &config.embedding_model {
-        metadata.insert("embedding_model".to_owned(), embedding_model.clone());
-    }
     let mut extras = Extras::default();
     for (key, value) in &config.extras {
         extras.add_json(&format!("config.{key}"), value, 0);
@@ -125,27 +100,8 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
     for (key, id) in &found.extras {
         extras.add_pickle(&pickle, &format!("checkpoint.{key}"), *id, 0);
     }
-    const SHOWN: usize = 20;
-    report.extend(
-        extras
-            .skipped
-            .iter()
-            .take(SHOWN)
-            .map(|s| format!("not kept as metadata: {s}")),
-    );
-    if extras.skipped.len() > SHOWN {
-        report.push(format!(
-            "not kept as metadata: {} more entries",
-            extras.skipped.len() - SHOWN
-        ));
-    }
-    if let Some(stopped) = &extras.exhausted {
-        report.push(format!("not kept as metadata: {stopped}"));
-    }
-    if !extras.kept.is_empty() {
-        let keys: Vec<&str> = extras.kept.iter().map(|(k, _)| k.as_str()).collect();
-        report.push(format!("kept as metadata: {}", keys.join(", ")));
-    }
+    extras.report(&mut report);
+    let mut metadata = metadata(norm_order, &config, &options.file_name);
     metadata.extend(extras.kept);
 
     let safetensors = write(&mut archive, &layers, metadata)?;
@@ -166,6 +122,34 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
         report,
         model,
     })
+}
+
+/// The metadata DESIGN.md defines, with config.json's values or the defaults.
+fn metadata(norm_order: NormOrder, config: &Config, file_name: &str) -> BTreeMap<String, String> {
+    let number =
+        |value: Option<f64>, default: &str| value.map_or(default.to_owned(), |v| v.to_string());
+    let mut metadata = BTreeMap::from([
+        ("format".to_owned(), "gemma-cyber".to_owned()),
+        ("format_version".to_owned(), "1".to_owned()),
+        ("norm_order".to_owned(), norm_order.as_str().to_owned()),
+        (
+            "layer_norm_eps".to_owned(),
+            number(config.layer_norm_eps, "1e-5"),
+        ),
+        (
+            "batch_norm_eps".to_owned(),
+            number(config.batch_norm_eps, "1e-5"),
+        ),
+        ("threshold".to_owned(), number(config.threshold, "0.5")),
+        (
+            "source".to_owned(),
+            format!("converted from {file_name} by gemma-cyber convert"),
+        ),
+    ]);
+    if let Some(embedding_model) = &config.embedding_model {
+        metadata.insert("embedding_model".to_owned(), embedding_model.clone());
+    }
+    metadata
 }
 
 /// Precedence: the caller's flag, then `config.json`, then nn.Sequential indices, then
@@ -291,6 +275,27 @@ impl Default for Extras {
 }
 
 impl Extras {
+    /// Lines for the conversion report: what was kept and what was left out (the first few).
+    fn report(&self, report: &mut Vec<String>) {
+        const SHOWN: usize = 20;
+        for skipped in self.skipped.iter().take(SHOWN) {
+            report.push(format!("not kept as metadata: {skipped}"));
+        }
+        if self.skipped.len() > SHOWN {
+            report.push(format!(
+                "not kept as metadata: {} more entries",
+                self.skipped.len() - SHOWN
+            ));
+        }
+        if let Some(stopped) = &self.exhausted {
+            report.push(format!("not kept as metadata: {stopped}"));
+        }
+        if !self.kept.is_empty() {
+            let keys: Vec<&str> = self.kept.iter().map(|(k, _)| k.as_str()).collect();
+            report.push(format!("kept as metadata: {}", keys.join(", ")));
+        }
+    }
+
     /// Spends one visit; false once the budget is gone (noted once).
     fn visit(&mut self, key: &str) -> bool {
         match self.budget {
