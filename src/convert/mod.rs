@@ -1,10 +1,11 @@
 //! Converts a PyTorch checkpoint (`model.pt`, the zip `torch.save` writes) into this library's
 //! safetensors model file, without Python and without executing anything from the file.
 //!
-//! The pieces: [`archive`] opens the zip (stored entries only, sizes bounded), [`pickle`] reads
-//! `data.pkl` with a whitelist of the names a tensor checkpoint needs, [`checkpoint`] finds the
-//! state dict and gives each module a role from its tensors' names and shapes. What comes out is
-//! validated by [`Model::from_bytes`] before it is returned, so a converted file always loads.
+//! The pieces: [`archive`](crate::convert::archive) opens the zip (stored entries only, sizes
+//! bounded), [`pickle`](crate::convert::pickle) reads `data.pkl` with a whitelist of the names a
+//! tensor checkpoint needs, [`checkpoint`](crate::convert::checkpoint) finds the state dict and
+//! gives each module a role from its tensors' names and shapes. What comes out is validated by
+//! [`Model::from_bytes`] before it is returned, so a converted file always loads.
 
 pub mod archive;
 pub mod checkpoint;

@@ -121,7 +121,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let result = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
     result.map_err(|e| {
         let _ = std::fs::remove_file(&temp);
-        Failure::output(format!("cannot write {}: {e}", path.display()))
+        // Exit code 1, as for any output that cannot be written.
+        Failure {
+            message: format!("cannot write {}: {e}", path.display()),
+            code: 1,
+        }
     })
 }
 

@@ -85,13 +85,6 @@ impl Failure {
             code: 3,
         }
     }
-
-    fn output(message: impl Into<String>) -> Self {
-        Failure {
-            message: message.into(),
-            code: 1,
-        }
-    }
 }
 
 impl From<gemma_cyber::Error> for Failure {
