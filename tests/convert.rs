@@ -348,13 +348,29 @@ impl Pickler {
         for d in (0..shape.len().saturating_sub(1)).rev() {
             stride[d] = stride[d + 1] * shape[d + 1];
         }
+        self.view(storage_class, key, numel, 0, shape, &stride)
+    }
+    /// `_rebuild_tensor_v2(storage, offset, shape, stride, False, OrderedDict())`.
+    fn view(
+        &mut self,
+        storage_class: &str,
+        key: &str,
+        numel: u64,
+        offset: u64,
+        shape: &[u64],
+        stride: &[u64],
+    ) -> &mut Self {
         self.global("torch._utils", "_rebuild_tensor_v2").op(b"((");
         self.str("storage")
             .global("torch", storage_class)
             .str(key)
             .str("cpu")
             .int(numel);
-        self.op(b"tQ").int(0).ints(shape).ints(&stride).op(b"\x89");
+        self.op(b"tQ")
+            .int(offset)
+            .ints(shape)
+            .ints(stride)
+            .op(b"\x89");
         self.global("collections", "OrderedDict").op(b")RtR")
     }
 }
@@ -446,6 +462,49 @@ fn the_crafted_small_model_converts() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(conversion.model.input_dim(), 8);
     assert_eq!(conversion.model.hidden_sizes(), &[4]);
+}
+
+#[test]
+fn strided_views_with_an_offset_are_read_element_by_element() {
+    // 1.weight W[o][i] = 8 o + i, stored transposed after 100 unrelated floats: offset 100,
+    // shape [4, 8], stride [1, 4] (what `weight.t()` of a contiguous [8, 4] tensor looks like).
+    let (_, mut storages) = crafted_parts(&small_model());
+    let mut p = Pickler::default();
+    p.op(b"\x80\x02")
+        .global("collections", "OrderedDict")
+        .op(b")R(");
+    for (i, s) in small_model().iter().enumerate() {
+        let numel: u64 = s.shape.iter().product();
+        if s.name == "1.weight" {
+            p.str(s.name)
+                .view("FloatStorage", "w", 132, 100, &[4, 8], &[1, 4]);
+        } else {
+            p.str(s.name)
+                .tensor("FloatStorage", &i.to_string(), numel, &s.shape);
+        }
+    }
+    p.op(b"u.");
+    let mut transposed = vec![-1.0f32; 100];
+    for i in 0..8 {
+        for o in 0..4 {
+            transposed.push((8 * o + i) as f32);
+        }
+    }
+    storages.push((
+        "w".to_owned(),
+        transposed.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    let conversion = convert_checkpoint(&torch_zip(&p.0, &storages), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = safetensors::SafeTensors::deserialize(&conversion.safetensors).unwrap();
+    let weight: Vec<f32> = file
+        .tensor("hidden.0.linear.weight")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(weight, (0..32).map(|v| v as f32).collect::<Vec<_>>());
 }
 
 #[test]
