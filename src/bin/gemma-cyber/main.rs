@@ -1,6 +1,8 @@
-//! `gemma-cyber`: classify embeddings from .npy or JSON lines, and describe the model and backend.
+//! `gemma-cyber`: classify embeddings from .npy or JSON lines, describe the model and backend, and
+//! convert a PyTorch checkpoint into a model file.
 
 mod bench;
+mod convert;
 
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -52,6 +54,9 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Convert a PyTorch checkpoint (model.pt) into a .safetensors model, without Python and
+    /// without executing anything from the file.
+    Convert(convert::Convert),
 }
 
 #[derive(Args)]
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         #[cfg(feature = "onnxruntime")]
         Command::ExportOnnx { output, model } => export_onnx(&output, model.as_deref()),
+        Command::Convert(args) => convert::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
