@@ -35,6 +35,12 @@ pub struct Options {
     pub num_threads: usize,
     /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
     pub onnxruntime_library: Option<PathBuf>,
+    /// wgpu: use the first adapter whose name contains this (ignoring case); `None`: the
+    /// `GEMMA_CYBER_WGPU_ADAPTER` environment variable, else the best adapter.
+    pub wgpu_adapter: Option<String>,
+    /// wgpu: graphics APIs to try, comma-separated (`vulkan`, `metal`, `dx12`, `gl`); `None`: the
+    /// `GEMMA_CYBER_WGPU_BACKENDS` environment variable, else every one built in.
+    pub wgpu_backends: Option<String>,
 }
 
 /// A model bound to a backend. `classify` takes `&self` and may be called from many threads at once.
@@ -158,17 +164,62 @@ impl Classifier {
     }
 }
 
+/// Starts the backend the options name; AUTO tries each of [`auto_candidates`] in order and falls
+/// back to cpu, which always starts.
 fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
     match options.backend {
-        BackendKind::Auto | BackendKind::Cpu => Ok(Box::new(CpuBackend::new(
-            Arc::clone(model),
-            options.num_threads,
-        ))),
-        kind @ (BackendKind::Onnxruntime | BackendKind::Wgpu) => {
-            Err(Error::backend_unavailable(format!(
-                "the {} backend is not part of this build of gemma-cyber",
-                kind.name()
-            )))
+        BackendKind::Auto => {
+            for start in auto_candidates() {
+                if let Ok(backend) = start(options, model) {
+                    return Ok(backend);
+                }
+            }
+            Ok(start_cpu(options, model))
         }
+        BackendKind::Cpu => Ok(start_cpu(options, model)),
+        BackendKind::Wgpu => start_wgpu(options, model, true),
+        kind @ BackendKind::Onnxruntime => Err(not_built(kind)),
     }
+}
+
+/// A way to start a backend for AUTO.
+type Start = fn(&Options, &Arc<Model>) -> Result<Box<dyn Backend>>;
+
+/// What AUTO tries before cpu, best first: a real GPU through wgpu (never a software adapter),
+/// then ONNX Runtime.
+fn auto_candidates() -> Vec<Start> {
+    vec![|options, model| start_wgpu(options, model, false)]
+}
+
+fn start_cpu(options: &Options, model: &Arc<Model>) -> Box<dyn Backend> {
+    Box::new(CpuBackend::new(Arc::clone(model), options.num_threads))
+}
+
+fn not_built(kind: BackendKind) -> Error {
+    Error::backend_unavailable(format!(
+        "the {} backend is not part of this build of gemma-cyber",
+        kind.name()
+    ))
+}
+
+#[cfg(feature = "wgpu")]
+fn start_wgpu(
+    options: &Options,
+    model: &Arc<Model>,
+    allow_software: bool,
+) -> Result<Box<dyn Backend>> {
+    use crate::backend::{WgpuBackend, WgpuSettings};
+    let settings = WgpuSettings {
+        adapter: options.wgpu_adapter.clone(),
+        backends: options.wgpu_backends.clone(),
+        allow_software,
+        ..WgpuSettings::default()
+    }
+    .with_env()?;
+    Ok(Box::new(WgpuBackend::new(Arc::clone(model), &settings)?))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn start_wgpu(_: &Options, _: &Arc<Model>, _: bool) -> Result<Box<dyn Backend>> {
+    Err(not_built(BackendKind::Wgpu))
 }

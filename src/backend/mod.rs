@@ -1,8 +1,12 @@
 //! The backends: one trait, one module each. A backend runs the folded [`Model`] on a batch.
 
 mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 pub use cpu::CpuBackend;
+#[cfg(feature = "wgpu")]
+pub use wgpu::{WgpuBackend, WgpuSettings};
 
 use crate::error::Result;
 

@@ -136,7 +136,7 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
             .map_or(ModelSource::Builtin, ModelSource::Path),
         threshold: setup.threshold,
         num_threads: setup.threads,
-        onnxruntime_library: None,
+        ..Options::default()
     };
     Ok(Classifier::new(&options)?)
 }

@@ -131,6 +131,7 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
             addr_of!((*options).onnxruntime_library).read(),
             "onnxruntime_library",
         )?,
+        ..Options::default()
     })
 }
 
