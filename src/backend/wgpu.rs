@@ -455,7 +455,12 @@ impl WgpuBackend {
     }
 
     /// LayerNorm, then every dense layer, for `rows` rows already in the workspace.
-    fn encode_kernels(&self, encoder: &mut wgpu::CommandEncoder, workspace: &Workspace, rows: usize) {
+    fn encode_kernels(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        workspace: &Workspace,
+        rows: usize,
+    ) {
         let tiled = self.uses_tiled_kernel(rows);
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_pipeline(&self.norm);

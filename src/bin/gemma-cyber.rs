@@ -144,7 +144,7 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
 fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), Failure> {
     let (embeddings, dim) = read_embeddings(input)?;
     let classifier = open_classifier(setup)?;
-    let rows = if dim == 0 { 0 } else { embeddings.len() / dim };
+    let rows = embeddings.len().checked_div(dim).unwrap_or(0);
     let mut probabilities = vec![0.0f32; rows];
     let mut labels = vec![0u8; rows];
     classifier.classify(&embeddings, dim, &mut probabilities, Some(&mut labels))?;
