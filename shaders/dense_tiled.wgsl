@@ -2,7 +2,7 @@
 // the output, staging 64×16 slices of the input and the weights in workgroup memory; each of its
 // 16×16 invocations keeps a 4×4 block of outputs in registers.
 //
-// output[row, col] = activate(dot(input[row, :], weight[col, :]) + bias[col])
+// output[row, col] = activate(dot(input[row, :], weight_t[:, col]) + bias[col])
 
 // Inputs per row (padding included; a multiple of 4).
 override K: u32;
@@ -16,6 +16,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
+// Transposed: K rows of N values.
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
@@ -49,23 +50,24 @@ fn main(
 
     for (var k0 = 0u; k0 < K; k0 = k0 + TILE_K) {
         for (var i = 0u; i < LOADS; i = i + 1u) {
-            // Neighbouring invocations load neighbouring k of one row: contiguous reads.
+            // Neighbouring invocations load neighbouring addresses: k along an input row,
+            // columns along a row of the transposed weights.
             let flat = lane + i * THREADS;
             let r = flat / TILE_K;
             let c = flat % TILE_K;
-            let k = k0 + c;
             let row = row0 + r;
             var a = 0.0;
-            if row < params.rows && k < K {
-                a = input[row * K + k];
+            if row < params.rows && k0 + c < K {
+                a = input[row * K + k0 + c];
             }
             tile_input[c * TILE_M + r] = a;
-            let col = col0 + r;
+            let wk = flat / TILE_N;
+            let wn = flat % TILE_N;
             var w = 0.0;
-            if col < N && k < K {
-                w = weight[col * K + k];
+            if col0 + wn < N && k0 + wk < K {
+                w = weight[(k0 + wk) * N + col0 + wn];
             }
-            tile_weight[c * TILE_N + r] = w;
+            tile_weight[wk * TILE_N + wn] = w;
         }
         workgroupBarrier();
         for (var c = 0u; c < TILE_K; c = c + 1u) {

@@ -6,8 +6,10 @@
 //!
 //! Kernels: LayerNorm in place (one workgroup per row); each dense layer either as a tiled matrix
 //! product in workgroup memory (`dense_tiled.wgsl`, for real GPUs and batches that fill a tile) or
-//! as one vec4 dot product per output (`dense_vector.wgsl`, for tiny batches, the one-output last
-//! layer fused with the sigmoid, and software adapters, where it is the faster of the two).
+//! without workgroup memory, one output column of 4 rows per invocation in vec4 steps
+//! (`dense_vector.wgsl`, for tiny batches, the one-output last layer fused with the sigmoid, and
+//! software adapters, where it is the faster of the two). Weights are stored transposed
+//! (inputs × outputs) for both, so neighbouring invocations read neighbouring addresses.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,6 +42,8 @@ const MAX_WORKSPACES: usize = 4;
 
 /// Invocations per workgroup of the LayerNorm and vector kernels (as in the shaders).
 const VECTOR_THREADS: u32 = 64;
+/// Rows each invocation of the vector kernel computes (as in the shader).
+const VECTOR_ROWS: usize = 4;
 /// Rows and columns of one tile of the tiled kernel (as in the shader).
 const TILE: u32 = 64;
 
@@ -309,8 +313,9 @@ impl WgpuBackend {
             .min(limits.max_buffer_size);
         let max_groups = limits.max_compute_workgroups_per_dimension.max(1);
         let by_binding = (max_binding / widest) as usize;
-        // The tiled kernel runs one workgroup row per 64 rows; the others spill into y.
-        let by_dispatch = max_groups as usize * TILE as usize;
+        // The dense kernels run one workgroup row per 64 (tiled) or 4 (vector) rows; LayerNorm's
+        // one workgroup per row spills into y.
+        let by_dispatch = max_groups as usize * VECTOR_ROWS;
         // Row indices times widths stay below 2^32 in the shaders' u32 arithmetic.
         let by_index = (u32::MAX as u64 / (widest / 4)) as usize;
         let requested = match settings.max_chunk_rows {
@@ -480,9 +485,11 @@ impl WgpuBackend {
                 }
                 None => {
                     pass.set_pipeline(&layer.vector);
-                    let values = (rows * layer.outputs) as u64;
-                    let (x, y) = self.grid(values.div_ceil(VECTOR_THREADS as u64));
-                    pass.dispatch_workgroups(x, y, 1);
+                    pass.dispatch_workgroups(
+                        (layer.outputs as u32).div_ceil(VECTOR_THREADS),
+                        rows.div_ceil(VECTOR_ROWS) as u32,
+                        1,
+                    );
                 }
             }
         }
@@ -748,13 +755,14 @@ impl Setup {
                 } else {
                     layer.outputs.next_multiple_of(4)
                 };
-                // Zero padding: padded outputs come out as activate(0) = 0 for the next layer.
-                let mut weight = vec![0.0f32; outputs * inputs];
-                for (padded, row) in weight
-                    .chunks_exact_mut(inputs)
-                    .zip(layer.weight.chunks_exact(layer.inputs))
-                {
-                    padded[..layer.inputs].copy_from_slice(row);
+                // Transposed (inputs × outputs) so neighbouring invocations, which compute
+                // neighbouring columns, read neighbouring addresses. Zero padding: padded outputs
+                // come out as activate(0) = 0, which the next layer's padded inputs expect.
+                let mut weight = vec![0.0f32; inputs * outputs];
+                for (col, row) in layer.weight.chunks_exact(layer.inputs).enumerate() {
+                    for (k, &w) in row.iter().enumerate() {
+                        weight[k * outputs + col] = w;
+                    }
                 }
                 let mut bias = layer.bias.clone();
                 bias.resize(outputs, 0.0);
