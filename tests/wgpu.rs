@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gemma_cyber::backend::wgpu::{Kernel, WgpuBackend, WgpuSettings};
 use gemma_cyber::backend::{Backend, CpuBackend};
@@ -259,6 +260,47 @@ fn bad_inputs_are_rejected_and_nothing_is_written() {
     classifier.classify(&input, dim, &mut out, None).unwrap();
     assert!(out.iter().all(|p| (0.0..=1.0).contains(p)));
     classifier.classify(&[], dim, &mut [], None).unwrap();
+}
+
+#[test]
+fn a_device_that_does_not_finish_in_time_is_backend_failure_not_a_hang() {
+    let model = Arc::new(Model::builtin().unwrap());
+    let settings = WgpuSettings {
+        timeout: Duration::from_micros(1),
+        ..WgpuSettings::default()
+    };
+    let backend = WgpuBackend::new(Arc::clone(&model), &settings).unwrap();
+    let rows = 16384;
+    let input = random_rows(rows, model.input_dim(), 3);
+    let mut got = vec![-1.0f32; rows];
+    let started = Instant::now();
+    match backend.classify(&input, rows, &mut got) {
+        // A device this fast is no failure.
+        Ok(()) => assert_close("fast device", &got, &cpu_probabilities(&model, &input)),
+        Err(error) => {
+            assert_eq!(error.status(), Status::BackendFailure, "{error}");
+            assert!(
+                got.iter().all(|&p| p == -1.0),
+                "a failed call wrote probabilities"
+            );
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_lost_device_is_backend_failure() {
+    let model = Arc::new(Model::builtin().unwrap());
+    let backend = wgpu_backend(&model, Kernel::Auto, 0);
+    let input = random_rows(2, model.input_dim(), 4);
+    let mut got = vec![-1.0f32; 2];
+    backend.classify(&input, 2, &mut got).unwrap();
+    backend.lose_device_for_tests();
+    got.fill(-1.0);
+    let error = backend.classify(&input, 2, &mut got).unwrap_err();
+    assert_eq!(error.status(), Status::BackendFailure, "{error}");
+    assert!(error.message().contains("lost"), "{error}");
+    assert_eq!(got, [-1.0; 2]);
 }
 
 #[test]

@@ -264,6 +264,13 @@ impl WgpuBackend {
         Ok(elapsed / repeats.max(1) as f64)
     }
 
+    /// Destroys the device as a driver failure would lose it, so tests can check that later
+    /// calls fail cleanly.
+    #[doc(hidden)]
+    pub fn lose_device_for_tests(&self) {
+        self.device.destroy();
+    }
+
     fn create(model: &Model, settings: &WgpuSettings) -> Result<WgpuBackend> {
         let backends = parse_backends(settings.backends.as_deref())?;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -353,10 +360,8 @@ impl WgpuBackend {
     }
 
     fn run(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
-        if let Some(reason) = self.events.lost.lock().ok().and_then(|slot| slot.clone()) {
-            return Err(Error::backend_failure(format!(
-                "wgpu: the device was lost ({reason}); create the classifier again"
-            )));
+        if let Some(lost) = self.device_lost() {
+            return Err(lost);
         }
         let mut workspace = self.workspace(rows)?;
         workspace.probabilities.resize(rows, 0.0);
@@ -373,7 +378,8 @@ impl WgpuBackend {
             }
             done += count;
         };
-        let outcome = outcome.and(scopes.check("running the model"));
+        // An error a scope caught (at submit, say) is the cause of any failure that followed.
+        let outcome = scopes.check("running the model").and(outcome);
         match outcome {
             Ok(()) => {
                 probabilities.copy_from_slice(&workspace.probabilities[..rows]);
@@ -383,9 +389,20 @@ impl WgpuBackend {
             Err(error) => {
                 // The device may still use its buffers; wgpu frees them once it is done.
                 self.give_back(None);
-                Err(error)
+                // A lost device makes later steps fail with less telling messages; a poll lets
+                // wgpu report the loss first.
+                let _ = self.device.poll(wgpu::PollType::Poll);
+                Err(self.device_lost().unwrap_or(error))
             }
         }
+    }
+
+    /// BACKEND_FAILURE saying why, once the device is lost.
+    fn device_lost(&self) -> Option<Error> {
+        let reason = self.events.lost.lock().ok()?.clone()?;
+        Some(Error::backend_failure(format!(
+            "wgpu: the device was lost ({reason}); create the classifier again"
+        )))
     }
 
     /// Uploads `count` rows, runs every kernel, and reads the probabilities back into the
