@@ -11,5 +11,4 @@ export RUST_BACKTRACE=0
 
 cargo test --release --all-targets
 
-echo "== C example under valgrind"
-examples/c/run.sh --valgrind
+tools/c_valgrind.sh

@@ -1,0 +1,553 @@
+//! The C ABI itself: every entry point, every documented status, outputs untouched on failure.
+
+mod common;
+
+use std::ffi::{CStr, CString};
+use std::mem::size_of;
+use std::ptr::{null, null_mut};
+
+use common::*;
+use gemma_cyber::ffi::*;
+use gemma_cyber::{BackendKind, Status};
+
+fn default_options() -> COptions {
+    let mut options = std::mem::MaybeUninit::<COptions>::uninit();
+    unsafe {
+        gemma_cyber_options_init(options.as_mut_ptr(), size_of::<COptions>());
+        options.assume_init()
+    }
+}
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(gemma_cyber_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Creates a classifier or returns the status and message.
+fn create(options: &COptions) -> Result<*mut ClassifierHandle, (Status, String)> {
+    let mut handle = null_mut();
+    match unsafe { gemma_cyber_create(options, &mut handle) } {
+        Status::Ok => Ok(handle),
+        status => {
+            assert!(handle.is_null(), "out must stay untouched on failure");
+            Err((status, last_error()))
+        }
+    }
+}
+
+fn create_with_model_bytes(bytes: &[u8]) -> Result<*mut ClassifierHandle, (Status, String)> {
+    let mut options = default_options();
+    options.model_data = bytes.as_ptr();
+    options.model_data_len = bytes.len();
+    create(&options)
+}
+
+struct Handle(*mut ClassifierHandle);
+
+// The C ABI documents classify and the accessors as safe to call from many threads at once.
+unsafe impl Send for Handle {}
+unsafe impl Sync for Handle {}
+
+impl Handle {
+    fn ptr(&self) -> *mut ClassifierHandle {
+        self.0
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        unsafe { gemma_cyber_destroy(self.0) }
+    }
+}
+
+fn builtin() -> Handle {
+    Handle(create(&default_options()).expect("built-in model loads"))
+}
+
+const SENTINEL: f32 = -7.0;
+
+#[test]
+fn options_init_writes_documented_defaults() {
+    let options = default_options();
+    assert_eq!(options.struct_size as usize, size_of::<COptions>());
+    assert_eq!(options.backend as u32, BackendKind::Auto as u32);
+    assert!(
+        options.model_path.is_null()
+            && options.model_data.is_null()
+            && options.onnxruntime_library.is_null()
+    );
+    assert_eq!(options.model_data_len, 0);
+    assert!(options.threshold.is_nan());
+    assert_eq!(options.num_threads, 0);
+}
+
+#[test]
+fn options_init_never_writes_past_struct_size() {
+    let mut buffer = [0xAAu8; 64];
+    unsafe { gemma_cyber_options_init(buffer.as_mut_ptr().cast(), 12) };
+    assert_eq!(u32::from_ne_bytes(buffer[..4].try_into().unwrap()), 12);
+    assert!(
+        buffer[12..].iter().all(|&b| b == 0xAA),
+        "bytes past struct_size were written"
+    );
+
+    // A caller from a later version with a larger struct: our fields set, the rest zeroed.
+    let mut larger = [0xAAu8; 96];
+    unsafe { gemma_cyber_options_init(larger.as_mut_ptr().cast(), 80) };
+    assert_eq!(u32::from_ne_bytes(larger[..4].try_into().unwrap()), 80);
+    assert!(larger[size_of::<COptions>()..80].iter().all(|&b| b == 0));
+    assert!(larger[80..].iter().all(|&b| b == 0xAA));
+    unsafe { gemma_cyber_options_init(null_mut(), size_of::<COptions>()) };
+    assert!(last_error().contains("options is NULL"));
+}
+
+#[test]
+fn builtin_model_classifies_golden_inputs_through_the_c_abi() {
+    let handle = builtin();
+    assert_eq!(unsafe { gemma_cyber_input_dim(handle.0) }, 768);
+    assert_eq!(
+        unsafe { gemma_cyber_active_backend(handle.0) } as u32,
+        BackendKind::Cpu as u32
+    );
+    let device = unsafe { CStr::from_ptr(gemma_cyber_device_name(handle.0)) };
+    assert!(device.to_str().unwrap().starts_with("cpu"), "{device:?}");
+
+    let (inputs, dim) = npy_f32("tests/golden/default.inputs.npy");
+    let rows = inputs.len() / dim;
+    let mut probabilities = vec![SENTINEL; rows];
+    let mut labels = vec![9u8; rows];
+    let status = unsafe {
+        gemma_cyber_classify(
+            handle.0,
+            inputs.as_ptr(),
+            rows,
+            dim,
+            probabilities.as_mut_ptr(),
+            labels.as_mut_ptr(),
+        )
+    };
+    assert_eq!(status, Status::Ok, "{}", last_error());
+    let diff = max_abs_diff(
+        &probabilities,
+        &npy_f64("tests/golden/default.expected.npy"),
+    );
+    assert!(diff <= TOLERANCE, "max diff {diff:e}");
+    assert_eq!(labels, npy_u8("tests/golden/default.labels.npy"));
+
+    // Labels are optional.
+    let mut again = vec![SENTINEL; rows];
+    let status = unsafe {
+        gemma_cyber_classify(
+            handle.0,
+            inputs.as_ptr(),
+            rows,
+            dim,
+            again.as_mut_ptr(),
+            null_mut(),
+        )
+    };
+    assert_eq!(status, Status::Ok);
+    assert_eq!(again, probabilities);
+}
+
+#[test]
+fn threshold_option_overrides_the_models_own() {
+    let mut options = default_options();
+    options.threshold = 0.0;
+    let handle = Handle(create(&options).unwrap());
+    let (inputs, dim) = npy_f32("tests/golden/default.inputs.npy");
+    let mut probabilities = vec![0.0; 4];
+    let mut labels = vec![0u8; 4];
+    let status = unsafe {
+        gemma_cyber_classify(
+            handle.0,
+            inputs.as_ptr(),
+            4,
+            dim,
+            probabilities.as_mut_ptr(),
+            labels.as_mut_ptr(),
+        )
+    };
+    assert_eq!(status, Status::Ok);
+    assert_eq!(labels, vec![1; 4], "threshold 0 labels everything cyber");
+
+    for bad in [1.5f32, -0.1, f32::INFINITY] {
+        options.threshold = bad;
+        let (status, message) = create(&options).unwrap_err();
+        assert_eq!(status, Status::InvalidArgument);
+        assert!(message.contains("threshold"), "{message}");
+    }
+}
+
+#[test]
+fn null_pointers_are_invalid_arguments_and_write_nothing() {
+    let handle = builtin();
+    let input = vec![0.1f32; 768];
+    let mut probabilities = [SENTINEL];
+    let mut labels = [9u8];
+    let cases: [(&str, *mut ClassifierHandle, *const f32, *mut f32); 3] = [
+        (
+            "classifier is NULL",
+            null_mut(),
+            input.as_ptr(),
+            probabilities.as_mut_ptr(),
+        ),
+        (
+            "embeddings is NULL",
+            handle.0,
+            null(),
+            probabilities.as_mut_ptr(),
+        ),
+        (
+            "probabilities is NULL",
+            handle.0,
+            input.as_ptr(),
+            null_mut(),
+        ),
+    ];
+    for (needle, classifier, embeddings, output) in cases {
+        let status = unsafe {
+            gemma_cyber_classify(classifier, embeddings, 1, 768, output, labels.as_mut_ptr())
+        };
+        assert_eq!(status, Status::InvalidArgument, "{needle}");
+        assert!(
+            last_error().contains(needle),
+            "{} lacks {needle}",
+            last_error()
+        );
+        assert_eq!(
+            (probabilities[0], labels[0]),
+            (SENTINEL, 9),
+            "{needle}: outputs written"
+        );
+    }
+    let mut out = null_mut();
+    assert_eq!(
+        unsafe { gemma_cyber_create(null(), &mut out) },
+        Status::InvalidArgument
+    );
+    assert!(last_error().contains("options is NULL"));
+    assert_eq!(
+        unsafe { gemma_cyber_create(&default_options(), null_mut()) },
+        Status::InvalidArgument
+    );
+    assert!(last_error().contains("out is NULL"));
+}
+
+#[test]
+fn accessors_and_destroy_accept_null() {
+    unsafe {
+        assert_eq!(
+            gemma_cyber_active_backend(null()) as u32,
+            BackendKind::Auto as u32
+        );
+        assert_eq!(
+            CStr::from_ptr(gemma_cyber_device_name(null())).to_bytes(),
+            b""
+        );
+        assert_eq!(gemma_cyber_input_dim(null()), 0);
+        gemma_cyber_destroy(null_mut());
+        assert_eq!(
+            CStr::from_ptr(gemma_cyber_version()).to_str().unwrap(),
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(gemma_cyber_abi_version(), GEMMA_CYBER_ABI_VERSION);
+    }
+}
+
+#[test]
+fn wrong_dim_is_dimension_mismatch_naming_both() {
+    let handle = builtin();
+    let input = vec![0.1f32; 767 * 2];
+    let mut probabilities = [SENTINEL; 2];
+    let status = unsafe {
+        gemma_cyber_classify(
+            handle.0,
+            input.as_ptr(),
+            2,
+            767,
+            probabilities.as_mut_ptr(),
+            null_mut(),
+        )
+    };
+    assert_eq!(status, Status::DimensionMismatch);
+    let message = last_error();
+    assert!(
+        message.contains("767") && message.contains("768"),
+        "{message}"
+    );
+    assert_eq!(probabilities, [SENTINEL; 2]);
+}
+
+#[test]
+fn size_overflow_is_invalid_argument() {
+    let handle = builtin();
+    let input = [0.0f32; 4];
+    let mut probabilities = [SENTINEL; 4];
+    for (rows, dim) in [
+        (usize::MAX, 768),
+        (usize::MAX / 768 + 1, 768),
+        (usize::MAX / 2048, 768),
+    ] {
+        let status = unsafe {
+            gemma_cyber_classify(
+                handle.0,
+                input.as_ptr(),
+                rows,
+                dim,
+                probabilities.as_mut_ptr(),
+                null_mut(),
+            )
+        };
+        assert_eq!(status, Status::InvalidArgument, "rows {rows}");
+        assert!(last_error().contains("overflows"), "{}", last_error());
+    }
+    assert_eq!(probabilities, [SENTINEL; 4]);
+}
+
+#[test]
+fn nan_or_infinity_anywhere_is_non_finite_input_and_writes_nothing() {
+    let handle = builtin();
+    let rows = 5;
+    for (position, bad) in [
+        (0, f32::NAN),
+        (4 * 768 + 767, f32::INFINITY),
+        (2 * 768 + 100, f32::NEG_INFINITY),
+    ] {
+        let mut input = random_embeddings(rows, 768, 3);
+        input[position] = bad;
+        let mut probabilities = [SENTINEL; 5];
+        let mut labels = [9u8; 5];
+        let status = unsafe {
+            gemma_cyber_classify(
+                handle.0,
+                input.as_ptr(),
+                rows,
+                768,
+                probabilities.as_mut_ptr(),
+                labels.as_mut_ptr(),
+            )
+        };
+        assert_eq!(status, Status::NonFiniteInput);
+        let message = last_error();
+        assert!(
+            message.contains(&format!("row {} column {}", position / 768, position % 768)),
+            "{message}"
+        );
+        assert_eq!((probabilities, labels), ([SENTINEL; 5], [9u8; 5]));
+    }
+}
+
+#[test]
+fn zero_rows_is_a_no_op_that_reads_no_pointer() {
+    let handle = builtin();
+    let status = unsafe { gemma_cyber_classify(handle.0, null(), 0, 768, null_mut(), null_mut()) };
+    assert_eq!(status, Status::Ok);
+    let status = unsafe { gemma_cyber_classify(handle.0, null(), 0, 5, null_mut(), null_mut()) };
+    assert_eq!(status, Status::Ok, "rows == 0 succeeds whatever dim says");
+}
+
+#[test]
+fn successful_calls_leave_the_last_error_alone() {
+    let handle = builtin();
+    let input = [f32::NAN; 768];
+    let mut out = [0.0f32];
+    unsafe {
+        gemma_cyber_classify(
+            handle.0,
+            input.as_ptr(),
+            1,
+            768,
+            out.as_mut_ptr(),
+            null_mut(),
+        )
+    };
+    let failure = last_error();
+    assert!(
+        failure.starts_with("GEMMA_CYBER_STATUS_NON_FINITE_INPUT"),
+        "{failure}"
+    );
+    let good = [0.5f32; 768];
+    assert_eq!(
+        unsafe {
+            gemma_cyber_classify(
+                handle.0,
+                good.as_ptr(),
+                1,
+                768,
+                out.as_mut_ptr(),
+                null_mut(),
+            )
+        },
+        Status::Ok
+    );
+    assert_eq!(last_error(), failure);
+    // The last error belongs to the thread that failed.
+    let other = std::thread::spawn(last_error).join().unwrap();
+    assert_eq!(other, "");
+}
+
+#[test]
+fn missing_model_file_is_model_not_found() {
+    let mut options = default_options();
+    let path = CString::new(repo_path("models/absent.safetensors").to_str().unwrap()).unwrap();
+    options.model_path = path.as_ptr();
+    let (status, message) = create(&options).unwrap_err();
+    assert_eq!(status, Status::ModelNotFound);
+    assert!(message.contains("absent.safetensors"), "{message}");
+}
+
+#[test]
+fn model_path_loads_a_fixture() {
+    let mut options = default_options();
+    let path = CString::new(
+        repo_path("tests/fixtures/small_f16.safetensors")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    options.model_path = path.as_ptr();
+    let handle = Handle(create(&options).unwrap());
+    assert_eq!(unsafe { gemma_cyber_input_dim(handle.0) }, 16);
+}
+
+#[test]
+fn malformed_models_in_memory_are_model_invalid() {
+    let good = std::fs::read(repo_path("tests/fixtures/no_metadata.safetensors")).unwrap();
+    let (mut tensors, metadata) = read_model("tests/fixtures/no_metadata.safetensors");
+    let mut huge_header = good.clone();
+    huge_header[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    tensors
+        .iter_mut()
+        .find(|t| t.name == "output.weight")
+        .unwrap()
+        .dtype = "I32".into();
+    let wrong_dtype = write_model(&tensors, &metadata);
+    let mut wrong_shape = read_model("tests/fixtures/no_metadata.safetensors").0;
+    wrong_shape
+        .iter_mut()
+        .find(|t| t.name == "output.weight")
+        .unwrap()
+        .shape = vec![6, 1];
+    let wrong_shape = write_model(&wrong_shape, &metadata);
+    let bad_offsets = with_header(
+        r#"{"input_norm.weight":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+        &[0u8; 12],
+    );
+    for (case, bytes) in [
+        ("junk", b"\x01\x02garbage garbage garbage".to_vec()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("empty", Vec::new()),
+        ("wrong dtype", wrong_dtype),
+        ("wrong shape", wrong_shape),
+        ("huge header length", huge_header),
+        ("inconsistent offsets", bad_offsets),
+    ] {
+        let (status, message) = create_with_model_bytes(&bytes).unwrap_err();
+        assert_eq!(status, Status::ModelInvalid, "{case}: {message}");
+        assert!(
+            message.starts_with("GEMMA_CYBER_STATUS_MODEL_INVALID: model data: "),
+            "{case}: {message}"
+        );
+    }
+}
+
+#[test]
+fn bad_options_are_invalid_arguments() {
+    let mut small = default_options();
+    small.struct_size = 16;
+    let (status, message) = create(&small).unwrap_err();
+    assert_eq!(status, Status::InvalidArgument);
+    assert!(message.contains("struct_size is 16"), "{message}");
+
+    // Write an out-of-range backend value as an integer, the way a C caller could.
+    let mut unknown = default_options();
+    unsafe {
+        std::ptr::addr_of_mut!(unknown.backend)
+            .cast::<u32>()
+            .write(99)
+    };
+    let (status, message) = create(&unknown).unwrap_err();
+    assert_eq!(status, Status::InvalidArgument);
+    assert!(message.contains("options.backend is 99"), "{message}");
+
+    let bytes = std::fs::read(repo_path("models/default.safetensors")).unwrap();
+    let path = CString::new("models/default.safetensors").unwrap();
+    let mut both = default_options();
+    both.model_path = path.as_ptr();
+    both.model_data = bytes.as_ptr();
+    both.model_data_len = bytes.len();
+    assert_eq!(create(&both).unwrap_err().0, Status::InvalidArgument);
+
+    let mut dangling_length = default_options();
+    dangling_length.model_data_len = 10;
+    assert_eq!(
+        create(&dangling_length).unwrap_err().0,
+        Status::InvalidArgument
+    );
+
+    let mut too_many_threads = default_options();
+    too_many_threads.num_threads = 1_000_000;
+    assert_eq!(
+        create(&too_many_threads).unwrap_err().0,
+        Status::InvalidArgument
+    );
+
+    let empty = CString::new("").unwrap();
+    let mut empty_path = default_options();
+    empty_path.model_path = empty.as_ptr();
+    assert_eq!(create(&empty_path).unwrap_err().0, Status::InvalidArgument);
+}
+
+#[test]
+fn concurrent_classify_on_one_handle_is_bit_identical() {
+    let handle = builtin();
+    let inputs = random_embeddings(300, 768, 11);
+    let classify = |rows: usize| {
+        let mut out = vec![0.0f32; rows];
+        let status = unsafe {
+            gemma_cyber_classify(
+                handle.ptr(),
+                inputs.as_ptr(),
+                rows,
+                768,
+                out.as_mut_ptr(),
+                null_mut(),
+            )
+        };
+        assert_eq!(status, Status::Ok);
+        out
+    };
+    let reference: Vec<Vec<f32>> = [1, 7, 300].iter().map(|&rows| classify(rows)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for i in 0..30 {
+                    let which = i % 3;
+                    assert_eq!(classify([1, 7, 300][which]), reference[which]);
+                }
+            });
+        }
+    });
+}
+
+fn assert_left_out(kind: BackendKind) {
+    let mut options = default_options();
+    options.backend = kind;
+    let (status, message) = create(&options).unwrap_err();
+    assert_eq!(status, Status::BackendUnavailable);
+    assert!(message.contains(kind.name()), "{message}");
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+#[test]
+fn onnxruntime_left_out_of_the_build_is_backend_unavailable() {
+    assert_left_out(BackendKind::Onnxruntime);
+}
+
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn wgpu_left_out_of_the_build_is_backend_unavailable() {
+    assert_left_out(BackendKind::Wgpu);
+}
