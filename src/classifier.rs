@@ -170,8 +170,11 @@ fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backen
     match options.backend {
         BackendKind::Auto => {
             for start in auto_candidates() {
-                if let Ok(backend) = start(options, model) {
-                    return Ok(backend);
+                match start(options, model) {
+                    Ok(backend) => return Ok(backend),
+                    // A mistake in the options is the caller's to fix, not a reason to move on.
+                    Err(error) if error.status() == Status::InvalidArgument => return Err(error),
+                    Err(_) => {}
                 }
             }
             Ok(start_cpu(options, model))

@@ -170,6 +170,44 @@ struct PoolState {
     live: usize,
 }
 
+/// A pool slot held by one call. [`Lease::give_back`] returns its workspace for reuse; dropped
+/// otherwise (a failure, a panic) it retires the workspace, so the slot is never lost.
+struct Lease<'a> {
+    backend: &'a WgpuBackend,
+    /// `None` only while the workspace is being made.
+    workspace: Option<Workspace>,
+    /// Whether the slot is still this lease's to return.
+    held: bool,
+}
+
+impl Lease<'_> {
+    fn get(&self) -> &Workspace {
+        self.workspace
+            .as_ref()
+            .expect("a lease holds its workspace")
+    }
+
+    fn get_mut(&mut self) -> &mut Workspace {
+        self.workspace
+            .as_mut()
+            .expect("a lease holds its workspace")
+    }
+
+    fn give_back(mut self) {
+        self.held = false;
+        self.backend.return_workspace(self.workspace.take());
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.workspace = None;
+            self.backend.return_workspace(None);
+        }
+    }
+}
+
 /// Failures reported by wgpu outside any call: device loss, errors outside an error scope.
 #[derive(Default)]
 struct DeviceEvents {
@@ -244,7 +282,8 @@ impl WgpuBackend {
     #[doc(hidden)]
     pub fn device_seconds(&self, rows: usize, repeats: usize) -> Result<f64> {
         let rows = rows.clamp(1, self.chunk_rows);
-        let workspace = self.workspace(rows)?;
+        let lease = self.workspace(rows)?;
+        let workspace = lease.get();
         let params: [u32; 4] = [rows as u32, 0, 0, 0];
         self.queue
             .write_buffer(&workspace.params, 0, bytemuck::cast_slice(&params));
@@ -252,7 +291,7 @@ impl WgpuBackend {
         let mut elapsed = 0.0;
         for run in 0..=repeats.max(1) {
             let mut encoder = self.device.create_command_encoder(&Default::default());
-            self.encode_kernels(&mut encoder, &workspace, rows);
+            self.encode_kernels(&mut encoder, workspace, rows);
             let start = Instant::now();
             let index = self.queue.submit([encoder.finish()]);
             self.wait(index)?;
@@ -260,7 +299,7 @@ impl WgpuBackend {
                 elapsed += start.elapsed().as_secs_f64();
             }
         }
-        self.give_back(Some(workspace));
+        lease.give_back();
         Ok(elapsed / repeats.max(1) as f64)
     }
 
@@ -363,7 +402,8 @@ impl WgpuBackend {
         if let Some(lost) = self.device_lost() {
             return Err(lost);
         }
-        let mut workspace = self.workspace(rows)?;
+        let mut lease = self.workspace(rows)?;
+        let workspace = lease.get_mut();
         workspace.probabilities.resize(rows, 0.0);
         let scopes = ErrorScopes::push(&self.device);
         let mut done = 0;
@@ -373,24 +413,23 @@ impl WgpuBackend {
             }
             let count = (rows - done).min(workspace.capacity);
             let input = &embeddings[done * self.input_dim..(done + count) * self.input_dim];
-            if let Err(error) = self.run_chunk(&mut workspace, input, count, done) {
+            if let Err(error) = self.run_chunk(workspace, input, count, done) {
                 break Err(error);
             }
             done += count;
         };
         // An error a scope caught (at submit, say) is the cause of any failure that followed.
-        let outcome = scopes.check("running the model").and(outcome);
-        match outcome {
+        match scopes.check("running the model").and(outcome) {
             Ok(()) => {
                 probabilities.copy_from_slice(&workspace.probabilities[..rows]);
-                self.give_back(Some(workspace));
+                lease.give_back();
                 Ok(())
             }
             Err(error) => {
-                // The device may still use its buffers; wgpu frees them once it is done.
-                self.give_back(None);
-                // A lost device makes later steps fail with less telling messages; a poll lets
-                // wgpu report the loss first.
+                // Dropping the lease retires the workspace: the device may still use its
+                // buffers, and wgpu frees them once it is done. A lost device makes later steps
+                // fail with less telling messages; a poll lets wgpu report the loss first.
+                drop(lease);
                 let _ = self.device.poll(wgpu::PollType::Poll);
                 Err(self.device_lost().unwrap_or(error))
             }
@@ -534,7 +573,7 @@ impl WgpuBackend {
     }
 
     /// A workspace for `rows` rows (up to a chunk): an idle one if one is big enough.
-    fn workspace(&self, rows: usize) -> Result<Workspace> {
+    fn workspace(&self, rows: usize) -> Result<Lease<'_>> {
         let wanted = rows.clamp(1, self.chunk_rows);
         let reused = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -550,20 +589,25 @@ impl WgpuBackend {
                 pool = self.returned.wait(pool).unwrap_or_else(|e| e.into_inner());
             }
         };
-        match reused {
-            Some(workspace) if workspace.capacity >= wanted => Ok(workspace),
+        // From here the slot is this call's: the lease gives it back however the call ends.
+        let mut lease = Lease {
+            backend: self,
+            workspace: None,
+            held: true,
+        };
+        lease.workspace = match reused {
+            Some(workspace) if workspace.capacity >= wanted => Some(workspace),
             _ => {
                 // Grow in powers of two so a series of slightly larger batches reallocates rarely.
                 let capacity = wanted.next_power_of_two().max(64).min(self.chunk_rows);
-                catch_unwind(AssertUnwindSafe(|| self.new_workspace(capacity)))
-                    .unwrap_or_else(|payload| Err(panic_failure("allocating buffers", payload)))
-                    .inspect_err(|_| self.give_back(None))
+                Some(self.new_workspace(capacity)?)
             }
-        }
+        };
+        Ok(lease)
     }
 
-    /// Returns a workspace to the pool; `None` retires one (after a failure).
-    fn give_back(&self, workspace: Option<Workspace>) {
+    /// Puts a workspace back in the pool; `None` retires one (after a failure).
+    fn return_workspace(&self, workspace: Option<Workspace>) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         match workspace {
             Some(workspace) => pool.idle.push(workspace),
