@@ -21,7 +21,10 @@ pub enum BackendKind {
     Cpu = 1,
     /// ONNX Runtime, loaded at run time.
     Onnxruntime = 2,
-    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12).
+    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12). The environment variables
+    /// `GEMMA_CYBER_WGPU_ADAPTER` (part of the adapter's name) and `GEMMA_CYBER_WGPU_BACKENDS`
+    /// (`vulkan`, `metal`, `dx12`) choose the adapter; asked for by name it may be a software one
+    /// (e.g. lavapipe), which AUTO never picks.
     Wgpu = 3,
 }
 
