@@ -4,7 +4,8 @@
 //! `classify` call: upload, every kernel, read-back. "device" is the kernels alone (submit to
 //! finish, no transfers), scaled to the whole batch when it runs in several chunks.
 //!
-//! Options (after `--`): `--max-rows N` (default 65536), `--budget-s S` (stop growing a kernel's
+//! Options (after `--`): `--min-rows N`, `--max-rows N` (batch sizes 1 … 65536 by default),
+//! `--kernels vector,tiled` (default both), `--budget-s S` (stop growing a kernel's
 //! batch once one call takes longer; default 20). Adapter choice as in the library
 //! (`GEMMA_CYBER_WGPU_ADAPTER`, `GEMMA_CYBER_WGPU_BACKENDS`). Under `cargo test` (no `--bench`
 //! argument) it only checks that it runs, on tiny batches.
@@ -33,7 +34,13 @@ fn main() {
     } else {
         value("--max-rows", 65536.0) as usize
     };
+    let min_rows = value("--min-rows", 1.0) as usize;
     let budget = Duration::from_secs_f64(value("--budget-s", 20.0));
+    let wanted_kernels = args
+        .iter()
+        .position(|a| a == "--kernels")
+        .and_then(|i| args.get(i + 1))
+        .map_or("vector,tiled".to_owned(), String::clone);
 
     let model = Arc::new(Model::builtin().expect("built-in model"));
     let cpu = CpuBackend::new(Arc::clone(&model), 0);
@@ -48,10 +55,11 @@ fn main() {
             panic!("{e}\n(install a Vulkan driver, e.g. tools/setup.sh for Mesa's lavapipe)")
         })
     };
-    let kernels = [
-        ("vector", start(Kernel::Vector)),
-        ("tiled", start(Kernel::Tiled)),
-    ];
+    let kernels: Vec<(&str, WgpuBackend)> = [("vector", Kernel::Vector), ("tiled", Kernel::Tiled)]
+        .into_iter()
+        .filter(|(name, _)| wanted_kernels.split(',').any(|k| k == *name))
+        .map(|(name, kernel)| (name, start(kernel)))
+        .collect();
     let device = kernels[0].1.device_name().to_owned();
     println!("adapter: {device}");
     println!(
@@ -67,16 +75,19 @@ fn main() {
     let dim = model.input_dim();
     let mut cpu_rate = Vec::new();
     for (name, backend) in &kernels {
-        for (index, &rows) in BATCHES.iter().filter(|&&r| r <= max_rows).enumerate() {
+        let batches = BATCHES
+            .iter()
+            .filter(|&&r| (min_rows..=max_rows).contains(&r));
+        for (index, &rows) in batches.enumerate() {
             let input = random_rows(rows, dim);
             let mut wgpu_out = vec![0.0f32; rows];
             let mut cpu_out = vec![0.0f32; rows];
-            let (seconds, _) = time(budget, || {
+            let (seconds, _) = time(budget, smoke, || {
                 backend.classify(&input, rows, &mut wgpu_out).expect("wgpu")
             });
             let device = device_seconds(backend, rows);
             if cpu_rate.len() <= index {
-                let (cpu_seconds, _) = time(budget, || {
+                let (cpu_seconds, _) = time(budget, smoke, || {
                     cpu.classify(&input, rows, &mut cpu_out).expect("cpu")
                 });
                 cpu_rate.push(rows as f64 / cpu_seconds);
@@ -104,12 +115,12 @@ fn main() {
 }
 
 /// Seconds per call of `run`: one warm-up call, then as many as fit in about a second (at least
-/// one, at most 20); a single call longer than `budget` is timed once.
-fn time(budget: Duration, mut run: impl FnMut()) -> (f64, usize) {
+/// one, at most 20); a single call longer than `budget` (or any, when `once`) is timed once.
+fn time(budget: Duration, once: bool, mut run: impl FnMut()) -> (f64, usize) {
     let start = Instant::now();
     run();
     let first = start.elapsed();
-    if first > budget {
+    if first > budget || once {
         return (first.as_secs_f64(), 1);
     }
     let repeats = ((1.0 / first.as_secs_f64().max(1e-6)) as usize).clamp(1, 20);
