@@ -29,8 +29,11 @@ const THREADS: u32 = 256u;
 // Tile values each invocation loads: TILE_M * TILE_K / THREADS (TILE_N = TILE_M).
 const LOADS: u32 = 4u;
 
-// Stored k-major ([k][m] and [k][n]) so the inner loop reads 4 rows and 4 columns per k.
-var<workgroup> tile_input: array<f32, 1024>;
+// Stored k-major ([k][m] and [k][n]) so the inner loop reads 4 rows and 4 columns per k. The
+// input tile's rows are one longer than the tile: its loads write down a column, and a stride of
+// 64 would put all 16 of a row's writes in one memory bank.
+const INPUT_STRIDE: u32 = 65u;
+var<workgroup> tile_input: array<f32, 1040>;
 var<workgroup> tile_weight: array<f32, 1024>;
 
 @compute @workgroup_size(16, 16)
@@ -60,7 +63,7 @@ fn main(
             if row < params.rows && k0 + c < K {
                 a = input[row * K + k0 + c];
             }
-            tile_input[c * TILE_M + r] = a;
+            tile_input[c * INPUT_STRIDE + r] = a;
             let wk = flat / TILE_N;
             let wn = flat % TILE_N;
             var w = 0.0;
@@ -71,7 +74,7 @@ fn main(
         }
         workgroupBarrier();
         for (var c = 0u; c < TILE_K; c = c + 1u) {
-            let ai = c * TILE_M + local.y;
+            let ai = c * INPUT_STRIDE + local.y;
             let wi = c * TILE_N + local.x;
             let w = vec4<f32>(
                 tile_weight[wi],

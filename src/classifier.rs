@@ -35,7 +35,7 @@ pub struct Options {
     pub num_threads: usize,
     /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
     pub onnxruntime_library: Option<PathBuf>,
-    /// wgpu: use the first adapter whose name contains this (ignoring case); `None`: the
+    /// wgpu: use an adapter whose name contains this (ignoring case); `None`: the
     /// `GEMMA_CYBER_WGPU_ADAPTER` environment variable, else the best adapter.
     pub wgpu_adapter: Option<String>,
     /// wgpu: graphics APIs to try, comma-separated (`vulkan`, `metal`, `dx12`, `gl`); `None`: the

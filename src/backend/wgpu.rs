@@ -1,6 +1,6 @@
 //! The wgpu backend: the folded model as WGSL compute shaders (`shaders/`) on Vulkan, Metal or DX12.
 //!
-//! Weights are uploaded once at create. Each call borrows a [`Workspace`] (its buffers and bind
+//! Weights are uploaded once at create. Each call borrows a workspace (its buffers and bind
 //! groups) from a small pool, so concurrent calls never share buffers and a later call reuses them;
 //! batches larger than the device's binding or dispatch limits run in chunks.
 //!
@@ -23,7 +23,7 @@ use super::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// Environment variable: use the first adapter whose name contains this (case-insensitive).
+/// Environment variable: use an adapter whose name contains this (case-insensitive).
 pub const ADAPTER_ENV: &str = "GEMMA_CYBER_WGPU_ADAPTER";
 /// Environment variable: comma-separated graphics APIs to try (`vulkan`, `metal`, `dx12`, `gl`).
 pub const BACKENDS_ENV: &str = "GEMMA_CYBER_WGPU_BACKENDS";
@@ -33,6 +33,10 @@ pub const KERNEL_ENV: &str = "GEMMA_CYBER_WGPU_KERNEL";
 /// Rows a chunk holds at most unless the settings say otherwise: large enough to keep a GPU busy,
 /// small enough that a workspace stays near 100 MiB for the default model.
 pub const DEFAULT_MAX_CHUNK_ROWS: usize = 16384;
+
+/// The same on a software adapter, which gains nothing from larger chunks: it keeps each wait on
+/// the device to seconds, well inside the timeout, even on a busy machine.
+pub const SOFTWARE_MAX_CHUNK_ROWS: usize = 4096;
 
 /// Below this many rows the tiled kernel's 64-row tiles are mostly empty, so the vector kernel runs.
 pub const TILED_MIN_ROWS: usize = 64;
@@ -86,7 +90,8 @@ impl Kernel {
 /// [`WgpuSettings::with_env`] is what `Classifier` uses.
 #[derive(Clone, Debug)]
 pub struct WgpuSettings {
-    /// Use the first adapter whose name contains this, ignoring case; `None`: the best one.
+    /// Use an adapter whose name contains this, ignoring case (the best-ranked if several);
+    /// `None`: the best adapter.
     pub adapter: Option<String>,
     /// Graphics APIs to try, comma-separated (`vulkan`, `metal`, `dx12`, `gl`); `None`: all built in.
     pub backends: Option<String>,
@@ -94,7 +99,8 @@ pub struct WgpuSettings {
     pub allow_software: bool,
     /// Which dense kernel runs.
     pub kernel: Kernel,
-    /// Rows per chunk at most (the device's limits may lower it); 0: [`DEFAULT_MAX_CHUNK_ROWS`].
+    /// Rows per chunk at most (the device's limits may lower it); 0: [`DEFAULT_MAX_CHUNK_ROWS`],
+    /// or [`SOFTWARE_MAX_CHUNK_ROWS`] on a software adapter.
     pub max_chunk_rows: usize,
     /// Longest wait for the device to finish one chunk before the call fails.
     pub timeout: Duration,
@@ -365,6 +371,7 @@ impl WgpuBackend {
         // Row indices times widths stay below 2^32 in the shaders' u32 arithmetic.
         let by_index = (u32::MAX as u64 / (widest / 4)) as usize;
         let requested = match settings.max_chunk_rows {
+            0 if software => SOFTWARE_MAX_CHUNK_ROWS,
             0 => DEFAULT_MAX_CHUNK_ROWS,
             n => n,
         };
