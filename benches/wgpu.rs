@@ -43,7 +43,7 @@ fn main() {
         .map_or("vector,tiled".to_owned(), String::clone);
 
     let model = Arc::new(Model::builtin().expect("built-in model"));
-    let cpu = CpuBackend::new(Arc::clone(&model), 0);
+    let cpu = CpuBackend::new(&model, 0).expect("cpu backend");
     let start = |kernel| {
         let settings = WgpuSettings {
             kernel,

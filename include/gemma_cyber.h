@@ -142,12 +142,13 @@ typedef struct gemma_cyber_options {
    * `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then the usual search.
    */
   const char *onnxruntime_library;
+  /**
+   * The SHA-256 the model file must have, 32 bytes; NULL (the default): not checked. A
+   * mismatch is MODEL_INVALID and nothing is loaded. Appended within ABI version 1: read only
+   * when `struct_size` covers it, so callers built against the first header are unaffected.
+   */
+  const uint8_t *model_sha256;
 } gemma_cyber_options;
-
-/**
- * Every kind, in C value order.
- */
-#define gemma_cyber_backend_ALL { gemma_cyber_backend_Auto, gemma_cyber_backend_Cpu, gemma_cyber_backend_Onnxruntime, gemma_cyber_backend_Wgpu, }
 
 #ifdef __cplusplus
 extern "C" {

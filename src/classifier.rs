@@ -35,6 +35,8 @@ pub struct Options {
     pub num_threads: usize,
     /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
     pub onnxruntime_library: Option<PathBuf>,
+    /// The SHA-256 the model file must have; a mismatch is MODEL_INVALID and loads nothing.
+    pub expected_sha256: Option<[u8; 32]>,
     /// wgpu: use an adapter whose name contains this (ignoring case); `None`: the
     /// `GEMMA_CYBER_WGPU_ADAPTER` environment variable, else the best adapter.
     pub wgpu_adapter: Option<String>,
@@ -66,13 +68,10 @@ impl Classifier {
                 options.num_threads
             )));
         }
-        let model = Arc::new(match &options.model {
-            ModelSource::Builtin => Model::builtin()?,
-            ModelSource::Path(path) => Model::from_path(path)?,
-            ModelSource::Bytes(bytes) => {
-                Model::from_bytes(bytes).map_err(|e| e.context("model data"))?
-            }
-        });
+        let model = Arc::new(Model::load(
+            &options.model,
+            options.expected_sha256.as_ref(),
+        )?);
         let backend = start_backend(options, &model)?;
         let threshold = options.threshold.unwrap_or(model.threshold());
         Ok(Classifier {
@@ -165,7 +164,7 @@ impl Classifier {
 }
 
 /// Starts the backend the options name; AUTO tries each of [`auto_candidates`] in order and falls
-/// back to cpu, which always starts.
+/// back to cpu.
 fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
     match options.backend {
         BackendKind::Auto => {
@@ -177,9 +176,9 @@ fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backen
                     Err(_) => {}
                 }
             }
-            Ok(start_cpu(options, model))
+            start_cpu(options, model)
         }
-        BackendKind::Cpu => Ok(start_cpu(options, model)),
+        BackendKind::Cpu => start_cpu(options, model),
         BackendKind::Wgpu => start_wgpu(options, model, true),
         kind @ BackendKind::Onnxruntime => Err(not_built(kind)),
     }
@@ -194,8 +193,8 @@ fn auto_candidates() -> Vec<Start> {
     vec![|options, model| start_wgpu(options, model, false)]
 }
 
-fn start_cpu(options: &Options, model: &Arc<Model>) -> Box<dyn Backend> {
-    Box::new(CpuBackend::new(Arc::clone(model), options.num_threads))
+fn start_cpu(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(CpuBackend::new(model, options.num_threads)?))
 }
 
 fn not_built(kind: BackendKind) -> Error {

@@ -8,6 +8,8 @@ mod classifier;
 pub mod error;
 pub mod ffi;
 pub mod model;
+#[cfg(test)]
+mod test_support;
 
 pub use backend::BackendKind;
 pub use classifier::{Classifier, ModelSource, Options, MAX_THREADS};

@@ -551,3 +551,52 @@ fn onnxruntime_left_out_of_the_build_is_backend_unavailable() {
 fn wgpu_left_out_of_the_build_is_backend_unavailable() {
     assert_left_out(BackendKind::Wgpu);
 }
+
+fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+#[test]
+fn expected_sha256_accepts_the_right_model_and_refuses_any_other() {
+    let bytes = std::fs::read(repo_path("models/default.safetensors")).unwrap();
+    let good = sha256_of(&bytes);
+    let mut options = default_options();
+    options.model_sha256 = good.as_ptr();
+    drop(Handle(create(&options).expect("matching SHA-256 loads")));
+
+    let path = CString::new(repo_path("models/default.safetensors").to_str().unwrap()).unwrap();
+    options.model_path = path.as_ptr();
+    drop(Handle(create(&options).expect("the same check for a file")));
+
+    let mut bad = good;
+    bad[31] ^= 1;
+    options.model_sha256 = bad.as_ptr();
+    let (status, message) = create(&options).unwrap_err();
+    assert_eq!(status, Status::ModelInvalid);
+    assert!(
+        message.contains("SHA-256 is ") && message.contains("default.safetensors"),
+        "{message}"
+    );
+
+    // The same for a model given in memory: the check runs before any parsing.
+    let mut in_memory = default_options();
+    in_memory.model_data = bytes.as_ptr();
+    in_memory.model_data_len = bytes.len();
+    in_memory.model_sha256 = bad.as_ptr();
+    assert_eq!(create(&in_memory).unwrap_err().0, Status::ModelInvalid);
+}
+
+#[test]
+fn fields_past_struct_size_are_never_read() {
+    // A caller built against the first version-1 header knows nothing of model_sha256: whatever
+    // lies past its struct_size must be ignored, here a pointer that would crash if read.
+    let mut options = default_options();
+    options.struct_size = std::mem::offset_of!(COptions, model_sha256) as u32;
+    options.model_sha256 = 8 as *const u8;
+    drop(Handle(
+        create(&options).expect("older callers' struct_size works"),
+    ));
+    options.struct_size -= 1;
+    assert_eq!(create(&options).unwrap_err().0, Status::InvalidArgument);
+}

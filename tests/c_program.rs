@@ -5,18 +5,24 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The directory holding this build's libgemma_cyber.so (next to the CLI binary).
-fn library_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_gemma-cyber"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+/// A directory holding this build's library under both the name the linker looks for
+/// (`libgemma_cyber.so`) and its soname (`libgemma_cyber.so.1`), as an installed tree has it.
+/// One per program, so tests running in parallel do not race on the links.
+fn library_dir(program: &str) -> PathBuf {
+    let built = Path::new(env!("CARGO_BIN_EXE_gemma-cyber")).with_file_name("libgemma_cyber.so");
+    let dir = std::env::temp_dir().join(format!("gemma-cyber-{}-{program}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["libgemma_cyber.so", "libgemma_cyber.so.1"] {
+        std::os::unix::fs::symlink(&built, dir.join(name)).unwrap();
+    }
+    dir
 }
 
+/// Compiles `source` into a fresh directory that also holds the library; returns the program.
 fn compile(source: &str, output_name: &str) -> PathBuf {
-    let lib_dir = library_dir();
-    let output =
-        std::env::temp_dir().join(format!("gemma-cyber-{}-{output_name}", std::process::id()));
+    let lib_dir = library_dir(output_name);
+    let output = lib_dir.join(output_name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = Command::new(&cc)
         .args([
@@ -48,7 +54,7 @@ fn c_caller_gets_golden_results_and_documented_statuses() {
         .arg(common::repo_path(""))
         .output()
         .unwrap();
-    let _ = std::fs::remove_file(&program);
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "c_api_test failed:\n{stdout}{stderr}");
@@ -59,7 +65,7 @@ fn c_caller_gets_golden_results_and_documented_statuses() {
 fn c_example_runs() {
     let program = compile("examples/c/classify.c", "classify");
     let run = Command::new(&program).output().unwrap();
-    let _ = std::fs::remove_file(&program);
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),

@@ -246,3 +246,22 @@ fn non_finite_and_bad_npy_are_refused() {
         stderr(&output)
     );
 }
+
+#[test]
+fn sha256_pins_the_model() {
+    use sha2::Digest;
+    let bytes = std::fs::read(repo_path("tests/fixtures/small_f16.safetensors")).unwrap();
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let model = "tests/fixtures/small_f16.safetensors";
+    let good = run(&["info", "--model", model, "--sha256", &hex], None);
+    assert!(good.status.success(), "{}", stderr(&good));
+    let wrong = "0".repeat(64);
+    let bad = run(&["info", "--model", model, "--sha256", &wrong], None);
+    assert_eq!(bad.status.code(), Some(15), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("SHA-256 is "), "{}", stderr(&bad));
+    let malformed = run(&["info", "--sha256", "xyz"], None);
+    assert_eq!(malformed.status.code(), Some(2));
+}

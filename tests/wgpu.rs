@@ -88,7 +88,8 @@ fn random_rows(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
 fn cpu_probabilities(model: &Arc<Model>, input: &[f32]) -> Vec<f32> {
     let rows = input.len() / model.input_dim();
     let mut out = vec![0.0; rows];
-    CpuBackend::new(Arc::clone(model), 0)
+    CpuBackend::new(model, 0)
+        .unwrap()
         .classify(input, rows, &mut out)
         .unwrap();
     out

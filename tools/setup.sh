@@ -32,5 +32,9 @@ if [ ${#missing[@]} -gt 0 ] || [ -z "$mesa_ok" ]; then
   [ -n "$mesa_ok" ] || $SUDO apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1
 fi
 
+# --- bindings (branch bindings): Go for bindings/go when none is on PATH; bindings/go/test.sh finds it ---
+command -v go >/dev/null || [ -x /usr/lib/go-1.23/bin/go ] ||
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq -t bookworm-backports golang-1.23-go; }
+
 # ONNX Runtime's own shared library, from its PyPI wheel, into .ort/ (ignored by git).
 tools/fetch_onnxruntime.sh

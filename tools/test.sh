@@ -11,4 +11,11 @@ export RUST_BACKTRACE=0
 
 cargo test --release --all-targets
 
-tools/c_valgrind.sh
+examples/c/run.sh --valgrind                 # C example and C API test: 0 errors, 0 leaks
+examples/c/run.sh --sanitize                 # the same with -fsanitize=address,undefined
+
+# Consumers in other languages, each against the tools/install.sh tree.
+examples/cpp/run.sh                          # C++17 wrapper example, sanitizers on
+examples/cmake/run.sh                        # pkg-config + find_package(GemmaCyber), shared and static
+bindings/go/test.sh                          # go vet, go test, go test -race
+bindings/csharp/test.sh                      # mcs + mono

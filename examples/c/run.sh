@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# Builds the C example against the release library with warnings as errors and runs it.
-# Arguments are passed to the example (an optional model path).
+# Builds the C example (examples/c/classify.c) and the C API test (tests/c/c_api_test.c) against the
+# installed library (tools/install.sh into build/install) with warnings as errors, and runs them.
+# --valgrind: under valgrind, failing on any error or leak.
+# --sanitize: built with -fsanitize=address,undefined instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --lib --quiet
-out=target/release/examples-c
+tools/install.sh build/install >/dev/null
+prefix="$PWD/build/install"
+mode="${1:-}"
+out=build/examples-c
 mkdir -p "$out"
-cc -std=c11 -Wall -Wextra -Werror -O2 -Iinclude examples/c/classify.c \
-  -Ltarget/release -lgemma_cyber -Wl,-rpath,"$PWD/target/release" -lm -o "$out/classify"
-"$out/classify" "$@"
+flags=(-std=c11 -Wall -Wextra -Werror -pedantic -O2 -g)
+[ "$mode" = "--sanitize" ] && flags+=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+# Each program with its arguments: the example takes an optional model path, the test the repo root.
+for program in "examples/c/classify.c" "tests/c/c_api_test.c $PWD"; do
+  read -r source args <<<"$program"
+  name=$(basename "$source" .c)
+  cc "${flags[@]}" -I"$prefix/include" "$source" \
+    -L"$prefix/lib" -lgemma_cyber -Wl,-rpath,"$prefix/lib" -lm -o "$out/$name"
+  echo "== $name ${mode}"
+  case "$mode" in
+    --valgrind)
+      # shellcheck disable=SC2086
+      RUST_BACKTRACE=0 valgrind --quiet --error-exitcode=99 --leak-check=full \
+        --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+        "$out/$name" $args ;;
+    # shellcheck disable=SC2086
+    *) RUST_BACKTRACE=0 "$out/$name" $args ;;
+  esac
+done

@@ -4,7 +4,7 @@ mod cpu;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
-pub use cpu::CpuBackend;
+pub use cpu::{CpuBackend, CpuKernel};
 #[cfg(feature = "wgpu")]
 pub use wgpu::{WgpuBackend, WgpuSettings};
 
@@ -28,18 +28,18 @@ pub enum BackendKind {
     Wgpu = 3,
 }
 
-impl BackendKind {
-    /// Every kind, in C value order.
-    pub const ALL: [BackendKind; 4] = [
-        BackendKind::Auto,
-        BackendKind::Cpu,
-        BackendKind::Onnxruntime,
-        BackendKind::Wgpu,
-    ];
+/// Every kind, in C value order.
+const ALL_KINDS: [BackendKind; 4] = [
+    BackendKind::Auto,
+    BackendKind::Cpu,
+    BackendKind::Onnxruntime,
+    BackendKind::Wgpu,
+];
 
+impl BackendKind {
     /// The kind with C value `value`, if there is one.
     pub fn from_c(value: u32) -> Option<BackendKind> {
-        Self::ALL.into_iter().find(|kind| *kind as u32 == value)
+        ALL_KINDS.into_iter().find(|kind| *kind as u32 == value)
     }
 
     /// The lower-case name used by the CLI and in messages: `auto`, `cpu`, `onnxruntime`, `wgpu`.
@@ -54,7 +54,7 @@ impl BackendKind {
 
     /// The kind called `name` (as [`BackendKind::name`] spells it).
     pub fn from_name(name: &str) -> Option<BackendKind> {
-        Self::ALL.into_iter().find(|kind| kind.name() == name)
+        ALL_KINDS.into_iter().find(|kind| kind.name() == name)
     }
 }
 

@@ -199,3 +199,129 @@ unsafe fn handle_ref<'a>(classifier: *const ClassifierHandle) -> Result<&'a Clas
         .as_ref()
         .ok_or_else(|| Error::invalid_argument("classifier is NULL"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The unsafe C boundary on a tiny model, small enough to run under Miri.
+
+    use super::*;
+    use crate::test_support::tiny_model_bytes;
+    use std::ffi::CStr;
+    use std::ptr::{null, null_mut};
+
+    fn options_for(bytes: &[u8]) -> COptions {
+        let mut options = std::mem::MaybeUninit::<COptions>::uninit();
+        // SAFETY: the pointer covers a whole COptions.
+        let mut options = unsafe {
+            gemma_cyber_options_init(options.as_mut_ptr(), size_of::<COptions>());
+            options.assume_init()
+        };
+        options.model_data = bytes.as_ptr();
+        options.model_data_len = bytes.len();
+        options
+    }
+
+    fn last_error() -> String {
+        // SAFETY: the library's own NUL-terminated string.
+        unsafe { CStr::from_ptr(gemma_cyber_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn lifecycle_and_bad_inputs_through_the_c_functions() {
+        let bytes = tiny_model_bytes(&[]);
+        let options = options_for(&bytes);
+        let mut handle = null_mut();
+        // SAFETY (whole test): every pointer passed is valid for what the C API documents, or
+        // NULL/out of range on purpose.
+        unsafe {
+            assert_eq!(gemma_cyber_create(&options, &mut handle), Status::Ok);
+            assert_eq!(gemma_cyber_input_dim(handle), 4);
+            let input = [0.5f32, -1.0, 2.0, 0.25, 1.0, 1.0, 1.0, 1.0];
+            let mut probabilities = [-1.0f32; 2];
+            let mut labels = [9u8; 2];
+            let ok = gemma_cyber_classify(
+                handle,
+                input.as_ptr(),
+                2,
+                4,
+                probabilities.as_mut_ptr(),
+                labels.as_mut_ptr(),
+            );
+            assert_eq!(ok, Status::Ok);
+            assert!(probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+            assert!(labels.iter().all(|&l| l <= 1));
+
+            let nan = [f32::NAN; 4];
+            let mut untouched = [-1.0f32];
+            let status = gemma_cyber_classify(
+                handle,
+                nan.as_ptr(),
+                1,
+                4,
+                untouched.as_mut_ptr(),
+                null_mut(),
+            );
+            assert_eq!(status, Status::NonFiniteInput);
+            assert_eq!(untouched, [-1.0]);
+            assert!(last_error().starts_with("GEMMA_CYBER_STATUS_NON_FINITE_INPUT"));
+            let status = gemma_cyber_classify(
+                handle,
+                input.as_ptr(),
+                usize::MAX,
+                4,
+                untouched.as_mut_ptr(),
+                null_mut(),
+            );
+            assert_eq!(status, Status::InvalidArgument);
+            assert_eq!(
+                gemma_cyber_classify(handle, null(), 0, 4, null_mut(), null_mut()),
+                Status::Ok
+            );
+            assert_eq!(
+                gemma_cyber_classify(
+                    handle,
+                    input.as_ptr(),
+                    1,
+                    3,
+                    untouched.as_mut_ptr(),
+                    null_mut()
+                ),
+                Status::DimensionMismatch
+            );
+
+            let device = CStr::from_ptr(gemma_cyber_device_name(handle));
+            assert!(!device.to_bytes().is_empty());
+            gemma_cyber_destroy(handle);
+            gemma_cyber_destroy(null_mut());
+        }
+    }
+
+    #[test]
+    fn options_are_read_without_trusting_their_enum_or_size() {
+        let bytes = tiny_model_bytes(&[]);
+        let mut options = options_for(&bytes);
+        let mut handle = null_mut();
+        // SAFETY: as above; the backend is written as the integer a C caller could store.
+        unsafe {
+            std::ptr::addr_of_mut!(options.backend)
+                .cast::<u32>()
+                .write(77);
+            assert_eq!(
+                gemma_cyber_create(&options, &mut handle),
+                Status::InvalidArgument
+            );
+            assert!(handle.is_null());
+            let mut small = options_for(&bytes);
+            small.struct_size = 4;
+            assert_eq!(
+                gemma_cyber_create(&small, &mut handle),
+                Status::InvalidArgument
+            );
+            let mut buffer = [0xAAu8; 16];
+            gemma_cyber_options_init(buffer.as_mut_ptr().cast(), 8);
+            assert!(buffer[8..].iter().all(|&b| b == 0xAA));
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The C options struct and its reading: versioned by `struct_size`, enums read as integers.
 
 use std::ffi::{c_char, CStr};
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::path::PathBuf;
 use std::ptr::addr_of;
 
@@ -33,10 +33,14 @@ pub struct COptions {
     /// Path of ONNX Runtime's shared library for the onnxruntime backend; NULL: the
     /// `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then the usual search.
     pub onnxruntime_library: *const c_char,
+    /// The SHA-256 the model file must have, 32 bytes; NULL (the default): not checked. A
+    /// mismatch is MODEL_INVALID and nothing is loaded. Appended within ABI version 1: read only
+    /// when `struct_size` covers it, so callers built against the first header are unaffected.
+    pub model_sha256: *const u8,
 }
 
-/// Size of the version-1 struct: the least a caller may pass.
-pub(crate) const OPTIONS_V1_SIZE: usize = size_of::<COptions>();
+/// Size of the first version-1 struct (up to `onnxruntime_library`): the least a caller may pass.
+pub(crate) const OPTIONS_V1_SIZE: usize = offset_of!(COptions, model_sha256);
 
 /// Writes defaults into at most `struct_size` bytes of `options` and sets its `struct_size`.
 ///
@@ -60,9 +64,10 @@ pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) 
         threshold: f32::NAN,
         num_threads: 0,
         onnxruntime_library: std::ptr::null(),
+        model_sha256: std::ptr::null(),
     };
     let bytes = options.cast::<u8>();
-    let known = struct_size.min(OPTIONS_V1_SIZE);
+    let known = struct_size.min(size_of::<COptions>());
     // SAFETY: the caller provides `struct_size` writable bytes; we write `known` <= that from a
     // padding-free #[repr(C)] value, and zero fields of later versions we do not know.
     std::ptr::copy_nonoverlapping(addr_of!(defaults).cast::<u8>(), bytes, known);
@@ -122,6 +127,12 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
         (None, true) => ModelSource::Builtin,
     };
     let threshold = addr_of!((*options).threshold).read();
+    let sha256_end = offset_of!(COptions, model_sha256) + size_of::<*const u8>();
+    let sha256 = if struct_size >= sha256_end {
+        addr_of!((*options).model_sha256).read()
+    } else {
+        std::ptr::null()
+    };
     Ok(Options {
         backend,
         model,
@@ -131,6 +142,8 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
             addr_of!((*options).onnxruntime_library).read(),
             "onnxruntime_library",
         )?,
+        // SAFETY: a caller that sets the field provides 32 readable bytes there.
+        expected_sha256: (!sha256.is_null()).then(|| sha256.cast::<[u8; 32]>().read_unaligned()),
         ..Options::default()
     })
 }

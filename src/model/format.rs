@@ -1,13 +1,16 @@
 //! Reading and validating the safetensors model file, and folding it into [`Model`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use half::{bf16, f16};
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 
 use super::{Dense, Model, NormOrder};
+use crate::classifier::ModelSource;
 use crate::error::{Error, Result, Status};
 
 /// Largest model file accepted. The real model is 2.2 MB; this leaves room for much wider layers
@@ -31,7 +34,7 @@ const DEFAULT_EPS: f64 = 1e-5;
 impl Model {
     /// The model compiled into the library.
     pub fn builtin() -> Result<Model> {
-        Model::from_bytes(BUILTIN_MODEL).map_err(|e| e.context("built-in model"))
+        Model::load(&ModelSource::Builtin, None)
     }
 
     /// Reads and validates the model file at `path`.
@@ -39,31 +42,34 @@ impl Model {
     /// A file that cannot be opened is `ModelNotFound`; a file that opens but is not a valid model
     /// is `ModelInvalid`.
     pub fn from_path(path: &Path) -> Result<Model> {
-        let not_found = |e: std::io::Error| {
-            Error::new(
-                Status::ModelNotFound,
-                format!("cannot open model file {}: {e}", path.display()),
-            )
+        Model::load(&ModelSource::Path(path.to_path_buf()), None)
+    }
+
+    /// Loads a model from any source. With `expected_sha256`, the file's bytes must hash to it
+    /// (checked before anything is parsed), else `ModelInvalid`.
+    pub fn load(source: &ModelSource, expected_sha256: Option<&[u8; 32]>) -> Result<Model> {
+        let (bytes, name): (Cow<'_, [u8]>, Cow<'_, str>) = match source {
+            ModelSource::Builtin => (Cow::Borrowed(BUILTIN_MODEL), "built-in model".into()),
+            ModelSource::Path(path) => (
+                read_file(path)?.into(),
+                format!("model file {}", path.display()).into(),
+            ),
+            ModelSource::Bytes(bytes) => (Cow::Borrowed(bytes), "model data".into()),
         };
-        let metadata = std::fs::metadata(path).map_err(not_found)?;
-        if metadata.is_dir() {
-            return Err(Error::new(
-                Status::ModelNotFound,
-                format!(
-                    "cannot open model file {}: it is a directory",
-                    path.display()
-                ),
-            ));
-        }
-        if metadata.len() > MAX_FILE_BYTES {
-            return Err(Error::model_invalid(format!(
-                "model file {} is {} bytes; the limit is {MAX_FILE_BYTES}",
-                path.display(),
-                metadata.len()
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(not_found)?;
-        Model::from_bytes(&bytes).map_err(|e| e.context(format!("model file {}", path.display())))
+        let verified = || -> Result<Model> {
+            if let Some(expected) = expected_sha256 {
+                let actual: [u8; 32] = Sha256::digest(&bytes).into();
+                if &actual != expected {
+                    return Err(Error::model_invalid(format!(
+                        "SHA-256 is {} but {} was expected",
+                        hex(&actual),
+                        hex(expected)
+                    )));
+                }
+            }
+            Model::from_bytes(&bytes)
+        };
+        verified().map_err(|e| e.context(name))
     }
 
     /// Validates a whole safetensors file held in memory and folds it.
@@ -86,6 +92,38 @@ impl Model {
         let raw = RawModel::read(&file)?;
         Ok(raw.fold(settings, metadata))
     }
+}
+
+/// The whole file at `path`, refusing a size over the limit before reading it.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let not_found = |e: std::io::Error| {
+        Error::new(
+            Status::ModelNotFound,
+            format!("cannot open model file {}: {e}", path.display()),
+        )
+    };
+    let metadata = std::fs::metadata(path).map_err(not_found)?;
+    if metadata.is_dir() {
+        return Err(Error::new(
+            Status::ModelNotFound,
+            format!(
+                "cannot open model file {}: it is a directory",
+                path.display()
+            ),
+        ));
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(Error::model_invalid(format!(
+            "model file {} is {} bytes; the limit is {MAX_FILE_BYTES}",
+            path.display(),
+            metadata.len()
+        )));
+    }
+    std::fs::read(path).map_err(not_found)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A parsed, offset-checked safetensors file: its header and the byte buffer after it.
@@ -430,4 +468,53 @@ fn read_tensor(file: &File<'_>, name: &str, shape: &[usize]) -> Result<Vec<f64>>
         )));
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::tiny_model_bytes;
+
+    #[test]
+    fn tiny_model_loads_with_metadata_defaults_and_overrides() {
+        let model = Model::from_bytes(&tiny_model_bytes(&[])).unwrap();
+        assert_eq!((model.input_dim(), model.hidden_sizes()), (4, &[3][..]));
+        assert_eq!(
+            (model.threshold(), model.norm_order()),
+            (0.5, NormOrder::LinearBnRelu)
+        );
+        let other = Model::from_bytes(&tiny_model_bytes(&[
+            ("norm_order", "linear_relu_bn"),
+            ("threshold", "0.25"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (other.threshold(), other.norm_order()),
+            (0.25, NormOrder::LinearReluBn)
+        );
+        assert_ne!(
+            model.layers(),
+            other.layers(),
+            "the BatchNorm order changes the folded weights"
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_file_is_refused() {
+        let bytes = tiny_model_bytes(&[]);
+        for len in (0..bytes.len()).step_by(7) {
+            let error = Model::from_bytes(&bytes[..len]).unwrap_err();
+            assert_eq!(error.status(), Status::ModelInvalid, "length {len}");
+        }
+    }
+
+    #[test]
+    fn sha256_mismatch_is_refused_before_parsing() {
+        let bytes = tiny_model_bytes(&[]);
+        let expected: [u8; 32] = Sha256::digest(&bytes).into();
+        assert!(Model::load(&ModelSource::Bytes(bytes.clone()), Some(&expected)).is_ok());
+        let junk = ModelSource::Bytes(b"not a model".to_vec());
+        let error = Model::load(&junk, Some(&expected)).unwrap_err();
+        assert!(error.message().contains("SHA-256 is "), "{error}");
+    }
 }

@@ -104,6 +104,20 @@ int main(int argc, char **argv) {
     }
     CHECK(worst <= 1e-5, "max |probability - golden| = %g", worst);
 
+    /* A batch large enough to be split across threads gives every row the same result. */
+    enum { REPEAT = 10 };
+    float *big = malloc(REPEAT * rows * dim * sizeof *big);
+    float *big_probabilities = malloc(REPEAT * rows * sizeof *big_probabilities);
+    for (size_t i = 0; i < REPEAT; i++) memcpy(big + i * rows * dim, inputs, rows * dim * sizeof *big);
+    status = gemma_cyber_classify(classifier, big, REPEAT * rows, dim, big_probabilities, NULL);
+    CHECK(status == GEMMA_CYBER_STATUS_OK, "large classify: %s", gemma_cyber_last_error());
+    for (size_t i = 0; i < REPEAT; i++) {
+        CHECK(memcmp(big_probabilities + i * rows, probabilities, rows * sizeof *probabilities) == 0,
+              "copy %zu of the batch differs", i);
+    }
+    free(big);
+    free(big_probabilities);
+
     /* Bad inputs: each its status, a message, and untouched outputs. */
     float out[2] = {-7.0f, -7.0f};
     uint8_t out_labels[2] = {9, 9};

@@ -1,5 +1,7 @@
 //! `gemma-cyber`: classify embeddings from .npy or JSON lines, and describe the model and backend.
 
+mod bench;
+
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +40,8 @@ enum Command {
         #[command(flatten)]
         setup: Setup,
     },
+    /// Measure rows/s and latency of backends by batch size.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -54,6 +58,9 @@ struct Setup {
     /// Threads per call; 0 lets the library decide.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Refuse the model unless its file has this SHA-256 (64 hex digits).
+    #[arg(long, value_parser = parse_sha256)]
+    sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -67,7 +74,7 @@ enum Format {
 }
 
 /// A failure of the tool: what to print and which exit code to end with.
-struct Failure {
+pub(crate) struct Failure {
     message: String,
     code: u8,
 }
@@ -108,6 +115,7 @@ fn main() -> ExitCode {
             setup,
         } => classify(input.as_deref(), format, &setup),
         Command::Info { setup } => info(&setup),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,7 +130,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_backend(name: &str) -> Result<BackendKind, String> {
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let digits = text.trim();
+    if digits.len() != 64 || !digits.is_ascii() {
+        return Err("expected 64 hexadecimal digits".into());
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(digits.as_bytes().chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).expect("ASCII");
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| format!("{pair:?} is not hexadecimal"))?;
+    }
+    Ok(hash)
+}
+
+pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
     BackendKind::from_name(name)
         .ok_or_else(|| format!("unknown backend {name:?}; expected auto, cpu, onnxruntime or wgpu"))
 }
@@ -136,6 +157,8 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
             .map_or(ModelSource::Builtin, ModelSource::Path),
         threshold: setup.threshold,
         num_threads: setup.threads,
+        onnxruntime_library: None,
+        expected_sha256: setup.sha256,
         ..Options::default()
     };
     Ok(Classifier::new(&options)?)

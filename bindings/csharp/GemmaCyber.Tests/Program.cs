@@ -1,0 +1,358 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Text;
+using System.Threading;
+
+namespace GemmaCyber.Tests
+{
+    /// <summary>The C# bindings' tests: each method proves what its name says. Run from the
+    /// repository root (they read tests/golden and models/); exit code 0 means all passed.</summary>
+    internal static class Program
+    {
+        private const int Dim = 768;
+
+        private static int Main()
+        {
+            var tests = new List<KeyValuePair<string, Action>>
+            {
+                Test("VersionMatchesAbi", VersionMatchesAbi),
+                Test("ClassifyMatchesGoldenVectors", ClassifyMatchesGoldenVectors),
+                Test("LabelsFollowTheThreshold", LabelsFollowTheThreshold),
+                Test("ModelDataLoadsLikeModelPath", ModelDataLoadsLikeModelPath),
+                Test("EmptyInputIsAnEmptyResult", EmptyInputIsAnEmptyResult),
+                Test("BadClassifyCallsThrowTheirStatusAndWriteNothing", BadClassifyCallsThrowTheirStatusAndWriteNothing),
+                Test("BadOptionsThrowTheirStatus", BadOptionsThrowTheirStatus),
+                Test("DisposedClassifierRefusesCalls", DisposedClassifierRefusesCalls),
+                Test("ConcurrentClassifyFromEightThreads", ConcurrentClassifyFromEightThreads),
+                Test("DisposeDuringConcurrentClassifyIsSafe", DisposeDuringConcurrentClassifyIsSafe),
+                Test("DisposeAndFinalizerReleaseEveryHandle", DisposeAndFinalizerReleaseEveryHandle),
+            };
+            int failed = 0;
+            foreach (var test in tests)
+            {
+                try
+                {
+                    test.Value();
+                    Console.WriteLine("ok   " + test.Key);
+                }
+                catch (Exception e)
+                {
+                    failed++;
+                    Console.WriteLine("FAIL " + test.Key + ": " + e);
+                }
+            }
+            Console.WriteLine(failed == 0 ? "all " + tests.Count + " passed" : failed + " of " + tests.Count + " FAILED");
+            return failed == 0 ? 0 : 1;
+        }
+
+        private static KeyValuePair<string, Action> Test(string name, Action body)
+        {
+            return new KeyValuePair<string, Action>(name, body);
+        }
+
+        private static void Assert(bool condition, string what)
+        {
+            if (!condition)
+            {
+                throw new Exception("assertion failed: " + what);
+            }
+        }
+
+        /// <summary>Runs <paramref name="body"/> and checks it throws a GemmaCyberException with
+        /// <paramref name="want"/> and the library's message format.</summary>
+        private static void Throws(Status want, string what, Action body)
+        {
+            try
+            {
+                body();
+            }
+            catch (GemmaCyberException e)
+            {
+                Assert(e.Status == want, what + ": status " + e.Status + " (" + e.Message + "), want " + want);
+                Assert(e.Message.StartsWith("GEMMA_CYBER_STATUS_", StringComparison.Ordinal), what + ": message " + e.Message);
+                return;
+            }
+            throw new Exception(what + ": no exception, want " + want);
+        }
+
+        /// <summary>A little-endian float32 or float64 .npy file (numpy format 1.0) as doubles.</summary>
+        private static double[] ReadNpy(string path)
+        {
+            byte[] data = File.ReadAllBytes(path);
+            Assert(data.Length > 10 && data[1] == (byte)'N' && data[6] == 1, path + " is a version 1 .npy file");
+            int headerLength = BitConverter.ToUInt16(data, 8);
+            string header = Encoding.ASCII.GetString(data, 10, headerLength);
+            int start = 10 + headerLength;
+            int size = header.Contains("'<f4'") ? 4 : header.Contains("'<f8'") ? 8 : 0;
+            Assert(size != 0, path + " holds float32 or float64");
+            var values = new double[(data.Length - start) / size];
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i] = size == 4 ? BitConverter.ToSingle(data, start + 4 * i) : BitConverter.ToDouble(data, start + 8 * i);
+            }
+            return values;
+        }
+
+        private static float[] GoldenInputs()
+        {
+            return Array.ConvertAll(ReadNpy("tests/golden/default.inputs.npy"), v => (float)v);
+        }
+
+        private static void VersionMatchesAbi()
+        {
+            Assert(Classifier.Version.Length > 0, "a version");
+            Assert(Classifier.LibraryAbiVersion == Classifier.AbiVersion, "library ABI " + Classifier.LibraryAbiVersion);
+        }
+
+        private static void ClassifyMatchesGoldenVectors()
+        {
+            double[] expected = ReadNpy("tests/golden/default.expected.npy");
+            using (var classifier = new Classifier())
+            {
+                Assert(classifier.InputDim == Dim, "input dim " + classifier.InputDim);
+                Assert(classifier.Backend != Backend.Auto, "a concrete backend");
+                Assert(classifier.DeviceName.Length > 0, "a device name");
+                float[] got = classifier.Classify(GoldenInputs(), Dim);
+                Assert(got.Length == expected.Length, got.Length + " probabilities");
+                for (int i = 0; i < got.Length; i++)
+                {
+                    Assert(Math.Abs(got[i] - expected[i]) <= 1e-5, "row " + i + ": " + got[i] + ", golden " + expected[i]);
+                }
+            }
+        }
+
+        private static void LabelsFollowTheThreshold()
+        {
+            using (var classifier = new Classifier(new Options { Backend = Backend.Cpu, Threshold = 0.5f }))
+            {
+                Assert(classifier.Backend == Backend.Cpu, "cpu, as asked");
+                float[] inputs = GoldenInputs();
+                bool[] labels;
+                float[] probabilities = classifier.Classify(inputs, Dim, out labels);
+                var intoProbabilities = new float[probabilities.Length];
+                var intoLabels = new byte[probabilities.Length];
+                classifier.ClassifyInto(inputs, Dim, intoProbabilities, intoLabels);
+                int cyber = 0;
+                for (int i = 0; i < labels.Length; i++)
+                {
+                    Assert(labels[i] == (probabilities[i] >= 0.5f), "row " + i + " label");
+                    Assert(intoLabels[i] == (intoProbabilities[i] >= 0.5f ? 1 : 0), "row " + i + " ClassifyInto label");
+                    cyber += labels[i] ? 1 : 0;
+                }
+                Assert(cyber > 0 && cyber < labels.Length, "both labels among the golden rows");
+                classifier.ClassifyInto(inputs, Dim, intoProbabilities, null);
+            }
+        }
+
+        private static void ModelDataLoadsLikeModelPath()
+        {
+            float[] inputs = new float[4 * Dim];
+            Array.Copy(GoldenInputs(), inputs, inputs.Length);
+            using (var fromData = new Classifier(new Options { ModelData = File.ReadAllBytes("models/default.safetensors") }))
+            using (var fromPath = new Classifier(new Options { ModelPath = "models/default.safetensors" }))
+            {
+                float[] a = fromData.Classify(inputs, Dim);
+                float[] b = fromPath.Classify(inputs, Dim);
+                for (int i = 0; i < a.Length; i++)
+                {
+                    Assert(Math.Abs(a[i] - b[i]) <= 1e-6, "row " + i);
+                }
+            }
+        }
+
+        private static void EmptyInputIsAnEmptyResult()
+        {
+            using (var classifier = new Classifier())
+            {
+                Assert(classifier.Classify(new float[0], Dim).Length == 0, "empty result");
+                classifier.ClassifyInto(new float[0], Dim, new float[0], null);
+            }
+        }
+
+        private static void BadClassifyCallsThrowTheirStatusAndWriteNothing()
+        {
+            using (var classifier = new Classifier())
+            {
+                var row = new float[Dim];
+                row[0] = 1;
+                var probabilities = new[] { -1f, -1f, -1f };
+                var labels = new byte[] { 7, 7, 7 };
+                Throws(Status.DimensionMismatch, "wrong dim", () => classifier.ClassifyInto(new float[2 * Dim], 512, probabilities, labels));
+                foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+                {
+                    var withBad = (float[])row.Clone();
+                    withBad[3] = bad;
+                    Throws(Status.NonFiniteInput, bad.ToString(), () => classifier.ClassifyInto(withBad, Dim, probabilities, labels));
+                    Throws(Status.NonFiniteInput, bad + " (Classify)", () => classifier.Classify(withBad, Dim));
+                }
+                Assert(probabilities[0] == -1f && labels[0] == 7, "a failed call wrote nothing");
+                Throws(Status.InvalidArgument, "null embeddings", () => classifier.Classify(null, Dim));
+                Throws(Status.InvalidArgument, "dim 0", () => classifier.Classify(row, 0));
+                Throws(Status.InvalidArgument, "partial row", () => classifier.Classify(new float[700], Dim));
+                Throws(Status.InvalidArgument, "null probabilities", () => classifier.ClassifyInto(row, Dim, null, null));
+                Throws(Status.InvalidArgument, "short labels", () => classifier.ClassifyInto(row, Dim, new float[1], new byte[0]));
+            }
+        }
+
+        private static void BadOptionsThrowTheirStatus()
+        {
+            string junk = Path.GetTempFileName();
+            try
+            {
+                File.WriteAllText(junk, "this is not a safetensors file");
+                Throws(Status.ModelNotFound, "missing model", () => new Classifier(new Options { ModelPath = "/nonexistent/model.safetensors" }).Dispose());
+                Throws(Status.ModelInvalid, "junk model file", () => new Classifier(new Options { ModelPath = junk }).Dispose());
+                Throws(Status.ModelInvalid, "junk model data", () => new Classifier(new Options { ModelData = new byte[] { 1, 2, 3 } }).Dispose());
+                Throws(Status.InvalidArgument, "unknown backend", () => new Classifier(new Options { Backend = (Backend)99 }).Dispose());
+                Throws(Status.InvalidArgument, "threshold above 1", () => new Classifier(new Options { Threshold = 1.5f }).Dispose());
+                Throws(Status.InvalidArgument, "path and data", () => new Classifier(new Options { ModelPath = junk, ModelData = new byte[] { 1 } }).Dispose());
+            }
+            finally
+            {
+                File.Delete(junk);
+            }
+        }
+
+        private static void DisposedClassifierRefusesCalls()
+        {
+            var classifier = new Classifier();
+            classifier.Dispose();
+            classifier.Dispose(); // twice is fine
+            try
+            {
+                classifier.Classify(new float[Dim], Dim);
+                throw new Exception("Classify after Dispose succeeded");
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
+        /// <summary>Eight threads share one classifier; half their calls fail, so each also checks
+        /// that the message it gets is its own call's (the library's last error is per thread).</summary>
+        private static void ConcurrentClassifyFromEightThreads()
+        {
+            float[] inputs = GoldenInputs();
+            var twoRowsAt512 = new float[2 * Dim];
+            var wrongWidth = new float[3 * Dim];
+            Array.Copy(inputs, twoRowsAt512, twoRowsAt512.Length);
+            wrongWidth[1] = float.NaN;
+            using (var classifier = new Classifier())
+            {
+                float[] want = classifier.Classify(inputs, Dim);
+                var errors = new List<string>();
+                var threads = new List<Thread>();
+                for (int t = 0; t < 8; t++)
+                {
+                    int id = t;
+                    var thread = new Thread(() =>
+                    {
+                        try
+                        {
+                            for (int i = 0; i < 20; i++)
+                            {
+                                if ((id + i) % 2 == 0)
+                                {
+                                    Throws(Status.DimensionMismatch, "thread wrong dim", () => classifier.Classify(twoRowsAt512, 512));
+                                    Throws(Status.NonFiniteInput, "thread NaN", () => classifier.Classify(wrongWidth, Dim));
+                                    continue;
+                                }
+                                float[] got = classifier.Classify(inputs, Dim);
+                                for (int r = 0; r < got.Length; r++)
+                                {
+                                    // Not bit-exact: a backend may split work differently; cross-talk would be far off.
+                                    Assert(Math.Abs(got[r] - want[r]) <= 1e-6, "thread result row " + r);
+                                }
+                            }
+                        }
+                        catch (Exception e)
+                        {
+                            lock (errors)
+                            {
+                                errors.Add(e.Message);
+                            }
+                        }
+                    });
+                    threads.Add(thread);
+                    thread.Start();
+                }
+                foreach (var thread in threads)
+                {
+                    thread.Join();
+                }
+                Assert(errors.Count == 0, string.Join("; ", errors));
+            }
+        }
+
+        /// <summary>Dispose waits for calls in flight (SafeHandle reference counting); calls after it
+        /// throw ObjectDisposedException instead of using freed memory.</summary>
+        private static void DisposeDuringConcurrentClassifyIsSafe()
+        {
+            float[] inputs = new float[8 * Dim];
+            Array.Copy(GoldenInputs(), inputs, inputs.Length);
+            var classifier = new Classifier();
+            var errors = new List<string>();
+            var threads = new List<Thread>();
+            for (int t = 0; t < 8; t++)
+            {
+                var thread = new Thread(() =>
+                {
+                    for (int i = 0; i < 50; i++)
+                    {
+                        try
+                        {
+                            classifier.Classify(inputs, Dim);
+                        }
+                        catch (ObjectDisposedException)
+                        {
+                            return;
+                        }
+                        catch (Exception e)
+                        {
+                            lock (errors)
+                            {
+                                errors.Add(e.Message);
+                            }
+                            return;
+                        }
+                    }
+                });
+                threads.Add(thread);
+                thread.Start();
+            }
+            Thread.Sleep(5);
+            classifier.Dispose();
+            foreach (var thread in threads)
+            {
+                thread.Join();
+            }
+            Assert(errors.Count == 0, string.Join("; ", errors));
+        }
+
+        private static void DisposeAndFinalizerReleaseEveryHandle()
+        {
+            int before = ClassifierHandle.LiveCount;
+            new Classifier().Dispose();
+            Assert(ClassifierHandle.LiveCount == before, "Dispose released its handle");
+            // Made on a thread that then ends, so no stale stack slot keeps them reachable.
+            var thread = new Thread(() =>
+            {
+                for (int i = 0; i < 4; i++)
+                {
+                    new Classifier().Classify(new float[Dim], Dim);
+                }
+            });
+            thread.Start();
+            thread.Join();
+            Assert(ClassifierHandle.LiveCount == before + 4, "four undisposed classifiers alive");
+            for (int tries = 0; tries < 50 && ClassifierHandle.LiveCount > before; tries++)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                Thread.Sleep(10);
+            }
+            Assert(ClassifierHandle.LiveCount == before, "the finalizer released them: " + ClassifierHandle.LiveCount + " live, " + before + " before");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+using System;
+using System.Runtime.InteropServices;
+
+namespace GemmaCyber
+{
+    /// <summary>
+    /// A loaded model bound to a backend: classifies text embeddings as cyber-related or not.
+    /// Classify and the properties may be called from many threads at once; Dispose waits for calls
+    /// in progress and later calls throw <see cref="ObjectDisposedException"/>. Failures throw
+    /// <see cref="GemmaCyberException"/> with the library's status and message.
+    /// </summary>
+    public sealed class Classifier : IDisposable
+    {
+        /// <summary>The C ABI version these bindings are written against.</summary>
+        public const uint AbiVersion = 1;
+
+        private readonly ClassifierHandle handle;
+
+        /// <summary>The built-in model on the backend the library picks.</summary>
+        public Classifier() : this(new Options())
+        {
+        }
+
+        /// <summary>Loads the model <paramref name="options"/> names on the backend it asks for.</summary>
+        /// <exception cref="GemmaCyberException">The model or backend cannot be loaded.</exception>
+        public Classifier(Options options)
+        {
+            if (options == null)
+            {
+                throw new ArgumentNullException(nameof(options));
+            }
+            var native = new NativeMethods.NativeOptions();
+            NativeMethods.gemma_cyber_options_init(ref native, (UIntPtr)Marshal.SizeOf(typeof(NativeMethods.NativeOptions)));
+            native.Backend = (uint)options.Backend;
+            native.Threshold = options.Threshold ?? float.NaN;
+            native.NumThreads = options.NumThreads;
+            GCHandle modelData = default(GCHandle);
+            try
+            {
+                native.ModelPath = NativeMethods.ToUtf8(options.ModelPath);
+                native.OnnxRuntimeLibrary = NativeMethods.ToUtf8(options.OnnxRuntimeLibrary);
+                if (options.ModelData != null)
+                {
+                    // Pinned only for the call: the library copies the model.
+                    modelData = GCHandle.Alloc(options.ModelData, GCHandleType.Pinned);
+                    native.ModelData = modelData.AddrOfPinnedObject();
+                    native.ModelDataLen = (UIntPtr)options.ModelData.Length;
+                }
+                ClassifierHandle created;
+                NativeMethods.Check(NativeMethods.gemma_cyber_create(ref native, out created));
+                created.Track();
+                handle = created;
+            }
+            finally
+            {
+                if (modelData.IsAllocated)
+                {
+                    modelData.Free();
+                }
+                Marshal.FreeHGlobal(native.ModelPath);
+                Marshal.FreeHGlobal(native.OnnxRuntimeLibrary);
+            }
+        }
+
+        /// <summary>The library's version, e.g. "0.1.0".</summary>
+        public static string Version => NativeMethods.FromUtf8(NativeMethods.gemma_cyber_version());
+
+        /// <summary>The C ABI version of the library actually loaded.</summary>
+        public static uint LibraryAbiVersion => NativeMethods.gemma_cyber_abi_version();
+
+        /// <summary>The backend the classifier runs on (never Auto).</summary>
+        public Backend Backend => (Backend)NativeMethods.gemma_cyber_active_backend(handle);
+
+        /// <summary>The device the classifier runs on, for people.</summary>
+        public string DeviceName => NativeMethods.FromUtf8(NativeMethods.gemma_cyber_device_name(handle));
+
+        /// <summary>The model's input dimension: the dim Classify expects.</summary>
+        public int InputDim => checked((int)(ulong)NativeMethods.gemma_cyber_input_dim(handle));
+
+        /// <summary>Classifies embeddings.Length / dim row-major embeddings of dim floats each and
+        /// returns one probability per row. An empty array gives an empty result.</summary>
+        /// <exception cref="GemmaCyberException">Bad input (status says which); nothing is returned.</exception>
+        public float[] Classify(float[] embeddings, int dim)
+        {
+            int rows = RowCount(embeddings, dim);
+            var probabilities = new float[rows];
+            Run(embeddings, rows, dim, probabilities, null);
+            return probabilities;
+        }
+
+        /// <summary>Like <see cref="Classify(float[], int)"/>, also returning one label per row
+        /// (true: cyber, i.e. probability &gt;= the threshold).</summary>
+        public float[] Classify(float[] embeddings, int dim, out bool[] labels)
+        {
+            int rows = RowCount(embeddings, dim);
+            var probabilities = new float[rows];
+            var bytes = new byte[rows];
+            Run(embeddings, rows, dim, probabilities, bytes);
+            labels = Array.ConvertAll(bytes, b => b != 0);
+            return probabilities;
+        }
+
+        /// <summary>Like <see cref="Classify(float[], int)"/>, writing into the caller's arrays:
+        /// one probability per row into <paramref name="probabilities"/> and, unless it is null,
+        /// one label (1: cyber, 0: not) per row into <paramref name="labels"/>. Nothing is written
+        /// on failure.</summary>
+        public void ClassifyInto(float[] embeddings, int dim, float[] probabilities, byte[] labels)
+        {
+            int rows = RowCount(embeddings, dim);
+            if (probabilities == null || probabilities.Length < rows || (labels != null && labels.Length < rows))
+            {
+                throw GemmaCyberException.InvalidArgument(string.Format(
+                    "the output arrays hold {0} probabilities and {1} labels; {2} rows need {2} each",
+                    probabilities == null ? 0 : probabilities.Length, labels == null ? 0 : labels.Length, rows));
+            }
+            Run(embeddings, rows, dim, probabilities, labels);
+        }
+
+        /// <summary>Frees the library's classifier now rather than at finalization.</summary>
+        public void Dispose()
+        {
+            handle.Dispose();
+        }
+
+        private static int RowCount(float[] embeddings, int dim)
+        {
+            if (embeddings == null)
+            {
+                throw GemmaCyberException.InvalidArgument("embeddings is null");
+            }
+            if (dim <= 0 || embeddings.Length % dim != 0)
+            {
+                throw GemmaCyberException.InvalidArgument(string.Format(
+                    "embeddings.Length is {0}, not a whole number of rows of dim {1}", embeddings.Length, dim));
+            }
+            return embeddings.Length / dim;
+        }
+
+        private void Run(float[] embeddings, int rows, int dim, float[] probabilities, byte[] labels)
+        {
+            if (handle.IsClosed)
+            {
+                throw new ObjectDisposedException(nameof(Classifier));
+            }
+            // The P/Invoke call and the last-error read both run on this thread.
+            NativeMethods.Check(NativeMethods.gemma_cyber_classify(
+                handle, embeddings, (UIntPtr)rows, (UIntPtr)dim, probabilities, labels));
+        }
+    }
+}

@@ -1,0 +1,25 @@
+namespace GemmaCyber
+{
+    /// <summary>Options for <see cref="Classifier"/>. The defaults are the built-in model on the
+    /// backend the library picks, with the model's own threshold.</summary>
+    public sealed class Options
+    {
+        /// <summary>Backend to run on; <see cref="GemmaCyber.Backend.Auto"/> lets the library choose.</summary>
+        public Backend Backend { get; set; } = Backend.Auto;
+
+        /// <summary>A safetensors model file; null (and no <see cref="ModelData"/>): the built-in model.</summary>
+        public string ModelPath { get; set; }
+
+        /// <summary>A whole safetensors model in memory; copied when the classifier is created.</summary>
+        public byte[] ModelData { get; set; }
+
+        /// <summary>label = probability &gt;= Threshold, in [0, 1]; null: the model's own.</summary>
+        public float? Threshold { get; set; }
+
+        /// <summary>Threads a backend may use per call; 0: the library decides.</summary>
+        public uint NumThreads { get; set; }
+
+        /// <summary>Path of ONNX Runtime's shared library; null: GEMMA_CYBER_ONNXRUNTIME_LIB, then the usual search.</summary>
+        public string OnnxRuntimeLibrary { get; set; }
+    }
+}

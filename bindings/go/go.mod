@@ -1,0 +1,3 @@
+module github.com/gemma-cyber/gemma-cyber/bindings/go
+
+go 1.22

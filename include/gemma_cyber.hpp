@@ -1,0 +1,170 @@
+/*
+ * gemma-cyber C++17 wrapper: header-only RAII over the C API in gemma_cyber.h.
+ *
+ * The names follow the C API (classify, input_dim, device_name, backend, last_error) in the
+ * gemma_cyber namespace. Failures throw gemma_cyber::error, which carries the status and the
+ * library's message. Thread safety is the C API's: classify and the accessors may run concurrently
+ * on one classifier; destroying it (the destructor, moving onto it) must not overlap other uses.
+ */
+#ifndef GEMMA_CYBER_HPP
+#define GEMMA_CYBER_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gemma_cyber.h"
+
+namespace gemma_cyber {
+
+/** Result code of a failed call; the values are the C API's. */
+enum class status : std::uint32_t {
+    ok = GEMMA_CYBER_STATUS_OK,
+    invalid_argument = GEMMA_CYBER_STATUS_INVALID_ARGUMENT,
+    dimension_mismatch = GEMMA_CYBER_STATUS_DIMENSION_MISMATCH,
+    non_finite_input = GEMMA_CYBER_STATUS_NON_FINITE_INPUT,
+    model_not_found = GEMMA_CYBER_STATUS_MODEL_NOT_FOUND,
+    model_invalid = GEMMA_CYBER_STATUS_MODEL_INVALID,
+    backend_unavailable = GEMMA_CYBER_STATUS_BACKEND_UNAVAILABLE,
+    backend_failure = GEMMA_CYBER_STATUS_BACKEND_FAILURE,
+    panic = GEMMA_CYBER_STATUS_PANIC,
+};
+
+/** Which backend runs the model; the values are the C API's. */
+enum class backend : std::uint32_t {
+    auto_select = GEMMA_CYBER_BACKEND_AUTO, /* `auto` is a keyword */
+    cpu = GEMMA_CYBER_BACKEND_CPU,
+    onnxruntime = GEMMA_CYBER_BACKEND_ONNXRUNTIME,
+    wgpu = GEMMA_CYBER_BACKEND_WGPU,
+};
+
+/** A failed call: its status and the library's message ("STATUS_NAME: message"). */
+class error : public std::runtime_error {
+public:
+    /** An error with `code` and `message`. */
+    error(gemma_cyber::status code, const std::string &message)
+        : std::runtime_error(message), code_(code) {}
+
+    /** Why the call failed. */
+    gemma_cyber::status status() const noexcept { return code_; }
+
+private:
+    gemma_cyber::status code_;
+};
+
+/** This thread's last failure, "" if none (gemma_cyber_last_error). */
+inline std::string last_error() { return gemma_cyber_last_error(); }
+
+namespace detail {
+/* Throws for a failed status. Reads the thread-local message right away, on the failing thread. */
+inline void check(gemma_cyber_status code) {
+    if (code != GEMMA_CYBER_STATUS_OK) {
+        throw error(static_cast<status>(code), gemma_cyber_last_error());
+    }
+}
+
+/* The deleter of the unique_ptr that owns a classifier. */
+struct destroy {
+    void operator()(gemma_cyber_classifier *classifier) const noexcept {
+        gemma_cyber_destroy(classifier);
+    }
+};
+}  // namespace detail
+
+/** The library's version, e.g. "0.1.0". */
+inline std::string version() { return gemma_cyber_version(); }
+
+/** The C ABI version the loaded library implements. */
+inline std::uint32_t abi_version() noexcept { return gemma_cyber_abi_version(); }
+
+/** Options for classifier; the defaults are gemma_cyber_options_init's. */
+struct options {
+    /** Which backend; auto_select lets the library choose. */
+    gemma_cyber::backend backend = backend::auto_select;
+    /** A safetensors model file; empty (and no model_data): the built-in model. */
+    std::string model_path;
+    /** A whole safetensors model in memory; copied at create. */
+    std::vector<std::uint8_t> model_data;
+    /** label = probability >= threshold; NaN: the model's own. */
+    float threshold = std::numeric_limits<float>::quiet_NaN();
+    /** Threads a backend may use per call; 0: the library decides. */
+    std::uint32_t num_threads = 0;
+    /** ONNX Runtime's shared library; empty: GEMMA_CYBER_ONNXRUNTIME_LIB, then the usual search. */
+    std::string onnxruntime_library;
+};
+
+/** Probabilities and labels (1: cyber, 0: not) of a batch, one per row. */
+struct result {
+    /** One probability per row. */
+    std::vector<float> probabilities;
+    /** One label per row. */
+    std::vector<std::uint8_t> labels;
+};
+
+/** A loaded model bound to a backend; move-only, freed by its destructor. */
+class classifier {
+public:
+    /** Loads the model `opts` names on the backend it asks for; throws error on failure. */
+    explicit classifier(const options &opts = options()) {
+        gemma_cyber_options c_options;
+        gemma_cyber_options_init(&c_options, sizeof c_options);
+        c_options.backend = static_cast<gemma_cyber_backend>(opts.backend);
+        c_options.model_path = opts.model_path.empty() ? nullptr : opts.model_path.c_str();
+        c_options.model_data = opts.model_data.empty() ? nullptr : opts.model_data.data();
+        c_options.model_data_len = opts.model_data.size();
+        c_options.threshold = opts.threshold;
+        c_options.num_threads = opts.num_threads;
+        c_options.onnxruntime_library =
+            opts.onnxruntime_library.empty() ? nullptr : opts.onnxruntime_library.c_str();
+        gemma_cyber_classifier *raw = nullptr;
+        detail::check(gemma_cyber_create(&c_options, &raw));
+        handle_.reset(raw);
+    }
+
+    /**
+     * Classifies `rows` embeddings of `dim` floats (row-major) into `probabilities` and, unless
+     * `labels` is null, `labels` (`rows` each). Throws error; nothing is written on failure.
+     */
+    void classify(const float *embeddings, std::size_t rows, std::size_t dim, float *probabilities,
+                  std::uint8_t *labels = nullptr) const {
+        detail::check(gemma_cyber_classify(handle_.get(), embeddings, rows, dim, probabilities, labels));
+    }
+
+    /** Classifies a row-major batch of `dim`-wide embeddings; throws error. */
+    result classify(const std::vector<float> &embeddings, std::size_t dim) const {
+        if (dim == 0 || embeddings.size() % dim != 0) {
+            throw error(status::invalid_argument,
+                        "INVALID_ARGUMENT: embeddings.size() (" + std::to_string(embeddings.size()) +
+                            ") is not a multiple of dim (" + std::to_string(dim) + ")");
+        }
+        std::size_t rows = embeddings.size() / dim;
+        result out{std::vector<float>(rows), std::vector<std::uint8_t>(rows)};
+        classify(embeddings.data(), rows, dim, out.probabilities.data(), out.labels.data());
+        return out;
+    }
+
+    /** The backend it runs on (never auto_select for a live classifier). */
+    gemma_cyber::backend backend() const noexcept {
+        return static_cast<gemma_cyber::backend>(gemma_cyber_active_backend(handle_.get()));
+    }
+
+    /** The device it runs on, for people. */
+    std::string device_name() const { return gemma_cyber_device_name(handle_.get()); }
+
+    /** The model's input dimension: the `dim` classify expects. */
+    std::size_t input_dim() const noexcept { return gemma_cyber_input_dim(handle_.get()); }
+
+    /** The C handle, still owned by this object; for calls the wrapper does not cover. */
+    gemma_cyber_classifier *get() const noexcept { return handle_.get(); }
+
+private:
+    std::unique_ptr<gemma_cyber_classifier, detail::destroy> handle_;
+};
+
+}  // namespace gemma_cyber
+
+#endif /* GEMMA_CYBER_HPP */

@@ -1,0 +1,313 @@
+//! The cpu backend's matrix kernel: weights packed once at create into panels of `NR` outputs,
+//! multiplied by up to `MR` input rows at a time in registers, with bias and ReLU fused into the
+//! store.
+//!
+//! One kernel serves every batch size: a single row streams each weight once (the batch-1 case is
+//! bound by reading 2.2 MB of weights), and larger batches reuse each loaded weight vector `MR`
+//! times. Every output accumulates over the inputs in the same order whatever the batch size or
+//! thread split, so a row's probability does not depend on what it was batched with.
+
+use crate::model::Dense;
+
+/// Outputs per panel: two 8-lane AVX registers.
+const NR: usize = 16;
+/// Rows per register tile: 6 × 2 accumulators + 2 weight vectors + 1 broadcast = 15 of the 16
+/// AVX registers.
+const MR: usize = 6;
+
+/// Which instruction set the kernel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuKernel {
+    /// Plain Rust that any CPU runs (the compiler vectorises it for the baseline target).
+    Portable,
+    /// x86-64 AVX2 with FMA, chosen at run time when the CPU has both.
+    Avx2Fma,
+}
+
+impl CpuKernel {
+    /// The best kernel this CPU supports.
+    pub fn detect() -> CpuKernel {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return CpuKernel::Avx2Fma;
+        }
+        CpuKernel::Portable
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_supported(self) -> bool {
+        self == CpuKernel::Portable || CpuKernel::detect() == self
+    }
+
+    /// Name used in device names and by `GEMMA_CYBER_CPU_KERNEL`: `portable` or `avx2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuKernel::Portable => "portable",
+            CpuKernel::Avx2Fma => "avx2",
+        }
+    }
+}
+
+/// A dense layer with its weights laid out for the kernel: panel `p` holds outputs
+/// `p*NR .. p*NR+NR` as `inputs` consecutive groups of `NR` weights (zero-padded past `outputs`).
+pub(super) struct PackedDense {
+    inputs: usize,
+    outputs: usize,
+    relu: bool,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl PackedDense {
+    pub(super) fn new(layer: &Dense) -> PackedDense {
+        let (k, n) = (layer.inputs, layer.outputs);
+        let panels = n.div_ceil(NR);
+        let mut weight = vec![0.0; panels * k * NR];
+        let mut bias = vec![0.0; panels * NR];
+        for (o, row) in layer.weight.chunks_exact(k).enumerate() {
+            let (panel, lane) = (o / NR, o % NR);
+            for (i, &w) in row.iter().enumerate() {
+                weight[(panel * k + i) * NR + lane] = w;
+            }
+            bias[o] = layer.bias[o];
+        }
+        PackedDense {
+            inputs: k,
+            outputs: n,
+            relu: layer.relu,
+            weight,
+            bias,
+        }
+    }
+
+    pub(super) fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// `output[r][o] = relu?(weight[o] · input[r] + bias[o])` for every row of `input`.
+    pub(super) fn forward(&self, kernel: CpuKernel, input: &[f32], output: &mut [f32]) {
+        let (k, n) = (self.inputs, self.outputs);
+        let rows = input.len() / k;
+        debug_assert_eq!(output.len(), rows * n);
+        // One or two rows leave the FMA units waiting on a short dependency chain; taking several
+        // panels at once gives them independent accumulators without changing any sum's order.
+        let group = match rows {
+            1 => 4,
+            2 => 2,
+            _ => 1,
+        };
+        let panels = n.div_ceil(NR);
+        let mut first = 0;
+        // Panels outside, rows inside: a panel's weights (k × NR floats) stay in cache while every
+        // row of the block passes over them.
+        while first < panels {
+            let count = if panels - first >= group { group } else { 1 };
+            let weights = &self.weight[first * k * NR..(first + count) * k * NR];
+            for r0 in (0..rows).step_by(MR) {
+                let tile_rows = MR.min(rows - r0);
+                let mut tile = [[0.0f32; NR]; MR];
+                let rows_input = &input[r0 * k..(r0 + tile_rows) * k];
+                kernel.tile(tile_rows, count, rows_input, k, weights, &mut tile);
+                for r in 0..tile_rows {
+                    for p in 0..count {
+                        let start = (first + p) * NR;
+                        let lanes = NR.min(n - start);
+                        let out = &mut output[(r0 + r) * n + start..][..lanes];
+                        let sums = &tile[r * count + p];
+                        for ((y, s), b) in out.iter_mut().zip(sums).zip(&self.bias[start..]) {
+                            let v = s + b;
+                            *y = if self.relu { v.max(0.0) } else { v };
+                        }
+                    }
+                }
+            }
+            first += count;
+        }
+    }
+}
+
+impl CpuKernel {
+    /// `tile[r * panels + p][j] = Σ_i input[r][i] · weights[p][i][j]` for `rows` rows of width `k`
+    /// and `panels` consecutive panels; `rows * panels` ≤ MR.
+    fn tile(
+        self,
+        rows: usize,
+        panels: usize,
+        input: &[f32],
+        k: usize,
+        weights: &[f32],
+        tile: &mut [[f32; NR]; MR],
+    ) {
+        macro_rules! dispatch {
+            ($kernel:ident) => {
+                match (rows, panels) {
+                    (1, 4) => $kernel::<1, 4>(input, k, weights, tile),
+                    (2, 2) => $kernel::<2, 2>(input, k, weights, tile),
+                    (1, _) => $kernel::<1, 1>(input, k, weights, tile),
+                    (2, _) => $kernel::<2, 1>(input, k, weights, tile),
+                    (3, _) => $kernel::<3, 1>(input, k, weights, tile),
+                    (4, _) => $kernel::<4, 1>(input, k, weights, tile),
+                    (5, _) => $kernel::<5, 1>(input, k, weights, tile),
+                    _ => $kernel::<6, 1>(input, k, weights, tile),
+                }
+            };
+        }
+        match self {
+            // SAFETY: Avx2Fma is only ever selected when the CPU reports AVX2 and FMA; the slice
+            // lengths are checked inside.
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx2Fma => unsafe { dispatch!(tile_avx2_fma) },
+            _ => dispatch!(tile_portable),
+        }
+    }
+}
+
+fn tile_portable<const ROWS: usize, const PANELS: usize>(
+    input: &[f32],
+    k: usize,
+    weights: &[f32],
+    tile: &mut [[f32; NR]; MR],
+) {
+    assert!(input.len() >= ROWS * k && weights.len() >= PANELS * k * NR && ROWS * PANELS <= MR);
+    let mut acc = [[[0.0f32; NR]; PANELS]; ROWS];
+    for i in 0..k {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let x = input[r * k + i];
+            for (p, sums) in row.iter_mut().enumerate() {
+                let w = &weights[(p * k + i) * NR..][..NR];
+                for (s, wj) in sums.iter_mut().zip(w) {
+                    *s += x * wj;
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        tile[r * PANELS..(r + 1) * PANELS].copy_from_slice(row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
+    input: &[f32],
+    k: usize,
+    weights: &[f32],
+    tile: &mut [[f32; NR]; MR],
+) {
+    use std::arch::x86_64::*;
+    assert!(input.len() >= ROWS * k && weights.len() >= PANELS * k * NR && ROWS * PANELS <= MR);
+    let (x, w) = (input.as_ptr(), weights.as_ptr());
+    let mut acc = [[[_mm256_setzero_ps(); 2]; PANELS]; ROWS];
+    for i in 0..k {
+        let mut wv = [[_mm256_setzero_ps(); 2]; PANELS];
+        for (p, v) in wv.iter_mut().enumerate() {
+            v[0] = _mm256_loadu_ps(w.add((p * k + i) * NR));
+            v[1] = _mm256_loadu_ps(w.add((p * k + i) * NR + 8));
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let xi = _mm256_broadcast_ss(&*x.add(r * k + i));
+            for (sums, v) in row.iter_mut().zip(&wv) {
+                sums[0] = _mm256_fmadd_ps(xi, v[0], sums[0]);
+                sums[1] = _mm256_fmadd_ps(xi, v[1], sums[1]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (p, sums) in row.iter().enumerate() {
+            let out = tile[r * PANELS + p].as_mut_ptr();
+            _mm256_storeu_ps(out, sums[0]);
+            _mm256_storeu_ps(out.add(8), sums[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(inputs: usize, outputs: usize, relu: bool) -> Dense {
+        let weight = (0..inputs * outputs)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
+            .collect();
+        let bias = (0..outputs).map(|o| o as f32 / 10.0 - 1.0).collect();
+        Dense {
+            inputs,
+            outputs,
+            weight,
+            bias,
+            relu,
+        }
+    }
+
+    /// float64 `x · Wᵀ + b` for comparison.
+    fn reference(input: &[f32], layer: &Dense) -> Vec<f64> {
+        let mut out = Vec::new();
+        for x in input.chunks_exact(layer.inputs) {
+            for (w, b) in layer.weight.chunks_exact(layer.inputs).zip(&layer.bias) {
+                let y = w
+                    .iter()
+                    .zip(x)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+                    + *b as f64;
+                out.push(if layer.relu { y.max(0.0) } else { y });
+            }
+        }
+        out
+    }
+
+    fn kernels() -> Vec<CpuKernel> {
+        [CpuKernel::Portable, CpuKernel::Avx2Fma]
+            .into_iter()
+            .filter(|k| k.is_supported())
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_matches_float64_for_every_tile_height_and_ragged_panel() {
+        for kernel in kernels() {
+            // Output widths below, at and past one panel; row counts covering every tile height.
+            // Miri interprets every instruction: keep the widths small there.
+            let shapes: &[(usize, usize)] = if cfg!(miri) {
+                &[(3, 17), (9, 2)]
+            } else {
+                &[(768, 5), (45, 16), (3, 17), (41, 1), (9, 40)]
+            };
+            for &(inputs, outputs) in shapes {
+                for rows in [1, 2, 3, 4, 5, 6, 7, 13] {
+                    for relu in [false, true] {
+                        let layer = layer(inputs, outputs, relu);
+                        let input: Vec<f32> = (0..rows * inputs)
+                            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+                            .collect();
+                        let mut output = vec![f32::NAN; rows * outputs];
+                        PackedDense::new(&layer).forward(kernel, &input, &mut output);
+                        for (got, want) in output.iter().zip(reference(&input, &layer)) {
+                            assert!(
+                                (*got as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                "{kernel:?} {inputs}x{outputs} rows {rows}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rows_result_does_not_depend_on_its_batch() {
+        let layer = PackedDense::new(&layer(100, 33, true));
+        for kernel in kernels() {
+            let input: Vec<f32> = (0..11 * 100)
+                .map(|i| ((i * 7 % 31) as f32 - 15.0) / 9.0)
+                .collect();
+            let mut batched = vec![0.0; 11 * 33];
+            layer.forward(kernel, &input, &mut batched);
+            for (x, expected) in input.chunks_exact(100).zip(batched.chunks_exact(33)) {
+                let mut single = vec![0.0; 33];
+                layer.forward(kernel, x, &mut single);
+                assert_eq!(single, expected, "{kernel:?}");
+            }
+        }
+    }
+}

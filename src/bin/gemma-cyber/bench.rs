@@ -1,0 +1,169 @@
+//! `gemma-cyber bench`: rows/s and per-call latency of each backend by batch size, through the
+//! same `Classifier::classify` every caller uses (input checks included).
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use gemma_cyber::{BackendKind, Classifier, ModelSource, Options};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Backends to measure, comma-separated (auto, cpu, onnxruntime, wgpu).
+    #[arg(long, value_delimiter = ',', default_value = "cpu", value_parser = crate::parse_backend)]
+    backends: Vec<BackendKind>,
+    /// Batch sizes (rows per call), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,65536")]
+    batches: Vec<usize>,
+    /// Time spent measuring each batch size, in seconds (at least 5 calls are always made).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Threads per call; 0 lets the library decide.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Model file; the built-in model when left out.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Timings of one backend at one batch size.
+struct Measurement {
+    backend: BackendKind,
+    device: String,
+    batch: usize,
+    calls: usize,
+    min: Duration,
+    median: Duration,
+    max: Duration,
+}
+
+impl Measurement {
+    fn rows_per_second(&self, latency: Duration) -> f64 {
+        self.batch as f64 / latency.as_secs_f64()
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    if !args.json {
+        writeln!(
+            out,
+            "{:<12} {:>7} {:>7} {:>12} {:>12} {:>12} {:>14} {:>14}",
+            "backend", "batch", "calls", "min", "median", "max", "rows/s median", "rows/s best"
+        )?;
+    }
+    for &backend in &args.backends {
+        let classifier = Classifier::new(&Options {
+            backend,
+            model: args
+                .model
+                .clone()
+                .map_or(ModelSource::Builtin, ModelSource::Path),
+            num_threads: args.threads,
+            ..Options::default()
+        })?;
+        if !args.json {
+            writeln!(
+                out,
+                "# {}: {}",
+                classifier.backend().name(),
+                classifier.device_name()
+            )?;
+        }
+        for &batch in &args.batches {
+            let m = measure(&classifier, batch, Duration::from_secs_f64(args.seconds))?;
+            if args.json {
+                writeln!(
+                    out,
+                    "{{\"backend\":\"{}\",\"device\":{:?},\"batch\":{},\"calls\":{},\"min_s\":{},\"median_s\":{},\"max_s\":{},\"rows_per_s\":{}}}",
+                    m.backend.name(),
+                    m.device,
+                    m.batch,
+                    m.calls,
+                    m.min.as_secs_f64(),
+                    m.median.as_secs_f64(),
+                    m.max.as_secs_f64(),
+                    m.rows_per_second(m.median)
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<12} {:>7} {:>7} {:>12} {:>12} {:>12} {:>14.0} {:>14.0}",
+                    m.backend.name(),
+                    m.batch,
+                    m.calls,
+                    format_duration(m.min),
+                    format_duration(m.median),
+                    format_duration(m.max),
+                    m.rows_per_second(m.median),
+                    m.rows_per_second(m.min)
+                )?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn measure(
+    classifier: &Classifier,
+    batch: usize,
+    budget: Duration,
+) -> Result<Measurement, Failure> {
+    let dim = classifier.input_dim();
+    let embeddings = unit_rows(batch, dim);
+    let mut probabilities = vec![0.0f32; batch];
+    // One untimed call: first-use costs (thread start, device warm-up, caches) are not throughput.
+    classifier.classify(&embeddings, dim, &mut probabilities, None)?;
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || start.elapsed() < budget {
+        let call = Instant::now();
+        classifier.classify(&embeddings, dim, &mut probabilities, None)?;
+        times.push(call.elapsed());
+    }
+    times.sort();
+    Ok(Measurement {
+        backend: classifier.backend(),
+        device: classifier.device_name().to_owned(),
+        batch,
+        calls: times.len(),
+        min: times[0],
+        median: times[times.len() / 2],
+        max: times[times.len() - 1],
+    })
+}
+
+/// Deterministic unit-length rows, shaped like sentence embeddings.
+fn unit_rows(rows: usize, dim: usize) -> Vec<f32> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut values: Vec<f32> = (0..rows * dim)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    for row in values.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    values
+}
+
+fn format_duration(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 1000.0 {
+        format!("{micros:.1} µs")
+    } else if micros < 1e6 {
+        format!("{:.2} ms", micros / 1e3)
+    } else {
+        format!("{:.2} s", micros / 1e6)
+    }
+}

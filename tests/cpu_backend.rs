@@ -1,0 +1,128 @@
+//! Every cpu code path — portable and AVX2 kernels, one thread and the pool — against the
+//! float64 golden vectors, and a row's result independent of its batch.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use gemma_cyber::backend::{Backend, CpuBackend, CpuKernel};
+use gemma_cyber::Model;
+
+fn kernels() -> Vec<CpuKernel> {
+    let all = [CpuKernel::Portable, CpuKernel::Avx2Fma];
+    all.into_iter().filter(|k| k.is_supported()).collect()
+}
+
+fn run(backend: &CpuBackend, inputs: &[f32], dim: usize) -> Vec<f32> {
+    let rows = inputs.len() / dim;
+    let mut out = vec![f32::NAN; rows];
+    backend.classify(inputs, rows, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn avx2_kernel_is_available_on_x86_64_ci_machines() {
+    // The CI machines have AVX2 and FMA; if this fails there, the fast path is silently off.
+    if cfg!(target_arch = "x86_64")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        assert_eq!(CpuKernel::detect(), CpuKernel::Avx2Fma);
+    }
+    assert!(CpuKernel::Portable.is_supported());
+}
+
+#[test]
+fn every_kernel_and_thread_count_matches_the_golden_vectors() {
+    for (name, path) in GOLDEN {
+        let model = Model::from_path(&repo_path(path)).unwrap();
+        let (inputs, dim) = npy_f32(&format!("tests/golden/{name}.inputs.npy"));
+        let expected = npy_f64(&format!("tests/golden/{name}.expected.npy"));
+        // 64 golden rows repeated to 640, so the pool splits them.
+        let repeated: Vec<f32> = inputs
+            .iter()
+            .copied()
+            .cycle()
+            .take(inputs.len() * 10)
+            .collect();
+        for kernel in kernels() {
+            for threads in [1, 2, 3] {
+                let backend = CpuBackend::with_kernel(&model, threads, kernel).unwrap();
+                let got = run(&backend, &inputs, dim);
+                let diff = max_abs_diff(&got, &expected);
+                assert!(
+                    diff <= TOLERANCE,
+                    "{name} {kernel:?} {threads} threads: {diff:e}"
+                );
+                let big = run(&backend, &repeated, dim);
+                for chunk in big.chunks_exact(expected.len()) {
+                    assert_eq!(
+                        chunk,
+                        &got[..],
+                        "{name} {kernel:?} {threads} threads: batch changed a row"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_rows_probability_does_not_depend_on_batch_size() {
+    let model = Model::from_path(&repo_path("models/default.safetensors")).unwrap();
+    let inputs = random_embeddings(300, 768, 5);
+    for kernel in kernels() {
+        let backend = CpuBackend::with_kernel(&model, 2, kernel).unwrap();
+        let all = run(&backend, &inputs, 768);
+        for rows in [1, 2, 3, 5, 7, 13, 129] {
+            assert_eq!(
+                run(&backend, &inputs[..rows * 768], 768),
+                all[..rows],
+                "{kernel:?} {rows} rows"
+            );
+        }
+    }
+}
+
+#[test]
+fn portable_and_avx2_kernels_agree_closely() {
+    if kernels().len() < 2 {
+        return;
+    }
+    let model = Model::from_path(&repo_path("tests/fixtures/relu_bn.safetensors")).unwrap();
+    let inputs = random_embeddings(50, 768, 8);
+    let portable = run(
+        &CpuBackend::with_kernel(&model, 1, CpuKernel::Portable).unwrap(),
+        &inputs,
+        768,
+    );
+    let avx2 = run(
+        &CpuBackend::with_kernel(&model, 1, CpuKernel::Avx2Fma).unwrap(),
+        &inputs,
+        768,
+    );
+    let as_f64: Vec<f64> = avx2.iter().map(|&p| p as f64).collect();
+    assert!(max_abs_diff(&portable, &as_f64) <= 1e-6);
+}
+
+#[test]
+fn concurrent_calls_share_one_pool() {
+    let model = Model::from_path(&repo_path("models/default.safetensors")).unwrap();
+    let backend = Arc::new(CpuBackend::with_kernel(&model, 2, CpuKernel::detect()).unwrap());
+    let inputs = Arc::new(random_embeddings(700, 768, 9));
+    let reference = run(&backend, &inputs, 768);
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (backend, inputs, reference) = (backend.clone(), inputs.clone(), reference.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    assert_eq!(run(&backend, &inputs, 768), reference);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
