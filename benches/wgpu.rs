@@ -51,7 +51,7 @@ fn main() {
         }
         .with_env()
         .expect("settings");
-        WgpuBackend::new(Arc::clone(&model), &settings).unwrap_or_else(|e| {
+        WgpuBackend::new(&model, &settings).unwrap_or_else(|e| {
             panic!("{e}\n(install a Vulkan driver, e.g. tools/setup.sh for Mesa's lavapipe)")
         })
     };

@@ -218,7 +218,7 @@ fn start_wgpu(
         ..WgpuSettings::default()
     }
     .with_env()?;
-    Ok(Box::new(WgpuBackend::new(Arc::clone(model), &settings)?))
+    Ok(Box::new(WgpuBackend::new(model, &settings)?))
 }
 
 #[cfg(not(feature = "wgpu"))]

@@ -61,8 +61,7 @@ fn wgpu_backend(model: &Arc<Model>, kernel: Kernel, max_chunk_rows: usize) -> Wg
         max_chunk_rows,
         ..WgpuSettings::default()
     };
-    WgpuBackend::new(Arc::clone(model), &settings)
-        .unwrap_or_else(|e| panic!("{e}\n{HOW_TO_GET_AN_ADAPTER}"))
+    WgpuBackend::new(model, &settings).unwrap_or_else(|e| panic!("{e}\n{HOW_TO_GET_AN_ADAPTER}"))
 }
 
 /// Deterministic rows with varied scale: unit-ish noise, large and tiny rows, a constant row.
@@ -270,7 +269,7 @@ fn a_device_that_does_not_finish_in_time_is_backend_failure_not_a_hang() {
         timeout: Duration::from_micros(1),
         ..WgpuSettings::default()
     };
-    let backend = WgpuBackend::new(Arc::clone(&model), &settings).unwrap();
+    let backend = WgpuBackend::new(&model, &settings).unwrap();
     let rows = 16384;
     let input = random_rows(rows, model.input_dim(), 3);
     let mut got = vec![-1.0f32; rows];

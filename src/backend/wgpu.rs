@@ -276,8 +276,8 @@ impl WgpuBackend {
     ///
     /// No suitable adapter is BACKEND_UNAVAILABLE (the message says what was tried); a device
     /// that fails while setting up is BACKEND_FAILURE.
-    pub fn new(model: Arc<Model>, settings: &WgpuSettings) -> Result<WgpuBackend> {
-        catch_unwind(AssertUnwindSafe(|| Self::create(&model, settings)))
+    pub fn new(model: &Model, settings: &WgpuSettings) -> Result<WgpuBackend> {
+        catch_unwind(AssertUnwindSafe(|| Self::create(model, settings)))
             .unwrap_or_else(|payload| Err(panic_failure("starting the wgpu backend", payload)))
     }
 
