@@ -61,23 +61,28 @@ typedef enum gemma_cyber_status {
    */
   GEMMA_CYBER_STATUS_OK = 0,
   /**
-   * A NULL pointer, a size that overflows, or bad options. Fix the call.
+   * A NULL pointer, `rows * dim` overflowing, or bad options (struct_size too small, unknown
+   * backend, both model_path and model_data, threshold outside [0, 1]). Fix the call.
    */
   GEMMA_CYBER_STATUS_INVALID_ARGUMENT = 1,
   /**
-   * `dim` is not the model's input dimension. The message names both.
+   * `dim` is not the model's input dimension (the message names both). Pass
+   * `gemma_cyber_input_dim()` and embeddings of that width.
    */
   GEMMA_CYBER_STATUS_DIMENSION_MISMATCH = 2,
   /**
-   * NaN or infinity somewhere in the embeddings. Nothing was written.
+   * NaN or infinity somewhere in the embeddings (the message gives row and column). Nothing was
+   * written; clean the embedding upstream.
    */
   GEMMA_CYBER_STATUS_NON_FINITE_INPUT = 3,
   /**
-   * `model_path` cannot be opened.
+   * `model_path` cannot be opened (missing, unreadable, a directory). Check the path and
+   * permissions.
    */
   GEMMA_CYBER_STATUS_MODEL_NOT_FOUND = 4,
   /**
-   * The model file is malformed or inconsistent. Nothing was loaded.
+   * The model file is malformed or inconsistent, or its SHA-256 is not `model_sha256`. Nothing
+   * was loaded; use a file made by this project's tools.
    */
   GEMMA_CYBER_STATUS_MODEL_INVALID = 5,
   /**
@@ -138,8 +143,9 @@ typedef struct gemma_cyber_options {
    */
   uint32_t num_threads;
   /**
-   * Path of ONNX Runtime's shared library for the onnxruntime backend; NULL: the
-   * `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then the usual search.
+   * Path of ONNX Runtime's shared library (1.17 or newer) for the onnxruntime backend, relative
+   * to the working directory or absolute; NULL: the `GEMMA_CYBER_ONNXRUNTIME_LIB` environment
+   * variable, then `ORT_DYLIB_PATH`, then the system loader's search for `libonnxruntime`.
    */
   const char *onnxruntime_library;
   /**

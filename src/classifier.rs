@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "onnxruntime")]
+use crate::backend::OnnxruntimeBackend;
 use crate::backend::{Backend, BackendKind, CpuBackend};
 use crate::error::{Error, Result, Status};
 use crate::model::Model;
@@ -33,7 +35,9 @@ pub struct Options {
     pub threshold: Option<f32>,
     /// Threads a backend may use per call; 0 lets the library decide.
     pub num_threads: usize,
-    /// ONNX Runtime's shared library, for the onnxruntime backend; `None` searches for it.
+    /// ONNX Runtime's shared library, for the onnxruntime backend; `None`: the
+    /// `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then `ORT_DYLIB_PATH`, then the system
+    /// loader's search.
     pub onnxruntime_library: Option<PathBuf>,
     /// The SHA-256 the model file must have; a mismatch is MODEL_INVALID and loads nothing.
     pub expected_sha256: Option<[u8; 32]>,
@@ -167,6 +171,9 @@ impl Classifier {
 /// back to cpu.
 fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
     match options.backend {
+        BackendKind::Cpu => Ok(Box::new(cpu(options, model)?)),
+        BackendKind::Onnxruntime => onnxruntime(options, model),
+        BackendKind::Wgpu => wgpu(options, model, true),
         BackendKind::Auto => {
             for start in auto_candidates() {
                 match start(options, model) {
@@ -176,11 +183,8 @@ fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backen
                     Err(_) => {}
                 }
             }
-            start_cpu(options, model)
+            Ok(Box::new(cpu(options, model)?))
         }
-        BackendKind::Cpu => start_cpu(options, model),
-        BackendKind::Wgpu => start_wgpu(options, model, true),
-        kind @ BackendKind::Onnxruntime => Err(not_built(kind)),
     }
 }
 
@@ -189,27 +193,30 @@ type Start = fn(&Options, &Arc<Model>) -> Result<Box<dyn Backend>>;
 
 /// What AUTO tries before cpu, best first: a real GPU through wgpu (never a software adapter),
 /// then ONNX Runtime.
-fn auto_candidates() -> Vec<Start> {
-    vec![|options, model| start_wgpu(options, model, false)]
+fn auto_candidates() -> [Start; 2] {
+    [|options, model| wgpu(options, model, false), onnxruntime]
 }
 
-fn start_cpu(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
-    Ok(Box::new(CpuBackend::new(model, options.num_threads)?))
+fn cpu(options: &Options, model: &Model) -> Result<CpuBackend> {
+    CpuBackend::new(model, options.num_threads)
 }
 
-fn not_built(kind: BackendKind) -> Error {
-    Error::backend_unavailable(format!(
-        "the {} backend is not part of this build of gemma-cyber",
-        kind.name()
-    ))
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(OnnxruntimeBackend::new(
+        model,
+        options.num_threads,
+        options.onnxruntime_library.as_deref(),
+    )?))
+}
+
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime(_options: &Options, _model: &Arc<Model>) -> Result<Box<dyn Backend>> {
+    Err(unavailable_in_this_build(BackendKind::Onnxruntime))
 }
 
 #[cfg(feature = "wgpu")]
-fn start_wgpu(
-    options: &Options,
-    model: &Arc<Model>,
-    allow_software: bool,
-) -> Result<Box<dyn Backend>> {
+fn wgpu(options: &Options, model: &Model, allow_software: bool) -> Result<Box<dyn Backend>> {
     use crate::backend::{WgpuBackend, WgpuSettings};
     let settings = WgpuSettings {
         adapter: options.wgpu_adapter.clone(),
@@ -222,6 +229,14 @@ fn start_wgpu(
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn start_wgpu(_: &Options, _: &Arc<Model>, _: bool) -> Result<Box<dyn Backend>> {
-    Err(not_built(BackendKind::Wgpu))
+fn wgpu(_options: &Options, _model: &Model, _allow_software: bool) -> Result<Box<dyn Backend>> {
+    Err(unavailable_in_this_build(BackendKind::Wgpu))
+}
+
+#[cfg(not(all(feature = "onnxruntime", feature = "wgpu")))]
+fn unavailable_in_this_build(kind: BackendKind) -> Error {
+    Error::backend_unavailable(format!(
+        "the {} backend is not part of this build of gemma-cyber",
+        kind.name()
+    ))
 }

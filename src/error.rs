@@ -11,15 +11,20 @@ use std::fmt;
 pub enum Status {
     /// Success.
     Ok = 0,
-    /// A NULL pointer, a size that overflows, or bad options. Fix the call.
+    /// A NULL pointer, `rows * dim` overflowing, or bad options (struct_size too small, unknown
+    /// backend, both model_path and model_data, threshold outside [0, 1]). Fix the call.
     InvalidArgument = 1,
-    /// `dim` is not the model's input dimension. The message names both.
+    /// `dim` is not the model's input dimension (the message names both). Pass
+    /// `gemma_cyber_input_dim()` and embeddings of that width.
     DimensionMismatch = 2,
-    /// NaN or infinity somewhere in the embeddings. Nothing was written.
+    /// NaN or infinity somewhere in the embeddings (the message gives row and column). Nothing was
+    /// written; clean the embedding upstream.
     NonFiniteInput = 3,
-    /// `model_path` cannot be opened.
+    /// `model_path` cannot be opened (missing, unreadable, a directory). Check the path and
+    /// permissions.
     ModelNotFound = 4,
-    /// The model file is malformed or inconsistent. Nothing was loaded.
+    /// The model file is malformed or inconsistent, or its SHA-256 is not `model_sha256`. Nothing
+    /// was loaded; use a file made by this project's tools.
     ModelInvalid = 5,
     /// The requested backend cannot run here (no ONNX Runtime library, no GPU adapter, left out of
     /// this build). Another backend may.

@@ -5,6 +5,10 @@
 
 pub mod backend;
 mod classifier;
+// Rust-only: none of the converter's constants or types belong in the C header.
+/// cbindgen:ignore
+#[cfg(feature = "convert")]
+pub mod convert;
 pub mod error;
 pub mod ffi;
 pub mod model;

@@ -106,12 +106,11 @@ fn options_init_never_writes_past_struct_size() {
 fn builtin_model_classifies_golden_inputs_through_the_c_abi() {
     let handle = builtin();
     assert_eq!(unsafe { gemma_cyber_input_dim(handle.0) }, 768);
-    assert_eq!(
-        unsafe { gemma_cyber_active_backend(handle.0) } as u32,
-        BackendKind::Cpu as u32
-    );
+    // AUTO resolves to a concrete backend, whichever this machine offers.
+    let backend = unsafe { gemma_cyber_active_backend(handle.0) };
+    assert_ne!(backend as u32, BackendKind::Auto as u32);
     let device = unsafe { CStr::from_ptr(gemma_cyber_device_name(handle.0)) };
-    assert!(device.to_str().unwrap().starts_with("cpu"), "{device:?}");
+    assert!(!device.to_bytes().is_empty());
 
     let (inputs, dim) = npy_f32("tests/golden/default.inputs.npy");
     let rows = inputs.len() / dim;
@@ -532,6 +531,7 @@ fn concurrent_classify_on_one_handle_is_bit_identical() {
     });
 }
 
+#[cfg(not(all(feature = "onnxruntime", feature = "wgpu")))]
 fn assert_left_out(kind: BackendKind) {
     let mut options = default_options();
     options.backend = kind;

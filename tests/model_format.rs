@@ -259,3 +259,14 @@ fn missing_file_is_model_not_found_and_directory_too() {
     let error = Model::from_path(&repo_path("models")).unwrap_err();
     assert_eq!(error.status(), Status::ModelNotFound);
 }
+
+#[test]
+fn absurd_tensor_count_is_refused() {
+    let tensors: Vec<Tensor> = (0..2000)
+        .map(|i| Tensor::f32(&format!("t{i}"), &[1], &[0.0]))
+        .collect();
+    assert_invalid(
+        &write_model(&tensors, &BTreeMap::new()),
+        "model has 2000 tensors",
+    );
+}

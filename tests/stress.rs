@@ -10,6 +10,13 @@ use common::random_embeddings;
 use gemma_cyber::{BackendKind, Classifier, Options};
 
 const THREADS: usize = 8;
+
+/// The two tests run one after the other: the memory check must not see the other's allocations.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 const BATCHES: [usize; 6] = [1, 2, 3, 7, 16, 33];
 
 fn calls_per_thread() -> usize {
@@ -54,6 +61,7 @@ fn classify(classifier: &Classifier, inputs: &[f32], rows: usize) -> Vec<f32> {
 
 #[test]
 fn eight_threads_of_mixed_batches_match_single_threaded_results() {
+    let _serial = serial();
     let calls = calls_per_thread();
     let inputs = random_embeddings(*BATCHES.iter().max().unwrap(), 768, 21);
     for backend in backends() {
@@ -90,6 +98,7 @@ fn resident_bytes() -> usize {
 
 #[test]
 fn create_and_destroy_churn_does_not_grow_memory() {
+    let _serial = serial();
     let inputs = random_embeddings(16, 768, 22);
     for backend in backends() {
         // Device creation dominates on wgpu; fewer rounds still show a per-classifier leak.

@@ -10,6 +10,8 @@ export GEMMA_CYBER_ONNXRUNTIME_LIB="${GEMMA_CYBER_ONNXRUNTIME_LIB:-$PWD/$(cat .o
 export RUST_BACKTRACE=0
 
 cargo test --release --all-targets
+# The lean build: no ONNX Runtime backend compiled in, and asking for it says so.
+cargo test --release --no-default-features --test onnxruntime_left_out
 
 examples/c/run.sh --valgrind                 # C example and C API test: 0 errors, 0 leaks
 examples/c/run.sh --sanitize                 # the same with -fsanitize=address,undefined

@@ -65,6 +65,9 @@ type Options struct {
 	// ONNXRuntimeLibrary is the path of ONNX Runtime's shared library; "":
 	// GEMMA_CYBER_ONNXRUNTIME_LIB, then the usual search.
 	ONNXRuntimeLibrary string
+	// ModelSHA256 is the SHA-256 the model file must have (32 bytes); nil: not checked. A
+	// mismatch is StatusModelInvalid and nothing is loaded.
+	ModelSHA256 []byte
 }
 
 // Classifier is a loaded model bound to a backend. Call Close when done; a finalizer frees it if
@@ -126,6 +129,14 @@ func New(opts Options) (*Classifier, error) {
 		c.threshold = C.float(*opts.Threshold)
 	}
 	c.num_threads = C.uint32_t(opts.NumThreads)
+	if opts.ModelSHA256 != nil {
+		if len(opts.ModelSHA256) != 32 {
+			return nil, newError(StatusInvalidArgument, fmt.Sprintf(
+				"GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ModelSHA256 has %d bytes; a SHA-256 has 32", len(opts.ModelSHA256)))
+		}
+		pinner.Pin(&opts.ModelSHA256[0])
+		c.model_sha256 = (*C.uint8_t)(unsafe.Pointer(&opts.ModelSHA256[0]))
+	}
 
 	var handle *C.gemma_cyber_classifier
 	if err := call(func() uint32 { return C.gemma_cyber_create(&c, &handle) }); err != nil {

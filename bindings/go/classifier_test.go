@@ -1,6 +1,7 @@
 package gemmacyber_test
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -168,6 +169,24 @@ func TestModelDataLoadsLikeModelPath(t *testing.T) {
 		if math.Abs(float64(a[i]-b[i])) > 1e-6 {
 			t.Fatalf("row %d: %v from data, %v from path", i, a[i], b[i])
 		}
+	}
+}
+
+func TestModelSHA256PinsTheModel(t *testing.T) {
+	data, err := os.ReadFile("../../models/default.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	newClassifier(t, gemmacyber.Options{ModelData: data, ModelSHA256: sum[:]})
+	sum[0] ^= 1
+	_, err = gemmacyber.New(gemmacyber.Options{ModelData: data, ModelSHA256: sum[:]})
+	if !errors.Is(err, gemmacyber.StatusModelInvalid) || !strings.Contains(err.Error(), "SHA-256") {
+		t.Fatalf("wrong SHA-256: got %v, want StatusModelInvalid", err)
+	}
+	_, err = gemmacyber.New(gemmacyber.Options{ModelSHA256: sum[:5]})
+	if !errors.Is(err, gemmacyber.StatusInvalidArgument) {
+		t.Fatalf("short SHA-256: got %v, want StatusInvalidArgument", err)
 	}
 }
 

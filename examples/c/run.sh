@@ -22,7 +22,7 @@ for program in "examples/c/classify.c" "tests/c/c_api_test.c $PWD"; do
   case "$mode" in
     --valgrind)
       # shellcheck disable=SC2086
-      RUST_BACKTRACE=0 valgrind --quiet --error-exitcode=99 --leak-check=full \
+      RUST_BACKTRACE=0 valgrind --quiet --error-exitcode=99 --suppressions=examples/c/valgrind.supp --leak-check=full \
         --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
         "$out/$name" $args ;;
     # shellcheck disable=SC2086

@@ -1,10 +1,14 @@
 //! The backends: one trait, one module each. A backend runs the folded [`Model`] on a batch.
 
 mod cpu;
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
 pub use cpu::{CpuBackend, CpuKernel};
+#[cfg(feature = "onnxruntime")]
+pub use onnxruntime::{onnx_model, OnnxruntimeBackend, LIBRARY_ENV as ONNXRUNTIME_LIBRARY_ENV};
 #[cfg(feature = "wgpu")]
 pub use wgpu::{WgpuBackend, WgpuSettings};
 

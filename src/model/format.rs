@@ -261,6 +261,14 @@ struct RawModel {
 impl RawModel {
     fn read(file: &File<'_>) -> Result<RawModel> {
         let names = file.names();
+        // Checked before the names are searched: an absurd count is refused in one step.
+        let most = expected_names(MAX_HIDDEN_LAYERS).len();
+        if names.len() > most {
+            return Err(Error::model_invalid(format!(
+                "model has {} tensors; a gemma-cyber model has at most {most}",
+                names.len()
+            )));
+        }
         let hidden = (0..=MAX_HIDDEN_LAYERS)
             .take_while(|i| names.contains(&format!("hidden.{i}.linear.weight")))
             .count();

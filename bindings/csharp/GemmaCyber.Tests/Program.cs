@@ -20,6 +20,7 @@ namespace GemmaCyber.Tests
                 Test("ClassifyMatchesGoldenVectors", ClassifyMatchesGoldenVectors),
                 Test("LabelsFollowTheThreshold", LabelsFollowTheThreshold),
                 Test("ModelDataLoadsLikeModelPath", ModelDataLoadsLikeModelPath),
+                Test("ModelSha256PinsTheModel", ModelSha256PinsTheModel),
                 Test("EmptyInputIsAnEmptyResult", EmptyInputIsAnEmptyResult),
                 Test("BadClassifyCallsThrowTheirStatusAndWriteNothing", BadClassifyCallsThrowTheirStatusAndWriteNothing),
                 Test("BadOptionsThrowTheirStatus", BadOptionsThrowTheirStatus),
@@ -159,6 +160,23 @@ namespace GemmaCyber.Tests
                     Assert(Math.Abs(a[i] - b[i]) <= 1e-6, "row " + i);
                 }
             }
+        }
+
+        private static void ModelSha256PinsTheModel()
+        {
+            byte[] data = File.ReadAllBytes("models/default.safetensors");
+            byte[] sum;
+            using (var sha = System.Security.Cryptography.SHA256.Create())
+            {
+                sum = sha.ComputeHash(data);
+            }
+            using (var pinned = new Classifier(new Options { ModelData = data, ModelSha256 = sum }))
+            {
+                Assert(pinned.InputDim == Dim, "input dim");
+            }
+            sum[0] ^= 1;
+            Throws(Status.ModelInvalid, "wrong SHA-256", () => new Classifier(new Options { ModelData = data, ModelSha256 = sum }));
+            Throws(Status.InvalidArgument, "short SHA-256", () => new Classifier(new Options { ModelSha256 = new byte[5] }));
         }
 
         private static void EmptyInputIsAnEmptyResult()

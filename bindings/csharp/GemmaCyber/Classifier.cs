@@ -34,9 +34,20 @@ namespace GemmaCyber
             native.Backend = (uint)options.Backend;
             native.Threshold = options.Threshold ?? float.NaN;
             native.NumThreads = options.NumThreads;
+            if (options.ModelSha256 != null && options.ModelSha256.Length != 32)
+            {
+                throw new GemmaCyberException(Status.InvalidArgument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ModelSha256 has " + options.ModelSha256.Length + " bytes; a SHA-256 has 32");
+            }
             GCHandle modelData = default(GCHandle);
+            GCHandle modelSha256 = default(GCHandle);
             try
             {
+                if (options.ModelSha256 != null)
+                {
+                    modelSha256 = GCHandle.Alloc(options.ModelSha256, GCHandleType.Pinned);
+                    native.ModelSha256 = modelSha256.AddrOfPinnedObject();
+                }
                 native.ModelPath = NativeMethods.ToUtf8(options.ModelPath);
                 native.OnnxRuntimeLibrary = NativeMethods.ToUtf8(options.OnnxRuntimeLibrary);
                 if (options.ModelData != null)
@@ -56,6 +67,10 @@ namespace GemmaCyber
                 if (modelData.IsAllocated)
                 {
                     modelData.Free();
+                }
+                if (modelSha256.IsAllocated)
+                {
+                    modelSha256.Free();
                 }
                 Marshal.FreeHGlobal(native.ModelPath);
                 Marshal.FreeHGlobal(native.OnnxRuntimeLibrary);

@@ -22,6 +22,7 @@ namespace GemmaCyber
             public float Threshold;
             public uint NumThreads;
             public IntPtr OnnxRuntimeLibrary;
+            public IntPtr ModelSha256;
         }
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]

@@ -21,5 +21,9 @@ namespace GemmaCyber
 
         /// <summary>Path of ONNX Runtime's shared library; null: GEMMA_CYBER_ONNXRUNTIME_LIB, then the usual search.</summary>
         public string OnnxRuntimeLibrary { get; set; }
+
+        /// <summary>The SHA-256 the model file must have (32 bytes); null: not checked. A mismatch is
+        /// <see cref="Status.ModelInvalid"/> and nothing is loaded.</summary>
+        public byte[] ModelSha256 { get; set; }
     }
 }

@@ -1,6 +1,8 @@
-//! `gemma-cyber`: classify embeddings from .npy or JSON lines, and describe the model and backend.
+//! `gemma-cyber`: classify embeddings from .npy or JSON lines, describe the model and backend, and
+//! convert a PyTorch checkpoint into a model file.
 
 mod bench;
+mod convert;
 
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -42,6 +44,19 @@ enum Command {
     },
     /// Measure rows/s and latency of backends by batch size.
     Bench(bench::BenchArgs),
+    /// Write the ONNX graph the onnxruntime backend runs (same weights, BatchNorm folded).
+    #[cfg(feature = "onnxruntime")]
+    ExportOnnx {
+        /// Where to write the .onnx file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Model file (.safetensors); the built-in model when left out.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Convert a PyTorch checkpoint (model.pt) into a .safetensors model, without Python and
+    /// without executing anything from the file.
+    Convert(convert::Convert),
 }
 
 #[derive(Args)]
@@ -116,6 +131,9 @@ fn main() -> ExitCode {
         } => classify(input.as_deref(), format, &setup),
         Command::Info { setup } => info(&setup),
         Command::Bench(args) => bench::run(&args),
+        #[cfg(feature = "onnxruntime")]
+        Command::ExportOnnx { output, model } => export_onnx(&output, model.as_deref()),
+        Command::Convert(args) => convert::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -193,6 +211,18 @@ fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), F
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(feature = "onnxruntime")]
+fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
+    let model = match model {
+        Some(path) => gemma_cyber::Model::from_path(path)?,
+        None => gemma_cyber::Model::builtin()?,
+    };
+    std::fs::write(output, gemma_cyber::backend::onnx_model(&model)).map_err(|e| Failure {
+        message: format!("cannot write {}: {e}", output.display()),
+        code: 1,
+    })
 }
 
 fn info(setup: &Setup) -> Result<(), Failure> {

@@ -1,0 +1,395 @@
+//! From a read pickle to the model's layers: finding the state dict, giving each module a role
+//! from its parameters' names and shapes, and inferring the BatchNorm/ReLU order.
+
+use std::fmt;
+
+use super::pickle::{Pickle, Tensor, Value, ValueId};
+use crate::error::{Error, Result};
+use crate::model::NormOrder;
+
+/// Keys under which training scripts keep the model's weights inside a checkpoint dict.
+const STATE_DICT_KEYS: [&str; 3] = ["model_state_dict", "state_dict", "model"];
+
+/// The state dict and what else the checkpoint held.
+pub struct Found<'p> {
+    /// `(name, tensor)` in the checkpoint's order.
+    pub tensors: Vec<(&'p str, &'p Tensor)>,
+    /// The key the state dict sat under, `None` for a bare state dict.
+    pub under: Option<&'p str>,
+    /// Every other entry of the checkpoint dict.
+    pub extras: Vec<(&'p str, ValueId)>,
+}
+
+/// Finds the state dict: the root itself when every value is a tensor, else the dict under
+/// `model_state_dict`, `state_dict` or `model`.
+pub fn find_state_dict(pickle: &Pickle) -> Result<Found<'_>> {
+    let root = dict_entries(pickle, pickle.root).ok_or_else(|| {
+        Error::model_invalid(
+            "the checkpoint holds no dict; expected a state_dict or a dict holding one \
+             (a whole pickled nn.Module is not supported: save model.state_dict() instead)",
+        )
+    })?;
+    let all_tensors = !root.is_empty()
+        && root
+            .iter()
+            .all(|(_, v)| matches!(pickle.get(*v), Value::Tensor(_)));
+    let (state, under) = if all_tensors {
+        (root.clone(), None)
+    } else {
+        let found = STATE_DICT_KEYS.iter().find_map(|wanted| {
+            root.iter()
+                .find(|(k, _)| k == wanted)
+                .and_then(|(k, v)| dict_entries(pickle, *v).map(|d| (d, *k)))
+        });
+        let Some((state, key)) = found else {
+            let keys: Vec<&str> = root.iter().map(|(k, _)| *k).collect();
+            return Err(Error::model_invalid(format!(
+                "no state_dict found: the checkpoint is a dict with keys {keys:?}, neither all \
+                 tensors nor holding one of {STATE_DICT_KEYS:?}"
+            )));
+        };
+        (state, Some(key))
+    };
+    let mut tensors = Vec::with_capacity(state.len());
+    for (name, id) in state {
+        match pickle.get(id) {
+            Value::Tensor(t) => tensors.push((name, &**t)),
+            other => {
+                return Err(Error::model_invalid(format!(
+                    "state_dict entry {name:?} is not a tensor ({other:?})"
+                )))
+            }
+        }
+    }
+    let extras = match under {
+        None => Vec::new(),
+        Some(key) => root.into_iter().filter(|(k, _)| *k != key).collect(),
+    };
+    Ok(Found {
+        tensors,
+        under,
+        extras,
+    })
+}
+
+/// A dict's entries with string keys; `None` for anything else (or a dict with other keys).
+pub fn dict_entries(pickle: &Pickle, id: ValueId) -> Option<Vec<(&str, ValueId)>> {
+    let Value::Dict(entries) = pickle.get(id) else {
+        return None;
+    };
+    entries
+        .iter()
+        .map(|(k, v)| pickle.str(*k).map(|k| (k, *v)))
+        .collect()
+}
+
+/// What one module of the state dict is, by the names and shapes of its tensors.
+#[derive(Clone, Debug)]
+pub enum Role<'p> {
+    /// `weight` and `bias`, both `[width]`, no running statistics.
+    LayerNorm {
+        /// γ
+        weight: &'p Tensor,
+        /// β
+        bias: &'p Tensor,
+    },
+    /// `weight` `[outputs, inputs]`, `bias` `[outputs]` (absent for `bias=False`).
+    Linear {
+        /// `[outputs, inputs]`
+        weight: &'p Tensor,
+        /// `[outputs]`
+        bias: Option<&'p Tensor>,
+    },
+    /// `running_mean`, `running_var` (and `weight`, `bias` unless `affine=False`);
+    /// `num_batches_tracked` is ignored.
+    BatchNorm {
+        /// γ, absent for `affine=False`.
+        weight: Option<&'p Tensor>,
+        /// β, absent for `affine=False`.
+        bias: Option<&'p Tensor>,
+        /// Running mean.
+        mean: &'p Tensor,
+        /// Running (unbiased) variance.
+        var: &'p Tensor,
+    },
+}
+
+/// A module of the state dict: its path (`hidden.0`, `3`, `fc1`) and its role.
+#[derive(Clone, Debug)]
+pub struct Module<'p> {
+    /// Everything before the tensor's own name.
+    pub path: &'p str,
+    /// What it is.
+    pub role: Role<'p>,
+}
+
+impl Module<'_> {
+    /// The width a LayerNorm or BatchNorm normalizes, or a Linear's `(outputs, inputs)`.
+    fn describe(&self) -> String {
+        let path = if self.path.is_empty() {
+            "(root)"
+        } else {
+            self.path
+        };
+        match &self.role {
+            Role::LayerNorm { weight, .. } => format!("{path}: LayerNorm({})", weight.shape[0]),
+            Role::Linear { weight, .. } => {
+                format!("{path}: Linear({}→{})", weight.shape[1], weight.shape[0])
+            }
+            Role::BatchNorm { mean, .. } => format!("{path}: BatchNorm1d({})", mean.shape[0]),
+        }
+    }
+}
+
+/// The model's modules in order, each given a role.
+pub struct Layers<'p> {
+    /// The input LayerNorm.
+    pub input_norm: Module<'p>,
+    /// `(Linear, BatchNorm)` of each hidden block.
+    pub blocks: Vec<(Module<'p>, Module<'p>)>,
+    /// The `Linear(_ → 1)` before the sigmoid.
+    pub output: Module<'p>,
+    /// Tensors that play no part (`num_batches_tracked`).
+    pub ignored: Vec<&'p str>,
+}
+
+impl fmt::Display for Layers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.input_norm.describe())?;
+        for (linear, norm) in &self.blocks {
+            write!(f, " → {} + {}", linear.describe(), norm.describe())?;
+        }
+        write!(f, " → {}", self.output.describe())
+    }
+}
+
+/// Groups the state dict's tensors by module and gives each module its role.
+pub fn modules<'p>(tensors: &[(&'p str, &'p Tensor)]) -> Result<(Vec<Module<'p>>, Vec<&'p str>)> {
+    // Modules in order of first appearance, which is registration order: forward order for
+    // nn.Sequential and for the usual `__init__`.
+    let mut groups: Vec<(&str, Vec<(&str, &Tensor)>)> = Vec::new();
+    for &(name, tensor) in tensors {
+        let (path, param) = name.rsplit_once('.').unwrap_or(("", name));
+        match groups.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, params)) => params.push((param, tensor)),
+            None => groups.push((path, vec![(param, tensor)])),
+        }
+    }
+    let mut ignored = Vec::new();
+    let mut modules = Vec::with_capacity(groups.len());
+    for (path, params) in groups {
+        let get = |wanted: &str| params.iter().find(|(p, _)| *p == wanted).map(|(_, t)| *t);
+        let mut names: Vec<&str> = params.iter().map(|(p, _)| *p).collect();
+        names.sort_unstable();
+        let role = match names[..] {
+            ["bias", "weight"] | ["weight"] => {
+                let weight = get("weight").expect("listed");
+                match weight.shape.len() {
+                    2 => Role::Linear {
+                        weight,
+                        bias: get("bias"),
+                    },
+                    1 if names.len() == 2 => Role::LayerNorm {
+                        weight,
+                        bias: get("bias").expect("listed"),
+                    },
+                    _ => {
+                        return Err(Error::model_invalid(format!(
+                            "module {path:?}: weight of shape {:?} is neither a Linear's nor a \
+                             LayerNorm's",
+                            weight.shape
+                        )))
+                    }
+                }
+            }
+            ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]
+            | ["bias", "running_mean", "running_var", "weight"]
+            | ["num_batches_tracked", "running_mean", "running_var"]
+            | ["running_mean", "running_var"] => {
+                if get("num_batches_tracked").is_some() {
+                    ignored.push(path);
+                }
+                Role::BatchNorm {
+                    weight: get("weight"),
+                    bias: get("bias"),
+                    mean: get("running_mean").expect("listed"),
+                    var: get("running_var").expect("listed"),
+                }
+            }
+            _ => {
+                return Err(Error::model_invalid(format!(
+                    "module {path:?} has tensors {names:?}: not a LayerNorm, Linear or \
+                     BatchNorm1d, which are all this model is made of"
+                )))
+            }
+        };
+        modules.push(Module { path, role });
+    }
+    Ok((modules, ignored))
+}
+
+/// Puts the modules into the model's shape: LayerNorm, then (Linear, BatchNorm) blocks, then
+/// Linear(→1), checking every width against its neighbour.
+pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<Layers<'p>> {
+    let listing = || {
+        modules
+            .iter()
+            .map(Module::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fail = |why: String| {
+        Error::model_invalid(format!(
+            "{why}; expected LayerNorm, then Linear + BatchNorm1d blocks, then Linear(→1); \
+             found: {}",
+            listing()
+        ))
+    };
+    if modules.len() < 4 || modules.len() % 2 != 0 {
+        return Err(fail(format!("{} modules with weights", modules.len())));
+    }
+    let Role::LayerNorm { weight, bias } = &modules[0].role else {
+        return Err(fail("the first module is not a LayerNorm".into()));
+    };
+    let input_dim = weight.shape[0];
+    check_shape(&modules[0], "bias", bias, &[input_dim])?;
+    let mut width = input_dim;
+    let mut blocks = Vec::new();
+    let last = modules.len() - 1;
+    for pair in modules[1..last].chunks_exact(2) {
+        let (linear, norm) = (&pair[0], &pair[1]);
+        let Role::Linear { weight, bias } = &linear.role else {
+            return Err(fail(format!("{} is not a Linear", linear.describe())));
+        };
+        if weight.shape[1] != width {
+            return Err(fail(format!(
+                "{} does not take the {width} values before it",
+                linear.describe()
+            )));
+        }
+        let outputs = weight.shape[0];
+        if let Some(bias) = bias {
+            check_shape(linear, "bias", bias, &[outputs])?;
+        }
+        let Role::BatchNorm {
+            weight,
+            bias,
+            mean,
+            var,
+        } = &norm.role
+        else {
+            // A BatchNorm without its buffers looks like a LayerNorm: say what is likely wrong.
+            let hint = if matches!(norm.role, Role::LayerNorm { .. }) {
+                " (it has no running_mean/running_var: were only the parameters saved? \
+                 save model.state_dict(), which holds the buffers too)"
+            } else {
+                ""
+            };
+            return Err(fail(format!(
+                "{} does not follow {} as a BatchNorm1d{hint}",
+                norm.describe(),
+                linear.describe()
+            )));
+        };
+        for (name, tensor) in [("weight", *weight), ("bias", *bias)] {
+            if let Some(tensor) = tensor {
+                check_shape(norm, name, tensor, &[outputs])?;
+            }
+        }
+        check_shape(norm, "running_mean", mean, &[outputs])?;
+        check_shape(norm, "running_var", var, &[outputs])?;
+        blocks.push((linear.clone(), norm.clone()));
+        width = outputs;
+    }
+    let output = &modules[last];
+    let Role::Linear { weight, bias } = &output.role else {
+        return Err(fail(format!(
+            "the last module {} is not a Linear",
+            output.describe()
+        )));
+    };
+    if weight.shape[..] != [1, width] {
+        return Err(fail(format!(
+            "the last module {} is not Linear({width}→1)",
+            output.describe()
+        )));
+    }
+    if let Some(bias) = bias {
+        check_shape(output, "bias", bias, &[1])?;
+    }
+    Ok(Layers {
+        input_norm: modules[0].clone(),
+        blocks,
+        output: output.clone(),
+        ignored,
+    })
+}
+
+fn check_shape(module: &Module<'_>, name: &str, tensor: &Tensor, shape: &[u64]) -> Result<()> {
+    if tensor.shape != shape {
+        return Err(Error::model_invalid(format!(
+            "{}: {name} has shape {:?}; expected {shape:?}",
+            module.describe(),
+            tensor.shape
+        )));
+    }
+    Ok(())
+}
+
+/// What the nn.Sequential indices say about the BatchNorm/ReLU order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inferred {
+    /// Every block agrees.
+    Order(NormOrder, String),
+    /// No block has a Linear and a BatchNorm numbered in the same nn.Sequential.
+    Unknown,
+    /// Blocks disagree; the message says which.
+    Conflict(String),
+}
+
+/// Reads the order from nn.Sequential indices: a BatchNorm right after its Linear (index gap 1)
+/// is Linear → BatchNorm → ReLU; a gap means parameterless modules between them, read as the
+/// ReLU (Linear → ReLU → BatchNorm). Dropout sits after the block in the usual layouts and does
+/// not shift the gap; a Dropout between a Linear and its BatchNorm would, which is what
+/// `--norm-order` is for.
+pub fn infer_norm_order(layers: &Layers<'_>) -> Inferred {
+    let index = |path: &str| -> Option<(String, u64)> {
+        let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
+        Some((parent.to_owned(), last.parse().ok()?))
+    };
+    let mut seen: Vec<(NormOrder, String)> = Vec::new();
+    for (linear, norm) in &layers.blocks {
+        let (Some((lp, li)), Some((np, ni))) = (index(linear.path), index(norm.path)) else {
+            continue;
+        };
+        if lp != np || ni <= li {
+            continue;
+        }
+        let gap = ni - li;
+        let order = if gap == 1 {
+            NormOrder::LinearBnRelu
+        } else {
+            NormOrder::LinearReluBn
+        };
+        seen.push((
+            order,
+            format!(
+                "Linear {} and BatchNorm {} are {gap} apart",
+                linear.path, norm.path
+            ),
+        ));
+    }
+    match seen.first() {
+        None => Inferred::Unknown,
+        Some((first, _)) if seen.iter().all(|(o, _)| o == first) => {
+            let why: Vec<&str> = seen.iter().map(|(_, w)| w.as_str()).collect();
+            Inferred::Order(*first, why.join("; "))
+        }
+        Some(_) => Inferred::Conflict(
+            seen.iter()
+                .map(|(o, w)| format!("{w} ({})", o.as_str()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}

@@ -1,0 +1,573 @@
+//! Converts a PyTorch checkpoint (`model.pt`, the zip `torch.save` writes) into this library's
+//! safetensors model file, without Python and without executing anything from the file.
+//!
+//! The pieces: [`archive`](crate::convert::archive) opens the zip (stored entries only, sizes
+//! bounded), [`pickle`](crate::convert::pickle) reads `data.pkl` with a whitelist of the names a
+//! tensor checkpoint needs, [`checkpoint`](crate::convert::checkpoint) finds the state dict and
+//! gives each module a role from its tensors' names and shapes. What comes out is validated by
+//! [`Model::from_bytes`] before it is returned, so a converted file always loads.
+
+pub mod archive;
+pub mod checkpoint;
+pub mod pickle;
+
+use std::collections::{BTreeMap, HashMap};
+
+use safetensors::tensor::TensorView;
+
+use self::checkpoint::{Inferred, Layers, Role};
+use self::pickle::{Dtype, Pickle, Tensor, Value, ValueId};
+use crate::error::{Error, Result};
+use crate::model::{Model, NormOrder};
+
+/// Most metadata entries taken from the checkpoint dict and `config.json` together.
+const MAX_EXTRA_METADATA: usize = 256;
+/// Longest metadata value kept; longer ones are left out and reported.
+const MAX_METADATA_VALUE: usize = 4096;
+/// Most values looked at while flattening extras into metadata.
+const MAX_METADATA_VISITS: usize = 4096;
+/// How deep nested dicts of plain values are flattened into `a.b.c` keys.
+const MAX_METADATA_DEPTH: usize = 4;
+/// Most values a converted model may have: the real one has 563 thousand; this bounds the memory
+/// a hostile file can make the conversion use.
+const MAX_MODEL_ELEMENTS: u64 = 1 << 25;
+/// Largest `config.json` read.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// How to convert.
+#[derive(Clone, Debug, Default)]
+pub struct ConvertOptions {
+    /// The checkpoint's file name, for the `source` metadata.
+    pub file_name: String,
+    /// Forces the BatchNorm/ReLU order; wins over `config.json` and the nn.Sequential indices.
+    pub norm_order: Option<NormOrder>,
+    /// The contents of a `config.json` found next to the checkpoint: `norm_order`,
+    /// `layer_norm_eps`, `batch_norm_eps`, `threshold` and `embedding_model` are used; every other
+    /// plain value is kept as `config.<key>` metadata.
+    pub config_json: Option<Vec<u8>>,
+}
+
+/// A finished conversion.
+#[derive(Clone, Debug)]
+pub struct Conversion {
+    /// The safetensors model file.
+    pub safetensors: Vec<u8>,
+    /// The BatchNorm/ReLU order written.
+    pub norm_order: NormOrder,
+    /// Lines for a person: what was found, inferred, used and ignored.
+    pub report: Vec<String>,
+    /// The converted model, as [`Model::from_bytes`] loads it.
+    pub model: Model,
+}
+
+/// Converts the bytes of a `torch.save` checkpoint into a safetensors model file.
+///
+/// Every refusal (a name outside the whitelist, a malformed zip or pickle, a tensor outside its
+/// storage, layers that are not this model's) is a `ModelInvalid` error and nothing is executed.
+pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conversion> {
+    let mut archive = archive::Archive::open(bytes)?;
+    let pickle = pickle::read(&archive.pickle(pickle::MAX_PICKLE_BYTES)?)?;
+    let found = checkpoint::find_state_dict(&pickle)?;
+    let (modules, ignored) = checkpoint::modules(&found.tensors)?;
+    let layers = checkpoint::arrange(modules, ignored)?;
+
+    let mut report = Vec::new();
+    report.push(match found.under {
+        None => format!(
+            "state_dict: the whole checkpoint ({} tensors)",
+            found.tensors.len()
+        ),
+        Some(key) => format!(
+            "state_dict: checkpoint entry {key:?} ({} tensors)",
+            found.tensors.len()
+        ),
+    });
+    report.push(format!("layers: {layers}"));
+    if !layers.ignored.is_empty() {
+        report.push(format!(
+            "ignored: num_batches_tracked of {}",
+            layers.ignored.join(", ")
+        ));
+    }
+
+    let config = Config::parse(options.config_json.as_deref())?;
+    let (norm_order, why) = choose_norm_order(options.norm_order, &config, &layers)?;
+    report.push(format!("norm order: {} ({why})", norm_order.as_str()));
+
+    let mut extras = Extras::default();
+    for (key, value) in &config.extras {
+        extras.add_json(&format!("config.{key}"), value, 0);
+    }
+    for (key, id) in &found.extras {
+        extras.add_pickle(&pickle, &format!("checkpoint.{key}"), *id, 0);
+    }
+    extras.report(&mut report);
+    let mut metadata = metadata(norm_order, &config, &options.file_name);
+    metadata.extend(extras.kept);
+
+    let safetensors = write(&mut archive, &layers, metadata)?;
+    let model = Model::from_bytes(&safetensors)
+        .map_err(|e| e.context("the converted model does not load"))?;
+    report.push(format!(
+        "model: {} inputs, hidden {:?}, {} parameters, threshold {}, eps {} / {}",
+        model.input_dim(),
+        model.hidden_sizes(),
+        model.parameter_count(),
+        model.threshold(),
+        model.layer_norm_eps(),
+        model.batch_norm_eps()
+    ));
+    Ok(Conversion {
+        safetensors,
+        norm_order,
+        report,
+        model,
+    })
+}
+
+/// The metadata DESIGN.md defines, with config.json's values or the defaults.
+fn metadata(norm_order: NormOrder, config: &Config, file_name: &str) -> BTreeMap<String, String> {
+    let number =
+        |value: Option<f64>, default: &str| value.map_or(default.to_owned(), |v| v.to_string());
+    let mut metadata = BTreeMap::from([
+        ("format".to_owned(), "gemma-cyber".to_owned()),
+        ("format_version".to_owned(), "1".to_owned()),
+        ("norm_order".to_owned(), norm_order.as_str().to_owned()),
+        (
+            "layer_norm_eps".to_owned(),
+            number(config.layer_norm_eps, "1e-5"),
+        ),
+        (
+            "batch_norm_eps".to_owned(),
+            number(config.batch_norm_eps, "1e-5"),
+        ),
+        ("threshold".to_owned(), number(config.threshold, "0.5")),
+        (
+            "source".to_owned(),
+            format!("converted from {file_name} by gemma-cyber convert"),
+        ),
+    ]);
+    if let Some(embedding_model) = &config.embedding_model {
+        metadata.insert("embedding_model".to_owned(), embedding_model.clone());
+    }
+    metadata
+}
+
+/// Precedence: the caller's flag, then `config.json`, then nn.Sequential indices, then
+/// DESIGN.md's default.
+fn choose_norm_order(
+    forced: Option<NormOrder>,
+    config: &Config,
+    layers: &Layers<'_>,
+) -> Result<(NormOrder, String)> {
+    let inferred = checkpoint::infer_norm_order(layers);
+    let also = match &inferred {
+        Inferred::Order(order, why) => {
+            format!("; the layer indices say {} ({why})", order.as_str())
+        }
+        Inferred::Conflict(why) => format!("; the layer indices disagree: {why}"),
+        Inferred::Unknown => String::new(),
+    };
+    if let Some(order) = forced {
+        return Ok((order, format!("forced by the caller{also}")));
+    }
+    if let Some(order) = config.norm_order {
+        return Ok((order, format!("from config.json{also}")));
+    }
+    match inferred {
+        Inferred::Order(order, why) => Ok((order, format!("inferred: {why}"))),
+        Inferred::Conflict(why) => Err(Error::model_invalid(format!(
+            "the blocks disagree on the BatchNorm/ReLU order ({why}); say which with \
+             --norm-order or norm_order in config.json"
+        ))),
+        Inferred::Unknown => Ok((
+            NormOrder::LinearBnRelu,
+            "assumed: the module names carry no nn.Sequential indices to infer it from; \
+             force it with --norm-order if the model applies ReLU before BatchNorm"
+                .to_owned(),
+        )),
+    }
+}
+
+/// The entries of `config.json` this conversion uses, checked, and the rest.
+#[derive(Default)]
+struct Config {
+    norm_order: Option<NormOrder>,
+    layer_norm_eps: Option<f64>,
+    batch_norm_eps: Option<f64>,
+    threshold: Option<f64>,
+    embedding_model: Option<String>,
+    extras: Vec<(String, serde_json::Value)>,
+}
+
+impl Config {
+    fn parse(bytes: Option<&[u8]>) -> Result<Config> {
+        let Some(bytes) = bytes else {
+            return Ok(Config::default());
+        };
+        let bad = |why: String| Error::model_invalid(format!("config.json: {why}"));
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(bad(format!(
+                "{} bytes; the limit is {MAX_CONFIG_BYTES}",
+                bytes.len()
+            )));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let serde_json::Value::Object(object) = value else {
+            return Err(bad("not a JSON object".into()));
+        };
+        let mut config = Config::default();
+        for (key, value) in object {
+            let positive = |value: &serde_json::Value| match value.as_f64() {
+                Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+                _ => Err(bad(format!("{key} is {value}; expected a positive number"))),
+            };
+            match key.as_str() {
+                "norm_order" => {
+                    config.norm_order = Some(match value.as_str() {
+                        Some("linear_bn_relu") => NormOrder::LinearBnRelu,
+                        Some("linear_relu_bn") => NormOrder::LinearReluBn,
+                        _ => {
+                            return Err(bad(format!(
+                                "norm_order is {value}; expected \"linear_bn_relu\" or \
+                                 \"linear_relu_bn\""
+                            )))
+                        }
+                    })
+                }
+                "layer_norm_eps" => config.layer_norm_eps = Some(positive(&value)?),
+                "batch_norm_eps" => config.batch_norm_eps = Some(positive(&value)?),
+                "threshold" => match value.as_f64() {
+                    Some(v) if (0.0..=1.0).contains(&v) => config.threshold = Some(v),
+                    _ => return Err(bad(format!("threshold is {value}; expected 0 to 1"))),
+                },
+                "embedding_model" => match value.as_str() {
+                    Some(name) => config.embedding_model = Some(name.to_owned()),
+                    None => return Err(bad(format!("embedding_model is {value}; expected text"))),
+                },
+                _ => config.extras.push((key, value)),
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Plain values of the checkpoint dict and config.json, flattened into metadata strings.
+struct Extras {
+    kept: Vec<(String, String)>,
+    skipped: Vec<String>,
+    /// Where the walk stopped for want of budget, if it did.
+    exhausted: Option<String>,
+    /// Values still allowed to be looked at. The pickle's containers may share entries or even
+    /// contain themselves, so a walk bounded only by depth could still take forever.
+    budget: usize,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Extras {
+            kept: Vec::new(),
+            skipped: Vec::new(),
+            exhausted: None,
+            budget: MAX_METADATA_VISITS,
+        }
+    }
+}
+
+impl Extras {
+    /// Lines for the conversion report: what was kept and what was left out (the first few).
+    fn report(&self, report: &mut Vec<String>) {
+        const SHOWN: usize = 20;
+        for skipped in self.skipped.iter().take(SHOWN) {
+            report.push(format!("not kept as metadata: {skipped}"));
+        }
+        if self.skipped.len() > SHOWN {
+            report.push(format!(
+                "not kept as metadata: {} more entries",
+                self.skipped.len() - SHOWN
+            ));
+        }
+        if let Some(stopped) = &self.exhausted {
+            report.push(format!("not kept as metadata: {stopped}"));
+        }
+        if !self.kept.is_empty() {
+            let keys: Vec<&str> = self.kept.iter().map(|(k, _)| k.as_str()).collect();
+            report.push(format!("kept as metadata: {}", keys.join(", ")));
+        }
+    }
+
+    /// Spends one visit; false once the budget is gone (noted once).
+    fn visit(&mut self, key: &str) -> bool {
+        match self.budget {
+            0 => false,
+            1 => {
+                self.budget = 0;
+                self.exhausted = Some(format!(
+                    "{key} and everything after it (more than {MAX_METADATA_VISITS} values to look at)"
+                ));
+                false
+            }
+            _ => {
+                self.budget -= 1;
+                true
+            }
+        }
+    }
+
+    fn keep(&mut self, key: &str, value: String) {
+        if self.kept.len() >= MAX_EXTRA_METADATA {
+            self.skipped
+                .push(format!("{key} (more than {MAX_EXTRA_METADATA} entries)"));
+        } else if value.len() > MAX_METADATA_VALUE {
+            self.skipped
+                .push(format!("{key} ({} characters)", value.len()));
+        } else {
+            self.kept.push((key.to_owned(), value));
+        }
+    }
+
+    fn add_json(&mut self, key: &str, value: &serde_json::Value, depth: usize) {
+        if !self.visit(key) {
+            return;
+        }
+        match value {
+            serde_json::Value::String(s) => self.keep(key, s.clone()),
+            serde_json::Value::Object(object) if depth < MAX_METADATA_DEPTH => {
+                for (k, v) in object {
+                    self.add_json(&format!("{key}.{k}"), v, depth + 1);
+                }
+            }
+            other => self.keep(key, other.to_string()),
+        }
+    }
+
+    fn add_pickle(&mut self, pickle: &Pickle, key: &str, id: ValueId, depth: usize) {
+        if !self.visit(key) {
+            return;
+        }
+        if let Value::Str(s) = pickle.get(id) {
+            return self.keep(key, s.clone());
+        }
+        if let Some(text) = plain_json(pickle, id, 0) {
+            return self.keep(key, text);
+        }
+        match checkpoint::dict_entries(pickle, id) {
+            Some(entries) if depth < MAX_METADATA_DEPTH => {
+                for (k, v) in entries {
+                    self.add_pickle(pickle, &format!("{key}.{k}"), v, depth + 1);
+                }
+            }
+            _ => self.skipped.push(format!(
+                "{key} (holds tensors or other values that are not plain data)"
+            )),
+        }
+    }
+}
+
+/// A scalar, or a list/tuple of scalars, as JSON text; `None` for anything else.
+fn plain_json(pickle: &Pickle, id: ValueId, depth: usize) -> Option<String> {
+    Some(match pickle.get(id) {
+        Value::None => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) if f.is_finite() => f.to_string(),
+        Value::Str(s) => serde_json::Value::String(s.clone()).to_string(),
+        Value::List(items) | Value::Tuple(items) if depth == 0 && items.len() <= 1024 => {
+            let parts: Option<Vec<String>> = items
+                .iter()
+                .map(|item| plain_json(pickle, *item, depth + 1))
+                .collect();
+            format!("[{}]", parts?.join(","))
+        }
+        _ => return None,
+    })
+}
+
+/// Reads every tensor the model needs out of its storage and writes the safetensors file.
+fn write(
+    archive: &mut archive::Archive<'_>,
+    layers: &Layers<'_>,
+    metadata: BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    // Every tensor to write, named, before anything is read: a parameter the module left out
+    // (`bias=False`, `affine=False`) is written as the identity it stands for.
+    let mut wanted: Vec<(String, Source<'_>)> = Vec::new();
+    let Role::LayerNorm { weight, bias } = &layers.input_norm.role else {
+        unreachable!("arranged");
+    };
+    wanted.push(("input_norm.weight".into(), Source::Tensor(weight)));
+    wanted.push(("input_norm.bias".into(), Source::Tensor(bias)));
+    for (i, (linear, norm)) in layers.blocks.iter().enumerate() {
+        let Role::Linear { weight, bias } = &linear.role else {
+            unreachable!("arranged");
+        };
+        let outputs = weight.shape[0];
+        wanted.push((format!("hidden.{i}.linear.weight"), Source::Tensor(weight)));
+        wanted.push((
+            format!("hidden.{i}.linear.bias"),
+            Source::or(*bias, outputs, 0.0),
+        ));
+        let Role::BatchNorm {
+            weight,
+            bias,
+            mean,
+            var,
+        } = &norm.role
+        else {
+            unreachable!("arranged");
+        };
+        wanted.push((
+            format!("hidden.{i}.norm.weight"),
+            Source::or(*weight, outputs, 1.0),
+        ));
+        wanted.push((
+            format!("hidden.{i}.norm.bias"),
+            Source::or(*bias, outputs, 0.0),
+        ));
+        wanted.push((
+            format!("hidden.{i}.norm.running_mean"),
+            Source::Tensor(mean),
+        ));
+        wanted.push((format!("hidden.{i}.norm.running_var"), Source::Tensor(var)));
+    }
+    let Role::Linear { weight, bias } = &layers.output.role else {
+        unreachable!("arranged");
+    };
+    wanted.push(("output.weight".into(), Source::Tensor(weight)));
+    wanted.push(("output.bias".into(), Source::or(*bias, 1, 0.0)));
+
+    let elements: u64 = wanted.iter().map(|(_, source)| source.numel()).sum();
+    if elements > MAX_MODEL_ELEMENTS {
+        return Err(Error::model_invalid(format!(
+            "the model has {elements} values; the limit is {MAX_MODEL_ELEMENTS}"
+        )));
+    }
+    let mut reader = TensorReader {
+        archive,
+        storages: HashMap::new(),
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(wanted.len());
+    for (name, source) in wanted {
+        let (shape, values) = match source {
+            Source::Tensor(tensor) => (shape_of(tensor), reader.read(&name, tensor)?),
+            Source::Filled(n, value) => (vec![n as usize], vec![value; n as usize]),
+        };
+        let bytes = f32_bytes(&values);
+        tensors.push((name, shape, bytes));
+    }
+
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| Error::model_invalid(format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, Some(metadata.into_iter().collect()))
+        .map_err(|e| Error::model_invalid(format!("cannot write the safetensors file: {e}")))
+}
+
+/// Where a written tensor's values come from.
+enum Source<'p> {
+    /// A tensor of the checkpoint.
+    Tensor(&'p Tensor),
+    /// `n` copies of one value, for a parameter the module does not have.
+    Filled(u64, f64),
+}
+
+impl<'p> Source<'p> {
+    fn or(tensor: Option<&'p Tensor>, n: u64, value: f64) -> Source<'p> {
+        tensor.map_or(Source::Filled(n, value), Source::Tensor)
+    }
+
+    fn numel(&self) -> u64 {
+        match self {
+            Source::Tensor(tensor) => tensor.numel(),
+            Source::Filled(n, _) => *n,
+        }
+    }
+}
+
+fn shape_of(tensor: &Tensor) -> Vec<usize> {
+    tensor.shape.iter().map(|d| *d as usize).collect()
+}
+
+/// Float64 values narrowed to little-endian float32, the stored dtype of converted models.
+fn f32_bytes(values: &[f64]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect()
+}
+
+/// Storages read once each and shared by the tensors that view them.
+struct TensorReader<'r, 'a> {
+    archive: &'r mut archive::Archive<'a>,
+    storages: HashMap<String, Vec<u8>>,
+}
+
+impl TensorReader<'_, '_> {
+    /// The tensor's elements in row-major order, widened to float64.
+    fn read(&mut self, name: &str, tensor: &Tensor) -> Result<Vec<f64>> {
+        let storage = &tensor.storage;
+        if !storage.dtype.is_float() {
+            return Err(Error::model_invalid(format!(
+                "{name} is stored as {:?}; model weights must be floating point",
+                storage.dtype
+            )));
+        }
+        let size = storage.dtype.size();
+        if !self.storages.contains_key(&storage.key) {
+            // The pickle already checked that every view lies inside `numel` elements; here the
+            // entry must really hold them.
+            let needed = storage
+                .numel
+                .checked_mul(size as u64)
+                .ok_or_else(|| Error::model_invalid("storage size overflows"))?;
+            let bytes = self.archive.storage(&storage.key, needed)?;
+            self.storages.insert(storage.key.clone(), bytes);
+        }
+        let bytes = &self.storages[&storage.key];
+        if (bytes.len() as u64) < storage.numel * size as u64 {
+            // The same key named twice with different numels.
+            return Err(Error::model_invalid(format!(
+                "storage {:?} is shorter than {name} needs",
+                storage.key
+            )));
+        }
+        let numel = tensor.numel() as usize;
+        let mut values = Vec::with_capacity(numel);
+        let mut index = vec![0u64; tensor.shape.len()];
+        for _ in 0..numel {
+            let element: u64 = tensor.offset
+                + index
+                    .iter()
+                    .zip(&tensor.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<u64>();
+            let at = element as usize * size;
+            values.push(element_at(storage.dtype, &bytes[at..at + size]));
+            // Row-major increment of the multi-index.
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                if index[d] < tensor.shape[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        Ok(values)
+    }
+}
+
+fn element_at(dtype: Dtype, b: &[u8]) -> f64 {
+    match dtype {
+        Dtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        Dtype::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")),
+        Dtype::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
+        Dtype::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f64(),
+        _ => unreachable!("checked to be a float dtype"),
+    }
+}

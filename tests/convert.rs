@@ -1,0 +1,759 @@
+//! `gemma_cyber::convert` and `gemma-cyber convert`: real PyTorch checkpoints convert and agree with
+//! PyTorch's own outputs on every backend; hostile files are refused with a message, nothing run.
+#![cfg(feature = "convert")]
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+
+use common::*;
+use gemma_cyber::convert::{convert_checkpoint, Conversion, ConvertOptions};
+use gemma_cyber::model::NormOrder;
+use gemma_cyber::{BackendKind, Classifier, ModelSource, Options, Status};
+
+const DIR: &str = "tests/fixtures/checkpoints";
+
+/// Every fixture made by tools/make_checkpoint_fixtures.py: folder, name, flag given, order the
+/// PyTorch model really has.
+const FIXTURES: [(&str, &str, Option<NormOrder>, NormOrder); 5] = [
+    ("", "sequential_bn_relu", None, NormOrder::LinearBnRelu),
+    (
+        "",
+        "sequential_relu_bn_dropout",
+        None,
+        NormOrder::LinearReluBn,
+    ),
+    ("", "named_bn_relu", None, NormOrder::LinearBnRelu),
+    (
+        "",
+        "named_relu_bn",
+        Some(NormOrder::LinearReluBn),
+        NormOrder::LinearReluBn,
+    ),
+    (
+        "with_config/",
+        "nested_relu_bn_f64",
+        None,
+        NormOrder::LinearReluBn,
+    ),
+];
+
+/// Every backend this build has; each must match PyTorch.
+fn backends() -> Vec<BackendKind> {
+    #[allow(unused_mut)]
+    let mut kinds = vec![BackendKind::Cpu];
+    #[cfg(feature = "onnxruntime")]
+    kinds.push(BackendKind::Onnxruntime);
+    #[cfg(feature = "wgpu")]
+    kinds.push(BackendKind::Wgpu);
+    kinds
+}
+
+fn convert_file(relative: &str, norm_order: Option<NormOrder>) -> gemma_cyber::Result<Conversion> {
+    let path = repo_path(relative);
+    let config = path.with_file_name("config.json");
+    convert_checkpoint(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{relative}: {e}")),
+        &ConvertOptions {
+            file_name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            norm_order,
+            config_json: std::fs::read(config).ok(),
+        },
+    )
+}
+
+fn classify(model: &[u8], backend: BackendKind, inputs: &[f32], dim: usize) -> Vec<f32> {
+    let classifier = Classifier::new(&Options {
+        backend,
+        model: ModelSource::Bytes(model.to_vec()),
+        ..Options::default()
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+    let mut probabilities = vec![0.0; inputs.len() / dim];
+    classifier
+        .classify(inputs, dim, &mut probabilities, None)
+        .unwrap();
+    probabilities
+}
+
+#[test]
+fn every_fixture_converts_and_every_backend_matches_pytorch() {
+    for (folder, name, flag, order) in FIXTURES {
+        let conversion = convert_file(&format!("{DIR}/{folder}{name}.pt"), flag)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            conversion.norm_order, order,
+            "{name}: {:?}",
+            conversion.report
+        );
+        assert_eq!(conversion.model.hidden_sizes(), &[512, 256, 128], "{name}");
+        assert_eq!(conversion.model.parameter_count(), 561_409, "{name}");
+        let (inputs, dim) = npy_f32(&format!("{DIR}/{folder}{name}.inputs.npy"));
+        let expected = npy_f64(&format!("{DIR}/{folder}{name}.expected.npy"));
+        for backend in backends() {
+            let probabilities = classify(&conversion.safetensors, backend, &inputs, dim);
+            let diff = max_abs_diff(&probabilities, &expected);
+            assert!(
+                diff <= TOLERANCE,
+                "{name} on {}: max |ours - PyTorch| = {diff:e}",
+                backend.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn protocol_4_and_half_precision_checkpoints_match_pytorch() {
+    for name in ["protocol4", "float16", "bfloat16"] {
+        let conversion = convert_file(&format!("{DIR}/small/{name}.pt"), None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (inputs, dim) = npy_f32(&format!("{DIR}/small/{name}.inputs.npy"));
+        let expected = npy_f64(&format!("{DIR}/small/{name}.expected.npy"));
+        for backend in backends() {
+            let probabilities = classify(&conversion.safetensors, backend, &inputs, dim);
+            let diff = max_abs_diff(&probabilities, &expected);
+            assert!(diff <= TOLERANCE, "{name} on {}: {diff:e}", backend.name());
+        }
+    }
+}
+
+#[test]
+fn sequential_indices_decide_the_norm_order_and_the_report_says_so() {
+    let bn_relu = convert_file(&format!("{DIR}/sequential_bn_relu.pt"), None).unwrap();
+    assert!(
+        bn_relu.report.iter().any(|l| l.starts_with(
+            "norm order: linear_bn_relu (inferred: Linear 1 and BatchNorm 2 are 1 apart"
+        )),
+        "{:?}",
+        bn_relu.report
+    );
+    let relu_bn = convert_file(&format!("{DIR}/sequential_relu_bn_dropout.pt"), None).unwrap();
+    assert!(
+        relu_bn.report.iter().any(|l| l.starts_with(
+            "norm order: linear_relu_bn (inferred: Linear 1 and BatchNorm 3 are 2 apart"
+        )),
+        "{:?}",
+        relu_bn.report
+    );
+}
+
+#[test]
+fn named_modules_need_the_flag_when_relu_comes_first() {
+    let path = format!("{DIR}/named_relu_bn.pt");
+    let (inputs, dim) = npy_f32(&format!("{DIR}/named_relu_bn.inputs.npy"));
+    let expected = npy_f64(&format!("{DIR}/named_relu_bn.expected.npy"));
+
+    // Without the flag nothing says ReLU comes first: the default is assumed, and it is wrong.
+    let assumed = convert_file(&path, None).unwrap();
+    assert_eq!(assumed.norm_order, NormOrder::LinearBnRelu);
+    assert!(
+        assumed.report.iter().any(|l| l.contains("assumed")),
+        "{:?}",
+        assumed.report
+    );
+    let wrong = classify(&assumed.safetensors, BackendKind::Cpu, &inputs, dim);
+    assert!(
+        max_abs_diff(&wrong, &expected) > 1e-3,
+        "the order must matter"
+    );
+
+    let forced = convert_file(&path, Some(NormOrder::LinearReluBn)).unwrap();
+    assert!(forced.report.iter().any(|l| l.contains("forced")));
+    let right = classify(&forced.safetensors, BackendKind::Cpu, &inputs, dim);
+    assert!(max_abs_diff(&right, &expected) <= TOLERANCE);
+}
+
+#[test]
+fn the_flag_wins_over_the_indices_and_names_what_they_say() {
+    let forced = convert_file(
+        &format!("{DIR}/sequential_bn_relu.pt"),
+        Some(NormOrder::LinearReluBn),
+    )
+    .unwrap();
+    assert_eq!(forced.norm_order, NormOrder::LinearReluBn);
+    let line = forced
+        .report
+        .iter()
+        .find(|l| l.starts_with("norm order:"))
+        .unwrap();
+    assert!(
+        line.contains("forced by the caller; the layer indices say linear_bn_relu"),
+        "{line}"
+    );
+}
+
+#[test]
+fn metadata_records_the_format_the_source_and_plain_checkpoint_values() {
+    let conversion = convert_file(&format!("{DIR}/sequential_relu_bn_dropout.pt"), None).unwrap();
+    let metadata = conversion.model.metadata();
+    let get = |key: &str| metadata.get(key).map(String::as_str);
+    assert_eq!(get("format"), Some("gemma-cyber"));
+    assert_eq!(get("format_version"), Some("1"));
+    assert_eq!(get("norm_order"), Some("linear_relu_bn"));
+    assert_eq!(get("threshold"), Some("0.5"));
+    assert_eq!(
+        get("source"),
+        Some("converted from sequential_relu_bn_dropout.pt by gemma-cyber convert")
+    );
+    assert_eq!(get("checkpoint.epoch"), Some("17"));
+    assert_eq!(get("checkpoint.best"), Some("true"));
+    assert_eq!(get("checkpoint.metrics.val_accuracy"), Some("0.9731"));
+    assert_eq!(get("checkpoint.config.hidden_dims"), Some("[512,256,128]"));
+    // The optimizer's state is not plain data: left out, and the report says so.
+    assert!(!metadata
+        .keys()
+        .any(|k| k.starts_with("checkpoint.optimizer_state_dict.param_groups")));
+    assert!(conversion
+        .report
+        .iter()
+        .any(|l| l.contains("not kept as metadata: checkpoint.optimizer_state_dict")));
+}
+
+#[test]
+fn config_json_sets_eps_threshold_and_embedding_model() {
+    let conversion =
+        convert_file(&format!("{DIR}/with_config/nested_relu_bn_f64.pt"), None).unwrap();
+    let model = &conversion.model;
+    assert_eq!(model.threshold(), 0.4);
+    assert_eq!(model.layer_norm_eps(), 1e-6);
+    assert_eq!(model.batch_norm_eps(), 1e-3);
+    assert_eq!(
+        model.metadata().get("embedding_model").map(String::as_str),
+        Some("google/embeddinggemma-300m")
+    );
+    assert_eq!(
+        model.metadata().get("config.input_dim").map(String::as_str),
+        Some("768")
+    );
+}
+
+#[test]
+fn a_bad_config_json_is_refused() {
+    let bytes = std::fs::read(repo_path(&format!("{DIR}/sequential_bn_relu.pt"))).unwrap();
+    for (config, wanted) in [
+        (&b"{\"threshold\": 2}"[..], "threshold is 2"),
+        (
+            b"{\"norm_order\": \"relu_first\"}",
+            "norm_order is \"relu_first\"",
+        ),
+        (b"{\"layer_norm_eps\": -1}", "layer_norm_eps is -1"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"{", "not valid JSON"),
+    ] {
+        let error = convert_checkpoint(
+            &bytes,
+            &ConvertOptions {
+                config_json: Some(config.to_vec()),
+                ..ConvertOptions::default()
+            },
+        )
+        .expect_err("refused");
+        assert_eq!(error.status(), Status::ModelInvalid);
+        assert!(error.message().contains(wanted), "{}", error.message());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files.
+
+fn refused(bytes: &[u8]) -> String {
+    let error = convert_checkpoint(bytes, &ConvertOptions::default()).expect_err("must be refused");
+    assert_eq!(error.status(), Status::ModelInvalid, "{}", error.message());
+    error.message().to_owned()
+}
+
+fn refused_file(name: &str) -> String {
+    refused(&std::fs::read(repo_path(&format!("{DIR}/hostile/{name}"))).unwrap())
+}
+
+const MARKER: &str = "/tmp/gemma-cyber-pwned";
+
+#[test]
+fn a_checkpoint_calling_os_system_is_refused_and_nothing_runs() {
+    let _ = std::fs::remove_file(MARKER);
+    let message = refused_file("os_system.pt");
+    // pickle writes os.system as posix.system on Linux.
+    assert!(message.contains("refused global posix.system"), "{message}");
+    assert!(message.contains("nothing was executed"), "{message}");
+    assert!(!std::path::Path::new(MARKER).exists(), "the command ran");
+}
+
+#[test]
+fn a_checkpoint_calling_builtins_eval_is_refused() {
+    let message = refused_file("builtins_eval.pt");
+    assert!(
+        message.contains("refused global __builtin__.eval"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_whole_pickled_module_is_refused_with_a_hint() {
+    let message = refused_file("whole_module.pt");
+    assert!(
+        message.contains("refused global torch.nn.modules.linear.Linear"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_zip_bomb_is_refused_without_inflating() {
+    let message = refused_file("zip_bomb.pt");
+    assert!(message.contains("is compressed"), "{message}");
+}
+
+#[test]
+fn truncated_and_non_zip_files_are_refused() {
+    let bytes = std::fs::read(repo_path(&format!("{DIR}/sequential_bn_relu.pt"))).unwrap();
+    for cut in [0, 4, 100, bytes.len() / 2, bytes.len() - 1] {
+        refused(&bytes[..cut]);
+    }
+    assert!(refused(b"\x80\x02}q\x00.").contains("legacy"));
+    assert!(refused(b"{\"not\": \"a checkpoint\"}").contains("not a zip file"));
+}
+
+/// A pickle writer for crafted checkpoints: the opcodes torch.save emits.
+#[derive(Default)]
+struct Pickler(Vec<u8>);
+
+impl Pickler {
+    fn op(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.0.push(b'X');
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.op(s.as_bytes())
+    }
+    fn int(&mut self, v: u64) -> &mut Self {
+        self.0.push(0x8a);
+        self.0.push(8);
+        self.op(&v.to_le_bytes())
+    }
+    fn global(&mut self, module: &str, name: &str) -> &mut Self {
+        self.op(format!("c{module}\n{name}\n").as_bytes())
+    }
+    fn ints(&mut self, values: &[u64]) -> &mut Self {
+        self.op(b"(");
+        for v in values {
+            self.int(*v);
+        }
+        self.op(b"t")
+    }
+    /// `_rebuild_tensor_v2(storage, 0, shape, contiguous stride, False, OrderedDict())`.
+    fn tensor(&mut self, storage_class: &str, key: &str, numel: u64, shape: &[u64]) -> &mut Self {
+        let mut stride = vec![1; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * shape[d + 1];
+        }
+        self.view(storage_class, key, numel, 0, shape, &stride)
+    }
+    /// `_rebuild_tensor_v2(storage, offset, shape, stride, False, OrderedDict())`.
+    fn view(
+        &mut self,
+        storage_class: &str,
+        key: &str,
+        numel: u64,
+        offset: u64,
+        shape: &[u64],
+        stride: &[u64],
+    ) -> &mut Self {
+        self.global("torch._utils", "_rebuild_tensor_v2").op(b"((");
+        self.str("storage")
+            .global("torch", storage_class)
+            .str(key)
+            .str("cpu")
+            .int(numel);
+        self.op(b"tQ")
+            .int(offset)
+            .ints(shape)
+            .ints(stride)
+            .op(b"\x89");
+        self.global("collections", "OrderedDict").op(b")RtR")
+    }
+}
+
+/// One tensor of a crafted state dict: name, storage class, shape; storage numel equals the
+/// shape's unless `numel` says otherwise.
+struct Spec<'a> {
+    name: &'a str,
+    class: &'a str,
+    shape: Vec<u64>,
+    numel: Option<u64>,
+    bytes: Option<usize>,
+}
+
+fn spec<'a>(name: &'a str, shape: &[u64]) -> Spec<'a> {
+    Spec {
+        name,
+        class: "FloatStorage",
+        shape: shape.to_vec(),
+        numel: None,
+        bytes: None,
+    }
+}
+
+/// The small model LayerNorm(8) → Linear(8→4) + BN(4) → Linear(4→1), as a Sequential state dict.
+fn small_model() -> Vec<Spec<'static>> {
+    vec![
+        spec("0.weight", &[8]),
+        spec("0.bias", &[8]),
+        spec("1.weight", &[4, 8]),
+        spec("1.bias", &[4]),
+        spec("2.weight", &[4]),
+        spec("2.bias", &[4]),
+        spec("2.running_mean", &[4]),
+        spec("2.running_var", &[4]),
+        spec("4.weight", &[1, 4]),
+        spec("4.bias", &[1]),
+    ]
+}
+
+/// A torch.save-shaped zip (stored entries) holding `specs` as an OrderedDict state dict; every
+/// float is 0.5.
+fn crafted(specs: &[Spec<'_>]) -> Vec<u8> {
+    let (pickle, storages) = crafted_parts(specs);
+    torch_zip(&pickle, &storages)
+}
+
+/// The pickle and the storages of [`crafted`], to be zipped.
+fn crafted_parts(specs: &[Spec<'_>]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let mut p = Pickler::default();
+    p.op(b"\x80\x02")
+        .global("collections", "OrderedDict")
+        .op(b")R(");
+    let mut storages = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let key = i.to_string();
+        let numel = s.numel.unwrap_or(s.shape.iter().product());
+        p.str(s.name).tensor(s.class, &key, numel, &s.shape);
+        let len = s.bytes.unwrap_or(numel as usize * 4);
+        storages.push((
+            key,
+            0.5f32.to_le_bytes().repeat(len.div_ceil(4))[..len].to_vec(),
+        ));
+    }
+    p.op(b"u.");
+    (p.0, storages)
+}
+
+fn torch_zip(pickle: &[u8], storages: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(pickle).unwrap();
+    zip.start_file("archive/byteorder", stored).unwrap();
+    zip.write_all(b"little").unwrap();
+    for (key, bytes) in storages {
+        zip.start_file(format!("archive/data/{key}"), stored)
+            .unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn the_crafted_small_model_converts() {
+    // The baseline every crafted hostile file below departs from by one thing.
+    let conversion = convert_checkpoint(&crafted(&small_model()), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(conversion.model.input_dim(), 8);
+    assert_eq!(conversion.model.hidden_sizes(), &[4]);
+}
+
+#[test]
+fn strided_views_with_an_offset_are_read_element_by_element() {
+    // 1.weight W[o][i] = 8 o + i, stored transposed after 100 unrelated floats: offset 100,
+    // shape [4, 8], stride [1, 4] (what `weight.t()` of a contiguous [8, 4] tensor looks like).
+    let (_, mut storages) = crafted_parts(&small_model());
+    let mut p = Pickler::default();
+    p.op(b"\x80\x02")
+        .global("collections", "OrderedDict")
+        .op(b")R(");
+    for (i, s) in small_model().iter().enumerate() {
+        let numel: u64 = s.shape.iter().product();
+        if s.name == "1.weight" {
+            p.str(s.name)
+                .view("FloatStorage", "w", 132, 100, &[4, 8], &[1, 4]);
+        } else {
+            p.str(s.name)
+                .tensor("FloatStorage", &i.to_string(), numel, &s.shape);
+        }
+    }
+    p.op(b"u.");
+    let mut transposed = vec![-1.0f32; 100];
+    for i in 0..8 {
+        for o in 0..4 {
+            transposed.push((8 * o + i) as f32);
+        }
+    }
+    storages.push((
+        "w".to_owned(),
+        transposed.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    let conversion = convert_checkpoint(&torch_zip(&p.0, &storages), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = safetensors::SafeTensors::deserialize(&conversion.safetensors).unwrap();
+    let weight: Vec<f32> = file
+        .tensor("hidden.0.linear.weight")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(weight, (0..32).map(|v| v as f32).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_storage_shorter_than_its_tensor_claims_is_refused() {
+    let mut specs = small_model();
+    specs[2].bytes = Some(20);
+    let message = refused(&crafted(&specs));
+    assert!(
+        message.contains("storage \"2\" is 20 bytes but the pickle says it holds 128"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_tensor_larger_than_its_storage_is_refused() {
+    let mut specs = small_model();
+    specs[2].numel = Some(16);
+    let message = refused(&crafted(&specs));
+    assert!(message.contains("has 32 elements but storage"), "{message}");
+}
+
+#[test]
+fn mismatched_shapes_are_refused() {
+    let mut specs = small_model();
+    specs[6].shape = vec![3];
+    let message = refused(&crafted(&specs));
+    assert!(
+        message.contains("2: BatchNorm1d(3): weight has shape [4]")
+            || message.contains("running_mean has shape [3]; expected [4]"),
+        "{message}"
+    );
+
+    let mut specs = small_model();
+    specs[2].shape = vec![4, 7];
+    let message = refused(&crafted(&specs));
+    assert!(
+        message.contains("1: Linear(7→4) does not take the 8 values before it"),
+        "{message}"
+    );
+
+    let mut specs = small_model();
+    specs[8].shape = vec![2, 4];
+    specs[9].shape = vec![2];
+    let message = refused(&crafted(&specs));
+    assert!(message.contains("is not Linear(4→1)"), "{message}");
+}
+
+#[test]
+fn a_model_that_is_not_this_architecture_is_refused() {
+    // No LayerNorm.
+    let message = refused(&crafted(&small_model()[2..]));
+    assert!(message.contains("modules with weights"), "{message}");
+    // An unknown kind of module.
+    let mut specs = small_model();
+    specs.insert(2, spec("1.scale", &[4]));
+    let message = refused(&crafted(&specs));
+    assert!(
+        message.contains("not a LayerNorm, Linear or BatchNorm1d"),
+        "{message}"
+    );
+}
+
+#[test]
+fn parameters_without_batchnorm_buffers_get_a_hint() {
+    // What `dict(model.named_parameters())` saves: BatchNorm's weight and bias, no running stats.
+    let specs: Vec<Spec<'_>> = small_model()
+        .into_iter()
+        .filter(|s| !s.name.contains("running"))
+        .collect();
+    let message = refused(&crafted(&specs));
+    assert!(message.contains("save model.state_dict()"), "{message}");
+}
+
+#[test]
+fn integer_weights_are_refused() {
+    let mut specs = small_model();
+    specs[2].class = "LongStorage";
+    specs[2].bytes = Some(32 * 8);
+    let message = refused(&crafted(&specs));
+    assert!(message.contains("must be floating point"), "{message}");
+}
+
+#[test]
+fn an_absurd_tensor_count_is_refused() {
+    let names: Vec<String> = (0..5000).map(|i| format!("t{i}.weight")).collect();
+    let specs: Vec<Spec<'_>> = names.iter().map(|n| spec(n, &[1])).collect();
+    let message = refused(&crafted(&specs));
+    assert!(message.contains("more than 4096 tensors"), "{message}");
+}
+
+#[test]
+fn a_huge_claimed_storage_is_refused_without_allocating_it() {
+    let mut specs = small_model();
+    // 2^40 floats claimed, 128 bytes present: refused when read, never allocated.
+    specs[2].numel = Some(1 << 40);
+    specs[2].bytes = Some(128);
+    let message = refused(&crafted(&specs));
+    assert!(
+        message.contains("is 128 bytes but the pickle says it holds"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_self_referencing_extra_entry_is_walked_a_bounded_number_of_times() {
+    // {"model_state_dict": ..., "loop": d} where d holds 1000 references to itself: a walk
+    // bounded by depth alone would visit 1000^4 values.
+    let (pickle, storages) = crafted_parts(&small_model());
+    let state_dict = &pickle[2..pickle.len() - 1];
+    let mut p = Pickler::default();
+    p.op(b"\x80\x02}(").str("model_state_dict").op(state_dict);
+    p.str("loop").op(b"}q\x01(");
+    for i in 0..1000 {
+        p.str(&format!("k{i}")).op(b"h\x01");
+    }
+    p.op(b"uu.");
+    let started = std::time::Instant::now();
+    let conversion = convert_checkpoint(&torch_zip(&p.0, &storages), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(started.elapsed().as_secs() < 20);
+    assert!(
+        conversion
+            .report
+            .iter()
+            .any(|l| l.contains("more than 4096 values to look at")),
+        "{:?}",
+        conversion.report
+    );
+}
+
+#[test]
+fn an_absurd_zip_entry_count_is_refused_before_reading_the_directory() {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..20_000 {
+        zip.start_file(format!("archive/data/{i}"), stored).unwrap();
+    }
+    let bytes = zip.finish().unwrap().into_inner();
+    let message = refused(&bytes);
+    assert!(
+        message.contains("claims 20000 entries; the limit is 16384"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_storage_entry_is_refused() {
+    let (pickle, mut storages) = crafted_parts(&small_model());
+    storages.retain(|(key, _)| key != "2");
+    let message = refused(&torch_zip(&pickle, &storages));
+    assert!(
+        message.contains("the zip has no archive/data/2"),
+        "{message}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line.
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
+        .args(args)
+        .current_dir(repo_path(""))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_converts_reads_config_json_and_prints_what_it_inferred() {
+    let out = std::env::temp_dir().join(format!(
+        "gemma-cyber-convert-{}.safetensors",
+        std::process::id()
+    ));
+    let output = cli(&[
+        "convert",
+        &format!("{DIR}/with_config/nested_relu_bn_f64.pt"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("config: tests/fixtures/checkpoints/with_config/config.json"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("norm order: linear_relu_bn (inferred"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("layers: input_norm: LayerNorm(768) → hidden.0: Linear(768→512)"),
+        "{stdout}"
+    );
+    let model = gemma_cyber::Model::from_path(&out).unwrap();
+    assert_eq!(model.threshold(), 0.4);
+    std::fs::remove_file(&out).unwrap();
+}
+
+#[test]
+fn cli_norm_order_flag_and_no_config() {
+    let out = std::env::temp_dir().join(format!(
+        "gemma-cyber-convert-flag-{}.safetensors",
+        std::process::id()
+    ));
+    let output = cli(&[
+        "convert",
+        &format!("{DIR}/with_config/nested_relu_bn_f64.pt"),
+        "-o",
+        out.to_str().unwrap(),
+        "--norm-order",
+        "linear_bn_relu",
+        "--no-config",
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("config: none"), "{stdout}");
+    assert!(
+        stdout.contains("norm order: linear_bn_relu (forced by the caller"),
+        "{stdout}"
+    );
+    let model = gemma_cyber::Model::from_path(&out).unwrap();
+    assert_eq!(model.threshold(), 0.5);
+    std::fs::remove_file(&out).unwrap();
+}
+
+#[test]
+fn cli_exit_codes_say_missing_or_refused_and_no_output_is_left() {
+    let out = std::env::temp_dir().join(format!(
+        "gemma-cyber-convert-bad-{}.safetensors",
+        std::process::id()
+    ));
+    let output = cli(&["convert", "no/such/model.pt", "-o", out.to_str().unwrap()]);
+    assert_eq!(
+        output.status.code(),
+        Some(10 + Status::ModelNotFound as i32)
+    );
+    let output = cli(&[
+        "convert",
+        &format!("{DIR}/hostile/os_system.pt"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(10 + Status::ModelInvalid as i32));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("refused global posix.system"), "{stderr}");
+    assert!(!out.exists());
+}
