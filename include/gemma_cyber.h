@@ -41,7 +41,10 @@ typedef enum gemma_cyber_backend {
    */
   GEMMA_CYBER_BACKEND_ONNXRUNTIME = 2,
   /**
-   * WGSL compute shaders through wgpu (Vulkan, Metal, DX12).
+   * WGSL compute shaders through wgpu (Vulkan, Metal, DX12). The environment variables
+   * `GEMMA_CYBER_WGPU_ADAPTER` (part of the adapter's name) and `GEMMA_CYBER_WGPU_BACKENDS`
+   * (`vulkan`, `metal`, `dx12`) choose the adapter; asked for by name it may be a software one
+   * (e.g. lavapipe), which AUTO never picks.
    */
   GEMMA_CYBER_BACKEND_WGPU = 3,
 } gemma_cyber_backend;

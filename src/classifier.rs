@@ -41,6 +41,12 @@ pub struct Options {
     pub onnxruntime_library: Option<PathBuf>,
     /// The SHA-256 the model file must have; a mismatch is MODEL_INVALID and loads nothing.
     pub expected_sha256: Option<[u8; 32]>,
+    /// wgpu: use an adapter whose name contains this (ignoring case); `None`: the
+    /// `GEMMA_CYBER_WGPU_ADAPTER` environment variable, else the best adapter.
+    pub wgpu_adapter: Option<String>,
+    /// wgpu: graphics APIs to try, comma-separated (`vulkan`, `metal`, `dx12`, `gl`); `None`: the
+    /// `GEMMA_CYBER_WGPU_BACKENDS` environment variable, else every one built in.
+    pub wgpu_backends: Option<String>,
 }
 
 /// A model bound to a backend. `classify` takes `&self` and may be called from many threads at once.
@@ -161,17 +167,34 @@ impl Classifier {
     }
 }
 
+/// Starts the backend the options name; AUTO tries each of [`auto_candidates`] in order and falls
+/// back to cpu.
 fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
     match options.backend {
         BackendKind::Cpu => Ok(Box::new(cpu(options, model)?)),
         BackendKind::Onnxruntime => onnxruntime(options, model),
-        // No GPU backend yet; ONNX Runtime when its library loads, else cpu.
-        BackendKind::Auto => match onnxruntime(options, model) {
-            Ok(backend) => Ok(backend),
-            Err(_) => Ok(Box::new(cpu(options, model)?)),
-        },
-        BackendKind::Wgpu => Err(unavailable_in_this_build(BackendKind::Wgpu)),
+        BackendKind::Wgpu => wgpu(options, model, true),
+        BackendKind::Auto => {
+            for start in auto_candidates() {
+                match start(options, model) {
+                    Ok(backend) => return Ok(backend),
+                    // A mistake in the options is the caller's to fix, not a reason to move on.
+                    Err(error) if error.status() == Status::InvalidArgument => return Err(error),
+                    Err(_) => {}
+                }
+            }
+            Ok(Box::new(cpu(options, model)?))
+        }
     }
+}
+
+/// A way to start a backend for AUTO.
+type Start = fn(&Options, &Arc<Model>) -> Result<Box<dyn Backend>>;
+
+/// What AUTO tries before cpu, best first: a real GPU through wgpu (never a software adapter),
+/// then ONNX Runtime.
+fn auto_candidates() -> [Start; 2] {
+    [|options, model| wgpu(options, model, false), onnxruntime]
 }
 
 fn cpu(options: &Options, model: &Model) -> Result<CpuBackend> {
@@ -192,6 +215,25 @@ fn onnxruntime(_options: &Options, _model: &Arc<Model>) -> Result<Box<dyn Backen
     Err(unavailable_in_this_build(BackendKind::Onnxruntime))
 }
 
+#[cfg(feature = "wgpu")]
+fn wgpu(options: &Options, model: &Model, allow_software: bool) -> Result<Box<dyn Backend>> {
+    use crate::backend::{WgpuBackend, WgpuSettings};
+    let settings = WgpuSettings {
+        adapter: options.wgpu_adapter.clone(),
+        backends: options.wgpu_backends.clone(),
+        allow_software,
+        ..WgpuSettings::default()
+    }
+    .with_env()?;
+    Ok(Box::new(WgpuBackend::new(model, &settings)?))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu(_options: &Options, _model: &Model, _allow_software: bool) -> Result<Box<dyn Backend>> {
+    Err(unavailable_in_this_build(BackendKind::Wgpu))
+}
+
+#[cfg(not(all(feature = "onnxruntime", feature = "wgpu")))]
 fn unavailable_in_this_build(kind: BackendKind) -> Error {
     Error::backend_unavailable(format!(
         "the {} backend is not part of this build of gemma-cyber",

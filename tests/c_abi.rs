@@ -531,6 +531,7 @@ fn concurrent_classify_on_one_handle_is_bit_identical() {
     });
 }
 
+#[cfg(not(all(feature = "onnxruntime", feature = "wgpu")))]
 fn assert_left_out(kind: BackendKind) {
     let mut options = default_options();
     options.backend = kind;

@@ -3,10 +3,14 @@
 mod cpu;
 #[cfg(feature = "onnxruntime")]
 mod onnxruntime;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 pub use cpu::{CpuBackend, CpuKernel};
 #[cfg(feature = "onnxruntime")]
 pub use onnxruntime::{onnx_model, OnnxruntimeBackend, LIBRARY_ENV as ONNXRUNTIME_LIBRARY_ENV};
+#[cfg(feature = "wgpu")]
+pub use wgpu::{WgpuBackend, WgpuSettings};
 
 use crate::error::Result;
 
@@ -21,7 +25,10 @@ pub enum BackendKind {
     Cpu = 1,
     /// ONNX Runtime, loaded at run time.
     Onnxruntime = 2,
-    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12).
+    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12). The environment variables
+    /// `GEMMA_CYBER_WGPU_ADAPTER` (part of the adapter's name) and `GEMMA_CYBER_WGPU_BACKENDS`
+    /// (`vulkan`, `metal`, `dx12`) choose the adapter; asked for by name it may be a software one
+    /// (e.g. lavapipe), which AUTO never picks.
     Wgpu = 3,
 }
 

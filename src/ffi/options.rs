@@ -145,6 +145,7 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
         )?,
         // SAFETY: a caller that sets the field provides 32 readable bytes there.
         expected_sha256: (!sha256.is_null()).then(|| sha256.cast::<[u8; 32]>().read_unaligned()),
+        ..Options::default()
     })
 }
 

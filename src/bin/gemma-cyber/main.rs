@@ -177,6 +177,7 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
         num_threads: setup.threads,
         onnxruntime_library: None,
         expected_sha256: setup.sha256,
+        ..Options::default()
     };
     Ok(Classifier::new(&options)?)
 }

@@ -1,0 +1,68 @@
+// LayerNorm without affine (the affine is folded into the first dense layer), in place: one
+// workgroup per row, two passes (mean, then biased variance) as the cpu backend does.
+//
+// Shapes come from the model as pipeline-overridable constants.
+
+// Values in a row that belong to the embedding.
+override DIM: u32;
+// Values per row in the buffer: DIM rounded up to a multiple of 4 (the padding stays zero).
+override STRIDE: u32;
+override EPS: f32;
+
+struct Params {
+    // Rows in this chunk.
+    rows: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+
+const THREADS: u32 = 64u;
+var<workgroup> partial: array<f32, THREADS>;
+
+fn workgroup_sum(value: f32, lane: u32) -> f32 {
+    partial[lane] = value;
+    workgroupBarrier();
+    for (var step = THREADS / 2u; step > 0u; step = step / 2u) {
+        if lane < step {
+            partial[lane] = partial[lane] + partial[lane + step];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    // Everyone reads the total before the next call overwrites `partial`.
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    // Dispatches wider than the per-dimension limit spill into y.
+    let row = group.x + group.y * groups.x;
+    if row >= params.rows {
+        return;
+    }
+    let base = row * STRIDE;
+
+    var sum = 0.0;
+    for (var i = lane; i < DIM; i = i + THREADS) {
+        sum = sum + x[base + i];
+    }
+    let mean = workgroup_sum(sum, lane) / f32(DIM);
+
+    var squares = 0.0;
+    for (var i = lane; i < DIM; i = i + THREADS) {
+        let d = x[base + i] - mean;
+        squares = squares + d * d;
+    }
+    let variance = workgroup_sum(squares, lane) / f32(DIM);
+    let inv_std = 1.0 / sqrt(variance + EPS);
+
+    for (var i = lane; i < DIM; i = i + THREADS) {
+        x[base + i] = (x[base + i] - mean) * inv_std;
+    }
+}
