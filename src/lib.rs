@@ -7,6 +7,7 @@ pub mod backend;
 mod classifier;
 pub mod error;
 pub mod ffi;
+pub mod metrics;
 pub mod model;
 
 pub use backend::BackendKind;

@@ -34,6 +34,11 @@ impl Model {
         Model::from_bytes(BUILTIN_MODEL).map_err(|e| e.context("built-in model"))
     }
 
+    /// The bytes of the built-in model's safetensors file, e.g. to write a modified copy.
+    pub fn builtin_bytes() -> &'static [u8] {
+        BUILTIN_MODEL
+    }
+
     /// Reads and validates the model file at `path`.
     ///
     /// A file that cannot be opened is `ModelNotFound`; a file that opens but is not a valid model

@@ -1,5 +1,7 @@
 //! `gemma-cyber`: classify embeddings from .npy or JSON lines, and describe the model and backend.
 
+mod evaluate;
+
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +12,7 @@ use gemma_cyber::{BackendKind, Classifier, ModelSource, Options};
 /// Classifies text embeddings as cyber-related or not with the gemma_cyber model.
 ///
 /// Exit codes: 0 success, 1 output could not be written, 2 bad command line, 3 input file
-/// unreadable or malformed, 10 + the library's status otherwise (12 dimension mismatch,
+/// unreadable or malformed, 4 no threshold reaches the target, 10 + the library's status otherwise (12 dimension mismatch,
 /// 13 non-finite input, 14 model not found, 15 model invalid, 16 backend unavailable,
 /// 17 backend failure).
 #[derive(Parser)]
@@ -38,6 +40,10 @@ enum Command {
         #[command(flatten)]
         setup: Setup,
     },
+    /// Score labelled embeddings: accuracy, precision, recall, F1, AUC, confusion matrix.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Pick a threshold on labelled validation embeddings; optionally write it into the model.
+    Threshold(evaluate::ThresholdArgs),
 }
 
 #[derive(Args)]
@@ -108,6 +114,8 @@ fn main() -> ExitCode {
             setup,
         } => classify(input.as_deref(), format, &setup),
         Command::Info { setup } => info(&setup),
+        Command::Evaluate(args) => evaluate::evaluate(&args),
+        Command::Threshold(args) => evaluate::threshold(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
