@@ -367,9 +367,10 @@ mod tests {
             .unwrap();
         assert!((t - 0.65).abs() < 1e-6, "{t}");
         assert_eq!(ConfusionMatrix::new(&p, &y, t).recall(), 0.75);
-        // F1: at 0.7 it is 6/8 = 0.75 (TP 3, FP 1, FN 1); at 0.5 it is 8/11; 0.7 is the best.
+        // F1: 2/3 down to 0.9, 6/8 down to 0.7 (TP 3, FP 1, FN 1), 8/10 down to 0.5 (TP 4, FP 2).
         let t = choose_threshold(&p, &y, Target::MaxF1).unwrap().unwrap();
-        assert!((t - 0.65).abs() < 1e-6, "{t}");
+        assert!((t - 0.45).abs() < 1e-6, "{t}");
+        assert_eq!(ConfusionMatrix::new(&p, &y, t).f1(), 0.8);
         // Recall 1 needs every positive: down to 0.5.
         let t = choose_threshold(&p, &y, Target::Recall(1.0))
             .unwrap()

@@ -9,6 +9,10 @@ The wheels are read as zip files; nothing is installed. Hard negatives (non-secu
 text) are the docstrings of networking, OS and data modules of the CPython standard library that
 runs this script, so use CPython 3.11 to reproduce the committed corpus exactly.
 
+`--limit N` keeps the first N texts of the shuffled corpus: a random sample with about the same
+source mix, for when embedding everything takes too long. The default model used --limit (see
+models/MODEL_CARD.md).
+
 Each output line: {"id", "text", "label" (1 cyber, 0 not), "source", "package", "version",
 "license"}. The output is deterministic: sources are read in a fixed order and sampled with a
 fixed seed.
@@ -250,6 +254,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packages", required=True, help="folder of the downloaded wheels")
     parser.add_argument("--out", required=True, help="JSON lines to write")
+    parser.add_argument("--limit", type=int,
+                        help="keep only the first N texts of the shuffled corpus (a random sample)")
     args = parser.parse_args()
 
     def wheel(project):
@@ -283,6 +289,8 @@ def main():
         print(f"{source:22s} {len(picked):6d} of {len(pool):6d}", file=sys.stderr)
         records.extend(picked)
     rng.shuffle(records)
+    if args.limit:
+        records = records[: args.limit]
 
     with open(args.out, "w", encoding="utf-8") as f:
         for i, record in enumerate(records):
