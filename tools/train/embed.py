@@ -139,11 +139,18 @@ def main():
               f"{t3 - t2:.1f}s; max |diff| {np.abs(a - b).max():.2e}, min cosine {cos.min():.8f}")
         return
 
-    embed = (OnnxEmbedder(args.model_dir, onnx_path, args.threads).encode
-             if args.backend == "onnx" else
-             (lambda model: lambda batch, size: model.encode(batch, batch_size=size,
-                                                             convert_to_numpy=True))(
-                 sentence_transformer(args.model_dir)))
+    embedder = None
+
+    def embed(batch, size):
+        # Loaded on first use, so reassembling finished chunks needs no model.
+        nonlocal embedder
+        if embedder is None:
+            if args.backend == "onnx":
+                embedder = OnnxEmbedder(args.model_dir, onnx_path, args.threads).encode
+            else:
+                model = sentence_transformer(args.model_dir)
+                embedder = lambda b, n: model.encode(b, batch_size=n, convert_to_numpy=True)  # noqa: E731
+        return embedder(batch, size)
 
     parts = args.out + ".parts"
     os.makedirs(parts, exist_ok=True)

@@ -4,8 +4,9 @@
         --split out/split.json --out-dir examples/data
 
 Picks, from the test split (texts the model never trained on), the first row of each source in
-EXAMPLE_SOURCES, and writes sample.npy (float32 [8, 768]), sample.jsonl (the same rows as JSON
-arrays) and sample_texts.jsonl (row, label, source, package, version, licence and the text).
+EXAMPLE_SOURCES (the next one for a repeated source), and writes sample.npy (float32 [8, 768]),
+sample.jsonl (the same rows as JSON arrays) and sample_texts.jsonl (row, label, source, package,
+version, licence and the text).
 """
 import argparse
 import json
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-# Four cyber and four non-cyber sources, two of them hard negatives (technology text).
+# Four cyber and four non-cyber texts, two of the latter hard negatives (technology text). The
+# news corpus is left out: its articles' own licence is unclear, so its text is not redistributed.
 EXAMPLE_SOURCES = [
     "attack_procedure", "cwe_description", "genai_incident", "attack_technique",
-    "python_stdlib_doc", "wikipedia", "wikibooks_recipe", "news_lee",
+    "python_stdlib_doc", "wikipedia", "wikibooks_recipe", "python_stdlib_doc",
 ]
 
 
@@ -34,7 +36,7 @@ def main():
     test_rows = json.load(open(args.split))["test"]
     picked = []
     for source in EXAMPLE_SOURCES:
-        row = next(i for i in test_rows if records[i]["source"] == source)
+        row = next(i for i in test_rows if records[i]["source"] == source and i not in picked)
         picked.append(row)
 
     out = Path(args.out_dir)

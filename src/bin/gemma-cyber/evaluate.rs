@@ -272,9 +272,12 @@ fn write_report(out: &mut impl Write, m: &Metrics) -> io::Result<()> {
 
 fn report_json(m: &Metrics) -> serde_json::Value {
     let c = &m.confusion;
+    // Through the f32's shortest decimal, so the JSON shows 0.8282044 rather than the f64
+    // widening 0.8282043933868408; both parse back to the same f32.
+    let threshold: f64 = m.threshold.to_string().parse().expect("a float's own text");
     serde_json::json!({
         "rows": c.total(),
-        "threshold": m.threshold,
+        "threshold": threshold,
         "accuracy": m.accuracy,
         "precision": m.precision,
         "recall": m.recall,
