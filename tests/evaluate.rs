@@ -241,14 +241,18 @@ fn threshold_command_writes_a_model_with_only_the_threshold_changed() {
 
 #[test]
 fn mismatched_labels_and_a_missing_target_fail_cleanly() {
+    let short = std::env::temp_dir().join(format!("gemma-cyber-short-{}.txt", std::process::id()));
+    std::fs::write(&short, "0\n1\n1\n").unwrap();
     let output = run(&[
         "threshold",
         VALIDATION_EMBEDDINGS,
         "--labels",
-        TEST_LABELS,
+        short.to_str().unwrap(),
         "--max-f1",
     ]);
+    let _ = std::fs::remove_file(&short);
     assert_eq!(output.status.code(), Some(3), "{:?}", output);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("3 labels for"));
     let output = run(&[
         "threshold",
         VALIDATION_EMBEDDINGS,
