@@ -261,3 +261,27 @@ fn mismatched_labels_and_a_missing_target_fail_cleanly() {
     ]);
     assert_eq!(output.status.code(), Some(2), "a target is required");
 }
+
+#[test]
+fn demo_texts_are_labelled_as_their_sources_say() {
+    let text = std::fs::read_to_string(repo_path("examples/data/sample_texts.jsonl")).unwrap();
+    let expected: Vec<u8> = text
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["label"].as_u64().unwrap() as u8
+        })
+        .collect();
+    let (x, dim) = common::npy_f32("examples/data/sample.npy");
+    let classifier = Classifier::new(&Options {
+        backend: BackendKind::Cpu,
+        ..Options::default()
+    })
+    .unwrap();
+    let mut p = vec![0.0; x.len() / dim];
+    let mut labels = vec![0; p.len()];
+    classifier
+        .classify(&x, dim, &mut p, Some(&mut labels))
+        .unwrap();
+    assert_eq!(labels, expected, "probabilities {p:?}");
+}
