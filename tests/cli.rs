@@ -141,7 +141,7 @@ fn info_describes_model_backend_and_provenance() {
         "parameters:  561409",
         "backend:     cpu",
         "device:      cpu",
-        "source: fixture",
+        "embedding_model: sentence-transformers/all-mpnet-base-v2",
     ] {
         assert!(text.contains(needle), "info lacks {needle:?}:\n{text}");
     }

@@ -28,6 +28,8 @@ GOLDEN = {
     "relu_bn": ("tests/fixtures/relu_bn.safetensors", 102),
     "small_f16": ("tests/fixtures/small_f16.safetensors", 103),
     "no_metadata": ("tests/fixtures/no_metadata.safetensors", 104),
+    # The random 768-d model that was the built-in default before a trained one replaced it.
+    "fixture_default": ("tests/fixtures/fixture_default.safetensors", 105),
 }
 ROWS = 64
 

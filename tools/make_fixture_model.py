@@ -1,7 +1,9 @@
-"""Fixed-seed fixture models and the CLI demo's sample input.
+"""Fixed-seed fixture models for the format and math tests.
 
 Run from anywhere:  python3 tools/make_fixture_model.py
 The weights are random, not trained: these files exercise the format and the math, not the task.
+The built-in model, models/default.safetensors, is the trained one from tools/train/ and is not
+written here; fixture_default.safetensors keeps a random model of the same shape under test.
 """
 import json
 from pathlib import Path
@@ -9,11 +11,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save
 
-from golden import load_model, reference, unit_rows
-
 ROOT = Path(__file__).resolve().parent.parent
-
-SAMPLE_SEED = 7  # chosen so the default model labels the 8 sample rows 4 positive, 4 negative
 
 
 def provenance(seed):
@@ -74,26 +72,10 @@ def write_safetensors(tensors, path, metadata=None):
     path.write_bytes(data[:8] + canonical.ljust(n) + data[8 + n:])
 
 
-def write_sample(model_path):
-    x = unit_rows(np.random.default_rng(SAMPLE_SEED), 8, 768).astype(np.float32)
-    model = load_model(model_path)
-    labels = reference(model, x) >= float(model[1]["threshold"])
-    # The demo should show both answers; fail here rather than ship a one-sided sample.
-    assert 2 <= labels.sum() <= len(labels) - 2, labels
-
-    out = ROOT / "examples/data"
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "sample.npy", x)
-    # repr of the float64 widening is exact, so each value parses back to the same float32.
-    with open(out / "sample.jsonl", "w") as f:
-        for row in x:
-            f.write(json.dumps([float(v) for v in row]) + "\n")
-
-
 def main():
     full = [768, 512, 256, 128, 1]
     write_safetensors(random_model(20261125, full, np.float32),
-                      ROOT / "models/default.safetensors",
+                      ROOT / "tests/fixtures/fixture_default.safetensors",
                       metadata(20261125, "linear_bn_relu"))
     write_safetensors(random_model(20261126, full, np.float32),
                       ROOT / "tests/fixtures/relu_bn.safetensors",
@@ -105,7 +87,6 @@ def main():
     # No metadata at all: loaders must fall back to DESIGN.md's defaults.
     write_safetensors(random_model(20261128, [12, 6, 1], np.float32),
                       ROOT / "tests/fixtures/no_metadata.safetensors")
-    write_sample(ROOT / "models/default.safetensors")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ impl Model {
         Model::load(&ModelSource::Builtin, None)
     }
 
+    /// The bytes of the built-in model's safetensors file, e.g. to write a modified copy.
+    pub fn builtin_bytes() -> &'static [u8] {
+        BUILTIN_MODEL
+    }
+
     /// Reads and validates the model file at `path`.
     ///
     /// A file that cannot be opened is `ModelNotFound`; a file that opens but is not a valid model

@@ -32,11 +32,15 @@ pub fn npy_u8(relative: &str) -> Vec<u8> {
 }
 
 /// The golden sets: name, model file, and whether the built-in model is that file.
-pub const GOLDEN: [(&str, &str); 4] = [
+pub const GOLDEN: [(&str, &str); 5] = [
     ("default", "models/default.safetensors"),
     ("relu_bn", "tests/fixtures/relu_bn.safetensors"),
     ("small_f16", "tests/fixtures/small_f16.safetensors"),
     ("no_metadata", "tests/fixtures/no_metadata.safetensors"),
+    (
+        "fixture_default",
+        "tests/fixtures/fixture_default.safetensors",
+    ),
 ];
 
 /// Agreement required between any backend and the float64 reference.

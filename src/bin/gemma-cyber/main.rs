@@ -1,8 +1,10 @@
-//! `gemma-cyber`: classify embeddings from .npy or JSON lines, describe the model and backend, and
-//! convert a PyTorch checkpoint into a model file.
+//! `gemma-cyber`: classify embeddings from .npy or JSON lines, describe the model and backend,
+//! evaluate it and choose its threshold, measure the backends, and convert a PyTorch checkpoint
+//! into a model file.
 
 mod bench;
 mod convert;
+mod evaluate;
 
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use gemma_cyber::{BackendKind, Classifier, ModelSource, Options};
 /// Classifies text embeddings as cyber-related or not with the gemma_cyber model.
 ///
 /// Exit codes: 0 success, 1 output could not be written, 2 bad command line, 3 input file
-/// unreadable or malformed, 10 + the library's status otherwise (12 dimension mismatch,
+/// unreadable or malformed, 4 no threshold reaches the target, 10 + the library's status otherwise (12 dimension mismatch,
 /// 13 non-finite input, 14 model not found, 15 model invalid, 16 backend unavailable,
 /// 17 backend failure).
 #[derive(Parser)]
@@ -57,6 +59,10 @@ enum Command {
     /// Convert a PyTorch checkpoint (model.pt) into a .safetensors model, without Python and
     /// without executing anything from the file.
     Convert(convert::Convert),
+    /// Score labelled embeddings: accuracy, precision, recall, F1, AUC, confusion matrix.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Pick a threshold on labelled validation embeddings; optionally write it into the model.
+    Threshold(evaluate::ThresholdArgs),
 }
 
 #[derive(Args)]
@@ -134,6 +140,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "onnxruntime")]
         Command::ExportOnnx { output, model } => export_onnx(&output, model.as_deref()),
         Command::Convert(args) => convert::run(&args),
+        Command::Evaluate(args) => evaluate::evaluate(&args),
+        Command::Threshold(args) => evaluate::threshold(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,344 @@
+//! `evaluate` and `threshold`: score a model against labelled embeddings, and pick its operating
+//! point on validation data.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Args, ValueEnum};
+use gemma_cyber::metrics::{choose_threshold, Metrics, Target};
+use gemma_cyber::{BackendKind, Classifier, Model};
+
+use super::{open_classifier, parse_backend, read_embeddings, Failure, Setup};
+
+/// `gemma-cyber evaluate`.
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// Embeddings: a 2-D .npy file (f32 or f16) or JSON lines.
+    input: PathBuf,
+    /// True labels, one per row: a 1-D .npy (bool or integer) or text with one 0 or 1 a line.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+    #[command(flatten)]
+    setup: Setup,
+}
+
+/// `gemma-cyber threshold`.
+#[derive(Args)]
+#[command(group(ArgGroup::new("target").required(true)))]
+pub struct ThresholdArgs {
+    /// Validation embeddings: a 2-D .npy file (f32 or f16) or JSON lines.
+    input: PathBuf,
+    /// True labels, one per row: a 1-D .npy (bool or integer) or text with one 0 or 1 a line.
+    #[arg(long)]
+    labels: PathBuf,
+    /// The lowest threshold whose precision is at least P (the most recall at that precision).
+    #[arg(long, value_name = "P", group = "target")]
+    target_precision: Option<f64>,
+    /// The highest threshold whose recall is at least R (the most precision at that recall).
+    #[arg(long, value_name = "R", group = "target")]
+    target_recall: Option<f64>,
+    /// The threshold with the highest F1.
+    #[arg(long, group = "target")]
+    max_f1: bool,
+    /// Write a copy of the model, tensors byte-identical, with this threshold as its default.
+    #[arg(long, value_name = "OUT.safetensors")]
+    write_model: Option<PathBuf>,
+    /// Backend: auto, cpu, onnxruntime or wgpu.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: BackendKind,
+    /// Model file (.safetensors); the built-in model when left out.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Threads per call; 0 lets the library decide.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    /// The model card's layout.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Prints accuracy, precision, recall, F1, AUC and the confusion matrix.
+pub fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
+    let classifier = open_classifier(&args.setup)?;
+    let (probabilities, labels) = score(&classifier, &args.input, &args.labels)?;
+    let metrics = Metrics::compute(&probabilities, &labels, classifier.threshold())
+        .map_err(|e| Failure::input(e.message()))?;
+    let mut out = io::stdout().lock();
+    match args.format {
+        ReportFormat::Text => write_report(&mut out, &metrics)?,
+        ReportFormat::Json => writeln!(out, "{}", report_json(&metrics))?,
+    }
+    Ok(())
+}
+
+/// Picks a threshold on validation data and optionally writes it into a copy of the model.
+pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
+    let setup = Setup {
+        backend: args.backend,
+        model: args.model.clone(),
+        threshold: None,
+        threads: args.threads,
+        sha256: None,
+    };
+    let classifier = open_classifier(&setup)?;
+    let (probabilities, labels) = score(&classifier, &args.input, &args.labels)?;
+    let (target, how) = match (args.target_precision, args.target_recall) {
+        (Some(p), _) => (Target::Precision(p), format!("target precision {p}")),
+        (_, Some(r)) => (Target::Recall(r), format!("target recall {r}")),
+        _ => (Target::MaxF1, "max F1".to_owned()),
+    };
+    let chosen = choose_threshold(&probabilities, &labels, target)
+        .map_err(|e| Failure::input(e.message()))?
+        .ok_or_else(|| Failure {
+            message: format!("no threshold reaches the {how} on this data"),
+            code: 4,
+        })?;
+    let metrics = Metrics::compute(&probabilities, &labels, chosen)
+        .map_err(|e| Failure::input(e.message()))?;
+
+    let mut out = io::stdout().lock();
+    writeln!(out, "chosen:      {chosen} ({how})")?;
+    write_report(&mut out, &metrics)?;
+    if let Some(path) = &args.write_model {
+        let original = match &args.model {
+            Some(model) => std::fs::read(model).map_err(|e| Failure {
+                message: format!("cannot read {}: {e}", model.display()),
+                code: 14,
+            })?,
+            None => Model::builtin_bytes().to_vec(),
+        };
+        let provenance = format!(
+            "gemma-cyber threshold, {how}, on {} rows of {}",
+            labels.len(),
+            file_name(&args.input)
+        );
+        let bytes = with_threshold(&original, chosen, &provenance)?;
+        std::fs::write(path, bytes).map_err(|e| Failure {
+            message: format!("cannot write {}: {e}", path.display()),
+            code: 1,
+        })?;
+        writeln!(out, "wrote:       {} (threshold {chosen})", path.display())?;
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Probabilities for the embeddings in `input`, with the labels in `labels_path`.
+fn score(
+    classifier: &Classifier,
+    input: &Path,
+    labels_path: &Path,
+) -> Result<(Vec<f32>, Vec<u8>), Failure> {
+    let (embeddings, dim) = read_embeddings(Some(input))?;
+    let labels = read_labels(labels_path)?;
+    let rows = embeddings.len().checked_div(dim).unwrap_or(0);
+    if labels.len() != rows {
+        return Err(Failure::input(format!(
+            "{} has {} labels for {rows} embeddings",
+            labels_path.display(),
+            labels.len()
+        )));
+    }
+    let mut probabilities = vec![0.0f32; rows];
+    classifier.classify(&embeddings, dim, &mut probabilities, None)?;
+    Ok((probabilities, labels))
+}
+
+/// Reads labels: a 1-D `.npy` of bool or integers, else text with one 0 or 1 per line.
+pub fn read_labels(path: &Path) -> Result<Vec<u8>, Failure> {
+    let name = path.display();
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::input(format!("cannot read {name}: {e}")))?;
+    let values: Vec<i64> = if bytes.starts_with(b"\x93NUMPY") {
+        read_npy_labels(&bytes).map_err(|m| Failure::input(format!("{name}: {m}")))?
+    } else {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Failure::input(format!("{name}: labels text is not UTF-8")))?;
+        let mut values = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            values.push(line.parse().map_err(|_| {
+                Failure::input(format!(
+                    "{name}: line {}: {line:?} is not 0 or 1",
+                    index + 1
+                ))
+            })?);
+        }
+        values
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match v {
+            0 | 1 => Ok(v as u8),
+            _ => Err(Failure::input(format!(
+                "{name}: label {i} is {v}; labels must be 0 or 1"
+            ))),
+        })
+        .collect()
+}
+
+fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
+    if npy.shape().len() != 1 {
+        return Err(format!(
+            "expected a 1-D array of labels, found shape {:?}",
+            npy.shape()
+        ));
+    }
+    let dtype = npy.dtype();
+    let npyz::DType::Plain(type_str) = &dtype else {
+        return Err(format!(
+            "dtype {} is not supported for labels",
+            dtype.descr()
+        ));
+    };
+    let bad = |e: io::Error| format!("cannot read the labels: {e}");
+    use npyz::TypeChar::{Bool, Int, Uint};
+    Ok(match (type_str.type_char(), type_str.size_field()) {
+        (Bool, 1) => widen(npy.into_vec::<bool>().map_err(bad)?),
+        (Int, 1) => widen(npy.into_vec::<i8>().map_err(bad)?),
+        (Int, 2) => widen(npy.into_vec::<i16>().map_err(bad)?),
+        (Int, 4) => widen(npy.into_vec::<i32>().map_err(bad)?),
+        (Int, 8) => npy.into_vec::<i64>().map_err(bad)?,
+        (Uint, 1) => widen(npy.into_vec::<u8>().map_err(bad)?),
+        (Uint, 2) => widen(npy.into_vec::<u16>().map_err(bad)?),
+        (Uint, 4) => widen(npy.into_vec::<u32>().map_err(bad)?),
+        // Anything above i64::MAX is not a label either; saturating keeps it out of 0..=1.
+        (Uint, 8) => npy
+            .into_vec::<u64>()
+            .map_err(bad)?
+            .into_iter()
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+            .collect(),
+        _ => {
+            return Err(format!(
+                "dtype {type_str} is not supported for labels; expected bool or integers"
+            ))
+        }
+    })
+}
+
+fn widen<T: Into<i64>>(values: Vec<T>) -> Vec<i64> {
+    values.into_iter().map(Into::into).collect()
+}
+
+/// The model card's layout: the seed card's five numbers, then the confusion matrix.
+fn write_report(out: &mut impl Write, m: &Metrics) -> io::Result<()> {
+    let c = &m.confusion;
+    let positives = c.true_positives + c.false_negatives;
+    let negatives = c.true_negatives + c.false_positives;
+    writeln!(
+        out,
+        "rows:        {} ({positives} cyber, {negatives} not cyber)",
+        c.total()
+    )?;
+    writeln!(out, "threshold:   {}", m.threshold)?;
+    writeln!(out, "Accuracy:    {:.4}", m.accuracy)?;
+    writeln!(out, "Precision:   {:.4}", m.precision)?;
+    writeln!(out, "Recall:      {:.4}", m.recall)?;
+    writeln!(out, "F1 Score:    {:.4}", m.f1)?;
+    writeln!(out, "AUC:         {:.4}", m.auc)?;
+    writeln!(out, "Confusion matrix (rows: actual, columns: predicted):")?;
+    writeln!(out, "             {:>10} {:>10}", "not cyber", "cyber")?;
+    writeln!(
+        out,
+        "  not cyber  {:>10} {:>10}",
+        c.true_negatives, c.false_positives
+    )?;
+    writeln!(
+        out,
+        "  cyber      {:>10} {:>10}",
+        c.false_negatives, c.true_positives
+    )?;
+    Ok(())
+}
+
+fn report_json(m: &Metrics) -> serde_json::Value {
+    let c = &m.confusion;
+    // Through the f32's shortest decimal, so the JSON shows 0.8282044 rather than the f64
+    // widening 0.8282043933868408; both parse back to the same f32.
+    let threshold: f64 = m.threshold.to_string().parse().expect("a float's own text");
+    serde_json::json!({
+        "rows": c.total(),
+        "threshold": threshold,
+        "accuracy": m.accuracy,
+        "precision": m.precision,
+        "recall": m.recall,
+        "f1": m.f1,
+        "auc": m.auc,
+        "confusion_matrix": {
+            "true_negatives": c.true_negatives,
+            "false_positives": c.false_positives,
+            "false_negatives": c.false_negatives,
+            "true_positives": c.true_positives,
+        },
+    })
+}
+
+/// A copy of the safetensors file `original` whose `threshold` metadata is `threshold`; the tensor
+/// bytes are copied unchanged (their offsets are relative to the end of the header).
+fn with_threshold(original: &[u8], threshold: f32, provenance: &str) -> Result<Vec<u8>, Failure> {
+    let invalid = |message: String| Failure { message, code: 15 };
+    // Validates the whole file first, so a bad model is refused rather than copied.
+    Model::from_bytes(original)?;
+    let header_len = u64::from_le_bytes(original[..8].try_into().expect("validated above"));
+    let header_end = 8 + usize::try_from(header_len).expect("validated above");
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&original[8..header_end])
+            .map_err(|e| invalid(format!("model header: {e}")))?;
+    let metadata = header
+        .entry("__metadata__")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()))
+        .as_object_mut()
+        .ok_or_else(|| invalid("model __metadata__ is not an object".into()))?;
+    metadata.insert("threshold".into(), threshold.to_string().into());
+    metadata.insert("threshold_source".into(), provenance.into());
+    let mut json = serde_json::to_vec(&header).expect("a JSON map serialises");
+    // safetensors pads the header with spaces so the tensor data starts 8-byte aligned.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + json.len() + original.len() - header_end);
+    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    bytes.extend_from_slice(&original[header_end..]);
+    let written = Model::from_bytes(&bytes)
+        .map_err(|e| invalid(format!("the rewritten model does not load: {e}")))?;
+    debug_assert_eq!(written.threshold(), threshold);
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewritten_model_keeps_tensors_and_takes_the_threshold() {
+        let original = Model::builtin_bytes();
+        let bytes =
+            with_threshold(original, 0.625, "test").unwrap_or_else(|f| panic!("{}", f.message));
+        let model = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(model.threshold(), 0.625);
+        assert_eq!(model.metadata()["threshold_source"], "test");
+        let old_len = 8 + u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+        let new_len = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(&original[old_len..], &bytes[new_len..]);
+        assert_eq!(new_len % 8, 0);
+    }
+}
