@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests (C ABI, CLI, golden vectors, every backend),
-# the C example under valgrind, and the Go and C# bindings. Installs what is missing first.
+# The whole test suite: Rust unit and integration tests (C ABI, CLI, golden vectors, every backend,
+# stress), a lean build's tests, the C programs under valgrind and the sanitizers, the C++, CMake,
+# Go and C# consumers, and a bounded fuzzing run. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -11,7 +12,7 @@ export RUST_BACKTRACE=0
 
 cargo test --release --all-targets
 # The lean build: no ONNX Runtime backend compiled in, and asking for it says so.
-cargo test --release --no-default-features --test onnxruntime_left_out
+cargo test --release --no-default-features --test onnxruntime_left_out --test c_abi
 
 examples/c/run.sh --valgrind                 # C example and C API test: 0 errors, 0 leaks
 examples/c/run.sh --sanitize                 # the same with -fsanitize=address,undefined

@@ -31,8 +31,8 @@ func Example() {
 		fmt.Printf("row %d: %.3f\n", row, p)
 	}
 	// Output:
-	// row 0: 0.835
-	// row 1: 0.483
+	// row 0: 0.009
+	// row 1: 0.003
 }
 
 // Failures carry their status: test for one with errors.Is, read the message with errors.As.
@@ -75,5 +75,5 @@ func ExampleClassifier_ClassifyInto() {
 		return
 	}
 	fmt.Printf("%.3f cyber=%v\n", probabilities[0], labels[0])
-	// Output: 0.835 cyber=true
+	// Output: 0.009 cyber=false
 }
