@@ -1,4 +1,5 @@
-//! The backends: one trait, one module each. A backend runs the folded [`Model`] on a batch.
+//! The backends: one trait, one module each. A backend runs the folded [`Model`](crate::model::Model)
+//! on a batch.
 
 mod cpu;
 #[cfg(feature = "onnxruntime")]
