@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::process::Command;
 
 use common::*;
 use gemma_cyber::convert::{convert_checkpoint, Conversion, ConvertOptions};
@@ -664,14 +663,6 @@ fn a_missing_storage_entry_is_refused() {
 
 // ---------------------------------------------------------------------------------------------
 // The command line.
-
-fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
-        .args(args)
-        .current_dir(repo_path(""))
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn cli_converts_reads_config_json_and_prints_what_it_inferred() {

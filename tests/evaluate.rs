@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-use common::repo_path;
+use common::{cli, repo_path};
 use gemma_cyber::metrics::{choose_threshold, Metrics, Target};
 use gemma_cyber::{BackendKind, Classifier, Model, Options};
 
@@ -145,17 +143,9 @@ fn default_threshold_is_the_validation_choice_recorded_in_the_model() {
     );
 }
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
-        .args(args)
-        .current_dir(repo_path(""))
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn evaluate_command_prints_the_card_numbers() {
-    let output = run(&[
+    let output = cli(&[
         "evaluate",
         "--backend",
         "cpu",
@@ -187,7 +177,7 @@ fn labels_as_text_equal_labels_as_npy() {
     let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&path, text).unwrap();
     let args = |labels: &str| {
-        run(&[
+        cli(&[
             "evaluate",
             "--format",
             "json",
@@ -209,7 +199,7 @@ fn threshold_command_writes_a_model_with_only_the_threshold_changed() {
         "gemma-cyber-thr-{}.safetensors",
         std::process::id()
     ));
-    let output = run(&[
+    let output = cli(&[
         "threshold",
         VALIDATION_EMBEDDINGS,
         "--labels",
@@ -249,7 +239,7 @@ fn threshold_command_writes_a_model_with_only_the_threshold_changed() {
 fn mismatched_labels_and_a_missing_target_fail_cleanly() {
     let short = std::env::temp_dir().join(format!("gemma-cyber-short-{}.txt", std::process::id()));
     std::fs::write(&short, "0\n1\n1\n").unwrap();
-    let output = run(&[
+    let output = cli(&[
         "threshold",
         VALIDATION_EMBEDDINGS,
         "--labels",
@@ -259,7 +249,7 @@ fn mismatched_labels_and_a_missing_target_fail_cleanly() {
     let _ = std::fs::remove_file(&short);
     assert_eq!(output.status.code(), Some(3), "{:?}", output);
     assert!(String::from_utf8_lossy(&output.stderr).contains("3 labels for"));
-    let output = run(&[
+    let output = cli(&[
         "threshold",
         VALIDATION_EMBEDDINGS,
         "--labels",

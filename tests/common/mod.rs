@@ -4,6 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Runs the `gemma-cyber` command line from the repository root, with no standard input.
+#[cfg(feature = "cli")]
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
+        .args(args)
+        .current_dir(repo_path(""))
+        .output()
+        .unwrap()
+}
+
 /// A path inside the repository.
 pub fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
