@@ -5,11 +5,29 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The shared library cargo built for this test run. `cargo test` leaves it in `deps/` and copies it
+/// up beside the binaries only on `cargo build`, so a copy there may be stale (or, on a fresh
+/// clone, missing): the one in `deps/` is preferred.
+fn built_library() -> PathBuf {
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_gemma-cyber"))
+        .parent()
+        .unwrap();
+    let candidates = [
+        profile_dir.join("deps").join("libgemma_cyber.so"),
+        profile_dir.join("libgemma_cyber.so"),
+    ];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("no shared library built; looked for {candidates:?}"))
+        .clone()
+}
+
 /// A directory holding this build's library under both the name the linker looks for
 /// (`libgemma_cyber.so`) and its soname (`libgemma_cyber.so.1`), as an installed tree has it.
 /// One per program, so tests running in parallel do not race on the links.
 fn library_dir(program: &str) -> PathBuf {
-    let built = Path::new(env!("CARGO_BIN_EXE_gemma-cyber")).with_file_name("libgemma_cyber.so");
+    let built = built_library();
     let dir = std::env::temp_dir().join(format!("gemma-cyber-{}-{program}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

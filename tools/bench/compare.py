@@ -72,7 +72,7 @@ def onnxruntime_python(graph, batches, seconds, threads, dim):
         yield row
 
 
-def pytorch(model_path, batches, seconds, threads):
+def pytorch(model_path, batches, seconds, threads, device):
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -108,11 +108,23 @@ def pytorch(model_path, batches, seconds, threads):
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
     net.eval()
     torch.set_num_threads(threads)
+    if device == "cuda":
+        net = net.cuda()
+        name = torch.cuda.get_device_name()
+
+        # Host rows in, probabilities back on the host: the same work a classify call does.
+        def call(x):
+            return net(x.cuda()).cpu()
+    else:
+        name = "CPU"
+
+        def call(x):
+            return net(x)
     for batch in batches:
         x = torch.from_numpy(unit_rows(batch, dim))
         with torch.inference_mode():
-            row = measure(lambda: net(x), batch, seconds)
-        row.update(implementation=f"PyTorch {torch.__version__} eager", device="CPU")
+            row = measure(lambda: call(x), batch, seconds)
+        row.update(implementation=f"PyTorch {torch.__version__} eager" + (" CUDA" if device == "cuda" else ""), device=name)
         yield row
 
 
@@ -147,6 +159,8 @@ def main():
     parser.add_argument("--batches", default="1,16,256,4096,65536")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu",
+                        help="where PyTorch runs (cuda: rows copied to the GPU and back in every call)")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "bench"))
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -165,7 +179,7 @@ def main():
                    onnxruntime_python(graph, batches, args.seconds, threads, 768)]
         try:
             import torch  # noqa: F401  (optional: measured when installed)
-            sources.append(pytorch(args.model, batches, args.seconds, threads))
+            sources.append(pytorch(args.model, batches, args.seconds, threads, args.torch_device))
         except ImportError:
             print("PyTorch not installed: skipped", file=sys.stderr)
         for source in sources:
