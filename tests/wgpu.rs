@@ -387,14 +387,12 @@ fn auto_never_picks_a_software_adapter() {
 
 #[test]
 fn kernel_choice_follows_the_documented_rule() {
+    // The vector kernel measured faster everywhere (lavapipe and an H200): AUTO takes it; the
+    // tiled one runs only when asked for by name.
     let model = Arc::new(Model::builtin().unwrap());
-    let auto = wgpu_backend(&model, Kernel::Auto, 0);
-    for rows in [1, 63, 64, 65536] {
-        let tiled = !auto.is_software() && rows >= 64;
-        assert_eq!(auto.uses_tiled_kernel(rows), tiled, "{rows} rows");
-    }
-    assert!(wgpu_backend(&model, Kernel::Tiled, 0).uses_tiled_kernel(1));
-    assert!(!wgpu_backend(&model, Kernel::Vector, 0).uses_tiled_kernel(4096));
+    assert!(!wgpu_backend(&model, Kernel::Auto, 0).uses_tiled_kernel());
+    assert!(wgpu_backend(&model, Kernel::Tiled, 0).uses_tiled_kernel());
+    assert!(!wgpu_backend(&model, Kernel::Vector, 0).uses_tiled_kernel());
 }
 
 #[test]

@@ -4,12 +4,12 @@
 //! groups) from a small pool, so concurrent calls never share buffers and a later call reuses them;
 //! batches larger than the device's binding or dispatch limits run in chunks.
 //!
-//! Kernels: LayerNorm in place (one workgroup per row); each dense layer either as a tiled matrix
-//! product in workgroup memory (`dense_tiled.wgsl`, for real GPUs and batches that fill a tile) or
-//! without workgroup memory, one output column of 4 rows per invocation in vec4 steps
-//! (`dense_vector.wgsl`, for tiny batches, the one-output last layer fused with the sigmoid, and
-//! software adapters, where it is the faster of the two). Weights are stored transposed
-//! (inputs × outputs) for both, so neighbouring invocations read neighbouring addresses.
+//! Kernels: LayerNorm in place (one workgroup per row); each dense layer without workgroup memory,
+//! one output column of 4 rows per invocation in vec4 steps (`dense_vector.wgsl`, also the
+//! one-output last layer fused with the sigmoid), or, when asked for, as a tiled matrix product in
+//! workgroup memory (`dense_tiled.wgsl`), which measured slower at every batch size both on
+//! lavapipe and on an NVIDIA H200. Weights are stored transposed (inputs × outputs) for both, so
+//! neighbouring invocations read neighbouring addresses.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,9 +38,6 @@ pub const DEFAULT_MAX_CHUNK_ROWS: usize = 16384;
 /// the device to seconds, well inside the timeout, even on a busy machine.
 pub const SOFTWARE_MAX_CHUNK_ROWS: usize = 4096;
 
-/// Below this many rows the tiled kernel's 64-row tiles are mostly empty, so the vector kernel runs.
-pub const TILED_MIN_ROWS: usize = 64;
-
 /// Workspaces alive at once; more concurrent calls wait for one to come back.
 const MAX_WORKSPACES: usize = 4;
 
@@ -64,8 +61,8 @@ const ACTIVATION_SIGMOID: f64 = 2.0;
 /// Which kernel runs the dense layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Kernel {
-    /// Tiled on a real GPU when the chunk has at least [`TILED_MIN_ROWS`] rows; vector otherwise
-    /// (tiny batches, and software adapters such as lavapipe, where the tiled kernel is slower).
+    /// The kernel that measured fastest: vector, on every adapter and batch size measured (lavapipe
+    /// and an NVIDIA H200, 1 to 65,536 rows; see docs/BENCHMARKS.md).
     #[default]
     Auto,
     /// Always the tiled kernel (but for the one-output last layer).
@@ -148,7 +145,7 @@ struct Layer {
     /// Outputs per row, padded to a multiple of 4 except for the last layer.
     outputs: usize,
     vector: wgpu::ComputePipeline,
-    /// Absent where it would never run (software adapter with the automatic choice).
+    /// Present only when the tiled kernel was asked for, and never on the last layer.
     tiled: Option<wgpu::ComputePipeline>,
     weight: wgpu::Buffer,
     bias: wgpu::Buffer,
@@ -291,13 +288,9 @@ impl WgpuBackend {
         self.chunk_rows
     }
 
-    /// Whether a chunk of `rows` rows runs its hidden layers on the tiled kernel.
-    pub fn uses_tiled_kernel(&self, rows: usize) -> bool {
-        match self.kernel {
-            Kernel::Tiled => true,
-            Kernel::Vector => false,
-            Kernel::Auto => !self.software && rows.min(self.chunk_rows) >= TILED_MIN_ROWS,
-        }
+    /// Whether the hidden layers run on the tiled kernel (only when asked for by name).
+    pub fn uses_tiled_kernel(&self) -> bool {
+        self.kernel == Kernel::Tiled
     }
 
     /// Seconds the device spends on the kernels alone for one chunk of `rows` rows (at most
@@ -336,10 +329,7 @@ impl WgpuBackend {
 
     fn create(model: &Model, settings: &WgpuSettings) -> Result<WgpuBackend> {
         let backends = parse_backends(settings.backends.as_deref())?;
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
+        let instance = shared_instance(backends);
         let adapter = choose_adapter(&instance, backends, settings)?;
         let info = adapter.get_info();
         let software = info.device_type == wgpu::DeviceType::Cpu;
@@ -368,7 +358,7 @@ impl WgpuBackend {
         }));
 
         let scopes = ErrorScopes::push(&device);
-        let setup = Setup::new(&device, model, settings.kernel, software)?;
+        let setup = Setup::new(&device, model, settings.kernel)?;
         scopes.check("compiling the kernels and uploading the weights")?;
 
         let input_stride = model.input_dim().next_multiple_of(4);
@@ -548,7 +538,7 @@ impl WgpuBackend {
         workspace: &Workspace,
         rows: usize,
     ) {
-        let tiled = self.uses_tiled_kernel(rows);
+        let tiled = self.uses_tiled_kernel();
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_pipeline(&self.norm);
         pass.set_bind_group(0, &workspace.norm_bind_group, &[]);
@@ -749,7 +739,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(device: &wgpu::Device, model: &Model, kernel: Kernel, software: bool) -> Result<Setup> {
+    fn new(device: &wgpu::Device, model: &Model, kernel: Kernel) -> Result<Setup> {
         let norm_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("layer norm"),
             entries: &[
@@ -820,11 +810,7 @@ impl Setup {
                 ("EPS", f64::from(model.layer_norm_eps())),
             ],
         );
-        let want_tiled = match kernel {
-            Kernel::Tiled => true,
-            Kernel::Vector => false,
-            Kernel::Auto => !software,
-        };
+        let want_tiled = kernel == Kernel::Tiled;
         let dense = model.layers();
         if dense.last().map(|layer| layer.outputs) != Some(1) {
             return Err(Error::backend_unavailable(
@@ -973,6 +959,25 @@ fn parse_backends(names: Option<&str>) -> Result<wgpu::Backends> {
         )));
     }
     Ok(backends)
+}
+
+/// The process's wgpu instance for these graphics APIs, made on first use and kept.
+///
+/// An instance loads the drivers (Vulkan ICDs); dropping the last one unloads them. NVIDIA's
+/// driver does not give back everything a load took: with an instance per classifier, resident
+/// memory grew by about 0.7 MB per create/destroy on an H200. Kept instances load each driver once.
+fn shared_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    static INSTANCES: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
+    let mut instances = INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, instance)) = instances.iter().find(|(kept, _)| *kept == backends) {
+        return instance.clone();
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    instances.push((backends, instance.clone()));
+    instance
 }
 
 /// The best adapter the settings allow: by name if asked, real GPUs before software ones.
