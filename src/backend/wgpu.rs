@@ -329,7 +329,12 @@ impl WgpuBackend {
 
     fn create(model: &Model, settings: &WgpuSettings) -> Result<WgpuBackend> {
         let backends = parse_backends(settings.backends.as_deref())?;
-        let instance = shared_instance(backends);
+        let instance = kept_instance(backends).unwrap_or_else(|| {
+            wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            })
+        });
         let adapter = choose_adapter(&instance, backends, settings)?;
         let info = adapter.get_info();
         let software = info.device_type == wgpu::DeviceType::Cpu;
@@ -343,6 +348,7 @@ impl WgpuBackend {
         .map_err(|e| {
             Error::backend_failure(format!("wgpu: cannot open a device on {}: {e}", info.name))
         })?;
+        keep_instance(backends, &instance);
 
         let events = Arc::new(DeviceEvents::default());
         let lost = Arc::clone(&events);
@@ -961,23 +967,27 @@ fn parse_backends(names: Option<&str>) -> Result<wgpu::Backends> {
     Ok(backends)
 }
 
-/// The process's wgpu instance for these graphics APIs, made on first use and kept.
+/// Instances that have opened a device, one per set of graphics APIs, kept for the process.
 ///
 /// An instance loads the drivers (Vulkan ICDs); dropping the last one unloads them. NVIDIA's
 /// driver does not give back everything a load took: with an instance per classifier, resident
 /// memory grew by about 0.7 MB per create/destroy on an H200. Kept instances load each driver once.
-fn shared_instance(backends: wgpu::Backends) -> wgpu::Instance {
-    static INSTANCES: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
-    let mut instances = INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, instance)) = instances.iter().find(|(kept, _)| *kept == backends) {
-        return instance.clone();
+/// An instance that found no adapter to use (AUTO on a machine without a GPU) is not kept, so such
+/// a process holds no driver state after create returns.
+static KEPT_INSTANCES: Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = Mutex::new(Vec::new());
+
+fn kept_instance(backends: wgpu::Backends) -> Option<wgpu::Instance> {
+    let kept = KEPT_INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
+    kept.iter()
+        .find(|(apis, _)| *apis == backends)
+        .map(|(_, instance)| instance.clone())
+}
+
+fn keep_instance(backends: wgpu::Backends, instance: &wgpu::Instance) {
+    let mut kept = KEPT_INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
+    if !kept.iter().any(|(apis, _)| *apis == backends) {
+        kept.push((backends, instance.clone()));
     }
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends,
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    instances.push((backends, instance.clone()));
-    instance
 }
 
 /// The best adapter the settings allow: by name if asked, real GPUs before software ones.

@@ -181,14 +181,32 @@ impl Drop for JoinOnDrop {
 /// LayerNorm without affine (folded into the first layer), biased variance as in PyTorch.
 fn layer_norm(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
     output.clear();
-    output.extend_from_slice(input);
-    for row in output.chunks_exact_mut(dim) {
-        let mean = row.iter().sum::<f32>() / dim as f32;
-        let variance = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / dim as f32;
+    for row in input.chunks_exact(dim) {
+        let mean = lane_sum(row, |x| x) / dim as f32;
+        let variance = lane_sum(row, |x| (x - mean) * (x - mean)) / dim as f32;
         let inv_std = 1.0 / (variance + eps).sqrt();
-        row.iter_mut().for_each(|x| *x = (*x - mean) * inv_std);
+        output.extend(row.iter().map(|x| (x - mean) * inv_std));
     }
 }
+
+/// Sum of `f` over `values` in [`SUM_LANES`] interleaved partial sums. A single running sum is one
+/// chain of dependent additions that no compiler may reorder (a tenth of all the time at batch
+/// 1,024); independent lanes become SIMD registers. The order is fixed, so a row's result is the
+/// same in every batch and on every thread.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; SUM_LANES];
+    let chunks = values.chunks_exact(SUM_LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(x);
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().map(|&x| f(x)).sum::<f32>()
+}
+
+/// Partial sums in [`lane_sum`]: four SSE or two AVX registers.
+const SUM_LANES: usize = 16;
 
 /// The logistic function, without overflow for large |x|.
 fn sigmoid(x: f32) -> f32 {
