@@ -124,11 +124,12 @@ impl Backend for CpuBackend {
             self.forward(embeddings, probabilities);
             return Ok(());
         }
-        // Chunks no larger than a block, taken from a shared counter, so a thread whose core is
-        // busy with other work simply takes fewer of them.
-        let chunk = rows
-            .div_ceil(self.threads)
-            .clamp(MIN_ROWS_PER_THREAD, BLOCK_ROWS);
+        // Equal chunks of at most a block, as many as a multiple of the thread count, so each
+        // thread gets the same share on idle cores (blocks of 192 plus a remainder left one thread
+        // a sixth more work than the other at 1,024 rows); taken from a shared counter, so a thread
+        // whose core is busy with other work simply takes fewer of them.
+        let count = rows.div_ceil(BLOCK_ROWS).next_multiple_of(self.threads);
+        let chunk = rows.div_ceil(count).max(MIN_ROWS_PER_THREAD);
         let inputs: Vec<&[f32]> = embeddings.chunks(chunk * self.input_dim).collect();
         let outputs: Vec<Mutex<&mut [f32]>> =
             probabilities.chunks_mut(chunk).map(Mutex::new).collect();
