@@ -174,6 +174,25 @@ fn batches_larger_than_a_chunk_are_split_and_match_cpu() {
 }
 
 #[test]
+fn calls_split_in_pieces_overlap_and_match_cpu() {
+    // 2,500 rows in pieces of at most 1,024: three pieces, alternating between two workspaces, the
+    // last one short; the same rows again reuse both workspaces.
+    let model = Arc::new(Model::builtin().unwrap());
+    let settings = WgpuSettings {
+        piece_rows: 1024,
+        ..WgpuSettings::default()
+    };
+    let backend = WgpuBackend::new(&model, &settings).unwrap_or_else(|e| panic!("{e}"));
+    let input = random_rows(2500, model.input_dim(), 77);
+    let want = cpu_probabilities(&model, &input);
+    for round in 0..2 {
+        let mut got = vec![f32::NAN; 2500];
+        backend.classify(&input, 2500, &mut got).unwrap();
+        assert_close(&format!("pieces, round {round}"), &got, &want);
+    }
+}
+
+#[test]
 fn buffers_are_reused_across_calls_of_different_sizes() {
     let model = Arc::new(Model::builtin().unwrap());
     let backend = wgpu_backend(&model, Kernel::Auto, 0);

@@ -38,6 +38,14 @@ pub const DEFAULT_MAX_CHUNK_ROWS: usize = 16384;
 /// the device to seconds, well inside the timeout, even on a busy machine.
 pub const SOFTWARE_MAX_CHUNK_ROWS: usize = 4096;
 
+/// Rows per submission at most when a call is split so that uploads overlap the device's work,
+/// unless the settings say otherwise.
+pub const DEFAULT_PIECE_ROWS: usize = 4096;
+
+/// Rows per submission at least when a call is split: smaller pieces cost more in submissions and
+/// waits than the overlap saves.
+pub const MIN_PIECE_ROWS: usize = 1024;
+
 /// Workspaces alive at once; more concurrent calls wait for one to come back.
 const MAX_WORKSPACES: usize = 4;
 
@@ -99,6 +107,10 @@ pub struct WgpuSettings {
     /// Rows per chunk at most (the device's limits may lower it); 0: [`DEFAULT_MAX_CHUNK_ROWS`],
     /// or [`SOFTWARE_MAX_CHUNK_ROWS`] on a software adapter.
     pub max_chunk_rows: usize,
+    /// Rows per submission at most when a call is split in pieces so that copying one piece in
+    /// overlaps the device's work on the previous one; 0: [`DEFAULT_PIECE_ROWS`]. Calls of fewer
+    /// than 2 × [`MIN_PIECE_ROWS`] rows run as one piece.
+    pub piece_rows: usize,
     /// Longest wait for the device to finish one chunk before the call fails.
     pub timeout: Duration,
 }
@@ -111,6 +123,7 @@ impl Default for WgpuSettings {
             allow_software: true,
             kernel: Kernel::Auto,
             max_chunk_rows: 0,
+            piece_rows: 0,
             timeout: Duration::from_secs(60),
         }
     }
@@ -160,10 +173,18 @@ struct Workspace {
     padded: Vec<f32>,
     output: wgpu::Buffer,
     readback: wgpu::Buffer,
-    /// Probabilities of the whole call, copied out only when every chunk succeeded.
+    /// Probabilities of the whole call (kept by the call's first workspace), copied out only when
+    /// every piece succeeded.
     probabilities: Vec<f32>,
     norm_bind_group: wgpu::BindGroup,
     layer_bind_groups: Vec<wgpu::BindGroup>,
+}
+
+/// A piece on its way through the device: its submission and the mapping of its results.
+struct Submitted {
+    index: wgpu::SubmissionIndex,
+    mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    count: usize,
 }
 
 /// Workspaces not in use, and how many exist.
@@ -233,6 +254,8 @@ pub struct WgpuBackend {
     norm_layout: wgpu::BindGroupLayout,
     dense_layout: wgpu::BindGroupLayout,
     chunk_rows: usize,
+    /// Rows per piece at most (see [`WgpuSettings::piece_rows`]).
+    piece_rows: usize,
     max_groups: u32,
     kernel: Kernel,
     timeout: Duration,
@@ -410,6 +433,10 @@ impl WgpuBackend {
             norm_layout: setup.norm_layout,
             dense_layout: setup.dense_layout,
             chunk_rows,
+            piece_rows: match settings.piece_rows {
+                0 => DEFAULT_PIECE_ROWS,
+                n => n,
+            },
             max_groups,
             kernel: settings.kernel,
             timeout: settings.timeout,
@@ -424,37 +451,84 @@ impl WgpuBackend {
         if let Some(lost) = self.device_lost() {
             return Err(lost);
         }
-        let mut lease = self.workspace(rows)?;
-        let workspace = lease.get_mut();
-        workspace.probabilities.resize(rows, 0.0);
+        let piece = self.piece_rows_for(rows);
+        let mut leases = vec![self.workspace(piece)?];
+        if rows > piece {
+            // A second workspace lets one piece's upload overlap the device's work on the other.
+            // Never wait for it: two calls each holding one and waiting for another would deadlock.
+            if let Some(second) = self.try_workspace(piece)? {
+                leases.push(second);
+            }
+        }
+        let mut results = std::mem::take(&mut leases[0].get_mut().probabilities);
+        results.clear();
+        results.resize(rows, 0.0);
         let scopes = ErrorScopes::push(&self.device);
-        let mut done = 0;
-        let outcome = loop {
-            if done == rows {
-                break Ok(());
-            }
-            let count = (rows - done).min(workspace.capacity);
-            let input = &embeddings[done * self.input_dim..(done + count) * self.input_dim];
-            if let Err(error) = self.run_chunk(workspace, input, count, done) {
-                break Err(error);
-            }
-            done += count;
-        };
+        let outcome = self.run_pieces(&mut leases, embeddings, piece, &mut results);
         // An error a scope caught (at submit, say) is the cause of any failure that followed.
         match scopes.check("running the model").and(outcome) {
             Ok(()) => {
-                probabilities.copy_from_slice(&workspace.probabilities[..rows]);
-                lease.give_back();
+                probabilities.copy_from_slice(&results);
+                leases[0].get_mut().probabilities = results;
+                for lease in leases {
+                    lease.give_back();
+                }
                 Ok(())
             }
             Err(error) => {
-                // Dropping the lease retires the workspace: the device may still use its
+                // Dropping the leases retires the workspaces: the device may still use their
                 // buffers, and wgpu frees them once it is done. A lost device makes later steps
                 // fail with less telling messages; a poll lets wgpu report the loss first.
-                drop(lease);
+                drop(leases);
                 let _ = self.device.poll(wgpu::PollType::Poll);
                 Err(self.device_lost().unwrap_or(error))
             }
+        }
+    }
+
+    /// Rows per submission for a call of `rows` rows: calls of more than two minimum pieces are
+    /// split in at least two, so that copying one piece in overlaps the device's work on the other.
+    fn piece_rows_for(&self, rows: usize) -> usize {
+        if rows < 2 * MIN_PIECE_ROWS {
+            return rows.clamp(1, self.chunk_rows);
+        }
+        rows.div_ceil(2)
+            .clamp(MIN_PIECE_ROWS, self.piece_rows.max(MIN_PIECE_ROWS))
+            .min(self.chunk_rows)
+    }
+
+    /// Runs every piece of `embeddings` into `results`, keeping one piece in flight per workspace:
+    /// while the device works on one, the next is copied into the other's upload buffer.
+    fn run_pieces(
+        &self,
+        leases: &mut [Lease<'_>],
+        embeddings: &[f32],
+        piece: usize,
+        results: &mut [f32],
+    ) -> Result<()> {
+        let rows = results.len();
+        let mut in_flight = std::collections::VecDeque::with_capacity(leases.len());
+        let (mut next, mut slot) = (0, 0);
+        loop {
+            if next < rows && in_flight.len() < leases.len() {
+                let count = piece.min(rows - next);
+                let input = &embeddings[next * self.input_dim..(next + count) * self.input_dim];
+                let submitted = self.submit_piece(leases[slot].get_mut(), input, count);
+                in_flight.push_back((slot, next, submitted));
+                next += count;
+                slot = (slot + 1) % leases.len();
+                continue;
+            }
+            // Oldest first: the workspace it frees is the next one `slot` names.
+            let Some((done, first, submitted)) = in_flight.pop_front() else {
+                return Ok(());
+            };
+            let count = submitted.count;
+            self.finish_piece(
+                leases[done].get(),
+                submitted,
+                &mut results[first..first + count],
+            )?;
         }
     }
 
@@ -466,15 +540,9 @@ impl WgpuBackend {
         )))
     }
 
-    /// Uploads `count` rows, runs every kernel, and reads the probabilities back into the
-    /// workspace from row `first` on.
-    fn run_chunk(
-        &self,
-        workspace: &mut Workspace,
-        input: &[f32],
-        count: usize,
-        first: usize,
-    ) -> Result<()> {
+    /// Uploads `count` rows into the workspace, runs every kernel and asks for the probabilities
+    /// to be mapped for reading; [`WgpuBackend::finish_piece`] waits for them.
+    fn submit_piece(&self, workspace: &mut Workspace, input: &[f32], count: usize) -> Submitted {
         let params: [u32; 4] = [count as u32, 0, 0, 0];
         self.queue
             .write_buffer(&workspace.params, 0, bytemuck::cast_slice(&params));
@@ -501,17 +569,31 @@ impl WgpuBackend {
         encoder.copy_buffer_to_buffer(&workspace.output, 0, &workspace.readback, 0, bytes);
         let index = self.queue.submit([encoder.finish()]);
 
-        let (sender, receiver) = mpsc::channel();
+        let (sender, mapped) = mpsc::channel();
         workspace
             .readback
             .map_async(wgpu::MapMode::Read, ..bytes, move |result| {
                 let _ = sender.send(result);
             });
-        self.wait(index)?;
+        Submitted {
+            index,
+            mapped,
+            count,
+        }
+    }
+
+    /// Waits, boundedly, for a submitted piece and copies its probabilities into `results`.
+    fn finish_piece(
+        &self,
+        workspace: &Workspace,
+        submitted: Submitted,
+        results: &mut [f32],
+    ) -> Result<()> {
+        self.wait(submitted.index)?;
         // Another thread's poll may be the one that runs the callback: wait for it, boundedly.
         let deadline = Instant::now() + self.timeout;
         let mapped = loop {
-            match receiver.recv_timeout(Duration::from_millis(1)) {
+            match submitted.mapped.recv_timeout(Duration::from_millis(1)) {
                 Ok(result) => break result,
                 Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                     let _ = self.device.poll(wgpu::PollType::Poll);
@@ -525,13 +607,13 @@ impl WgpuBackend {
             }
         };
         mapped.map_err(|e| Error::backend_failure(format!("wgpu: reading results back: {e}")))?;
+        let bytes = (submitted.count * 4) as u64;
         {
             let view = workspace
                 .readback
                 .get_mapped_range(..bytes)
                 .map_err(|e| Error::backend_failure(format!("wgpu: reading results back: {e}")))?;
-            workspace.probabilities[first..first + count]
-                .copy_from_slice(bytemuck::cast_slice(&view));
+            results.copy_from_slice(bytemuck::cast_slice(&view));
         }
         workspace.readback.unmap();
         Ok(())
@@ -594,8 +676,19 @@ impl WgpuBackend {
             .map_err(|e| Error::backend_failure(format!("wgpu: waiting for the device: {e}")))
     }
 
-    /// A workspace for `rows` rows (up to a chunk): an idle one if one is big enough.
+    /// A workspace for `rows` rows (up to a chunk): an idle one if one is big enough. Waits while
+    /// every workspace is in a call.
     fn workspace(&self, rows: usize) -> Result<Lease<'_>> {
+        self.lease(rows, true)
+            .map(|lease| lease.expect("a waiting lease always gets a workspace"))
+    }
+
+    /// Like [`WgpuBackend::workspace`], but `None` instead of waiting.
+    fn try_workspace(&self, rows: usize) -> Result<Option<Lease<'_>>> {
+        self.lease(rows, false)
+    }
+
+    fn lease(&self, rows: usize, wait: bool) -> Result<Option<Lease<'_>>> {
         let wanted = rows.clamp(1, self.chunk_rows);
         let reused = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -606,6 +699,9 @@ impl WgpuBackend {
                 if pool.live < MAX_WORKSPACES {
                     pool.live += 1;
                     break None;
+                }
+                if !wait {
+                    return Ok(None);
                 }
                 // Every workspace is in a call, and each call's waits are bounded.
                 pool = self.returned.wait(pool).unwrap_or_else(|e| e.into_inner());
@@ -625,7 +721,7 @@ impl WgpuBackend {
                 Some(self.new_workspace(capacity)?)
             }
         };
-        Ok(lease)
+        Ok(Some(lease))
     }
 
     /// Puts a workspace back in the pool; `None` retires one (after a failure).
