@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests (C ABI, CLI, golden vectors, every backend,
-# stress), a lean build's tests, the C programs under valgrind and the sanitizers, the C++, CMake,
+# stress), a lean build's tests, Miri, the C programs under valgrind and the sanitizers, the C++, CMake,
 # Go and C# consumers, and a bounded fuzzing run. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,16 @@ export RUST_BACKTRACE=0
 cargo test --release --all-targets
 # The lean build: no ONNX Runtime backend compiled in, and asking for it says so.
 cargo test --release --no-default-features --test onnxruntime_left_out --test c_abi
+
+# Miri: the library's unit tests (C boundary, model parsing, cpu kernels, input checks, metrics)
+# under the interpreter, which fails on undefined behaviour, out-of-bounds access and leaks. It
+# needs rustup's nightly toolchain with the miri and rust-src components; without them this says
+# so loudly and the rest of the suite runs.
+if cargo +nightly miri --version >/dev/null 2>&1; then
+  MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test --no-default-features --lib
+else
+  echo "== Miri NOT run: no nightly toolchain with miri (rustup toolchain install nightly --component miri,rust-src)" >&2
+fi
 
 examples/c/run.sh --valgrind                 # C example and C API test: 0 errors, 0 leaks
 examples/c/run.sh --sanitize                 # the same with -fsanitize=address,undefined
