@@ -456,7 +456,8 @@ impl WgpuBackend {
         if rows > piece {
             // A second workspace lets one piece's upload overlap the device's work on the other.
             // Never wait for it: two calls each holding one and waiting for another would deadlock.
-            if let Some(second) = self.try_workspace(piece)? {
+            // Without it (none free, or no memory for one) the pieces simply take turns in one.
+            if let Ok(Some(second)) = self.try_workspace(piece) {
                 leases.push(second);
             }
         }
