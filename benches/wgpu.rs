@@ -5,7 +5,8 @@
 //! finish, no transfers), scaled to the whole batch when it runs in several chunks.
 //!
 //! Options (after `--`): `--min-rows N`, `--max-rows N` (batch sizes 1 … 65536 by default),
-//! `--kernels vector,tiled` (default both), `--budget-s S` (stop growing a kernel's
+//! `--kernels vector,tiled` (default both), `--piece-rows N` (rows per submission when a call is
+//! split; default the library's), `--budget-s S` (stop growing a kernel's
 //! batch once one call takes longer; default 20). Adapter choice as in the library
 //! (`GEMMA_CYBER_WGPU_ADAPTER`, `GEMMA_CYBER_WGPU_BACKENDS`). Under `cargo test` (no `--bench`
 //! argument) it only checks that it runs, on tiny batches.
@@ -36,6 +37,7 @@ fn main() {
     };
     let min_rows = value("--min-rows", 1.0) as usize;
     let budget = Duration::from_secs_f64(value("--budget-s", 20.0));
+    let piece_rows = value("--piece-rows", 0.0) as usize;
     let wanted_kernels = args
         .iter()
         .position(|a| a == "--kernels")
@@ -47,6 +49,7 @@ fn main() {
     let start = |kernel| {
         let settings = WgpuSettings {
             kernel,
+            piece_rows,
             ..WgpuSettings::default()
         }
         .with_env()
