@@ -56,12 +56,18 @@ fn wgpu_classifier(model: &Path) -> Classifier {
 }
 
 fn wgpu_backend(model: &Arc<Model>, kernel: Kernel, max_chunk_rows: usize) -> WgpuBackend {
-    let settings = WgpuSettings {
-        kernel,
-        max_chunk_rows,
-        ..WgpuSettings::default()
-    };
-    WgpuBackend::new(model, &settings).unwrap_or_else(|e| panic!("{e}\n{HOW_TO_GET_AN_ADAPTER}"))
+    wgpu_backend_with(
+        model,
+        &WgpuSettings {
+            kernel,
+            max_chunk_rows,
+            ..WgpuSettings::default()
+        },
+    )
+}
+
+fn wgpu_backend_with(model: &Arc<Model>, settings: &WgpuSettings) -> WgpuBackend {
+    WgpuBackend::new(model, settings).unwrap_or_else(|e| panic!("{e}\n{HOW_TO_GET_AN_ADAPTER}"))
 }
 
 /// Deterministic rows with varied scale: unit-ish noise, large and tiny rows, a constant row.
@@ -178,11 +184,13 @@ fn calls_split_in_pieces_overlap_and_match_cpu() {
     // 2,500 rows in pieces of at most 1,024: three pieces, alternating between two workspaces, the
     // last one short; the same rows again reuse both workspaces.
     let model = Arc::new(Model::builtin().unwrap());
-    let settings = WgpuSettings {
-        piece_rows: 1024,
-        ..WgpuSettings::default()
-    };
-    let backend = WgpuBackend::new(&model, &settings).unwrap_or_else(|e| panic!("{e}"));
+    let backend = wgpu_backend_with(
+        &model,
+        &WgpuSettings {
+            piece_rows: 1024,
+            ..WgpuSettings::default()
+        },
+    );
     let input = random_rows(2500, model.input_dim(), 77);
     let want = cpu_probabilities(&model, &input);
     for round in 0..2 {
