@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[cfg(feature = "onnxruntime")]
-use crate::backend::OnnxruntimeBackend;
-use crate::backend::{Backend, BackendKind, CpuBackend};
+use crate::backend::{plugin, Backend, BackendKind, CpuBackend, PluginBackend};
 use crate::error::{Error, Result, Status};
+use crate::log::{self, LogLevel};
 use crate::model::Model;
 
 /// Most threads accepted in `num_threads`; more is a mistake, not a machine.
@@ -33,20 +32,31 @@ pub struct Options {
     pub model: ModelSource,
     /// label = probability >= threshold; `None` uses the model's own threshold.
     pub threshold: Option<f32>,
-    /// Threads a backend may use per call; 0 lets the library decide.
+    /// Threads a backend may use per call; 0 lets the library decide. Plugins get it as their
+    /// `num_threads` setting.
     pub num_threads: usize,
-    /// ONNX Runtime's shared library, for the onnxruntime backend; `None`: the
-    /// `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then `ORT_DYLIB_PATH`, then the system
-    /// loader's search.
-    pub onnxruntime_library: Option<PathBuf>,
     /// The SHA-256 the model file must have; a mismatch is MODEL_INVALID and loads nothing.
     pub expected_sha256: Option<[u8; 32]>,
-    /// wgpu: use an adapter whose name contains this (ignoring case); `None`: the
-    /// `GEMMA_CYBER_WGPU_ADAPTER` environment variable, else the best adapter.
-    pub wgpu_adapter: Option<String>,
-    /// wgpu: graphics APIs to try, comma-separated (`vulkan`, `metal`, `dx12`, `gl`); `None`: the
-    /// `GEMMA_CYBER_WGPU_BACKENDS` environment variable, else every one built in.
-    pub wgpu_backends: Option<String>,
+    /// Searched first for plugin libraries, before `GEMMA_CYBER_PLUGIN_DIR` and the directory of
+    /// the core library itself.
+    pub plugin_dir: Option<PathBuf>,
+    /// The plugin to run when `backend` is [`BackendKind::Plugin`], e.g. `"mydevice"` for
+    /// `libgemma_cyber_mydevice.so`.
+    pub plugin_name: Option<String>,
+    /// `key=value` settings for plugins, e.g. `wgpu.adapter=NVIDIA` or
+    /// `onnxruntime.library=/opt/ort/libonnxruntime.so`: a key prefixed with a plugin's name and a
+    /// dot reaches only that plugin (without the prefix); any other key reaches every plugin
+    /// started.
+    pub plugin_settings: Vec<String>,
+}
+
+/// A backend AUTO tried and passed over, and why.
+#[derive(Clone, Debug)]
+pub struct Skipped {
+    /// The backend's name, e.g. `wgpu`.
+    pub backend: String,
+    /// Why it was not used.
+    pub reason: Error,
 }
 
 /// A model bound to a backend. `classify` takes `&self` and may be called from many threads at once.
@@ -54,6 +64,7 @@ pub struct Classifier {
     model: Arc<Model>,
     backend: Box<dyn Backend>,
     threshold: f32,
+    skipped: Vec<Skipped>,
 }
 
 impl Classifier {
@@ -76,12 +87,23 @@ impl Classifier {
             &options.model,
             options.expected_sha256.as_ref(),
         )?);
-        let backend = start_backend(options, &model)?;
+        check_plugin_options(options)?;
+        let mut skipped = Vec::new();
+        let backend = start_backend(options, &model, &mut skipped)?;
+        log::emit(
+            LogLevel::Info,
+            &format!(
+                "{} backend started on {}",
+                backend.kind().name(),
+                backend.device_name()
+            ),
+        );
         let threshold = options.threshold.unwrap_or(model.threshold());
         Ok(Classifier {
             model,
             backend,
             threshold,
+            skipped,
         })
     }
 
@@ -165,6 +187,12 @@ impl Classifier {
     pub fn model(&self) -> &Model {
         &self.model
     }
+
+    /// The backends AUTO tried before the one running, and why each was passed over (empty when
+    /// a backend was asked for by name).
+    pub fn skipped_backends(&self) -> &[Skipped] {
+        &self.skipped
+    }
 }
 
 /// Index of the first NaN or infinity in `values`.
@@ -190,78 +218,111 @@ fn first_non_finite(values: &[f32]) -> Option<usize> {
         })
 }
 
-/// Starts the backend the options name; AUTO tries each of [`auto_candidates`] in order and falls
-/// back to cpu.
-fn start_backend(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
-    match options.backend {
-        BackendKind::Cpu => Ok(Box::new(cpu(options, model)?)),
-        BackendKind::Onnxruntime => onnxruntime(options, model),
-        BackendKind::Wgpu => wgpu(options, model, true),
+/// The plugin names AUTO tries before cpu, best first: a real GPU through wgpu (never a software
+/// adapter), then ONNX Runtime.
+pub const AUTO_PLUGINS: [&str; 2] = ["wgpu", "onnxruntime"];
+
+/// Checks the plugin fields of `options`: a mistake there is the caller's to fix.
+fn check_plugin_options(options: &Options) -> Result<()> {
+    match (&options.plugin_name, options.backend) {
+        (None, BackendKind::Plugin) => {
+            return Err(Error::invalid_argument(
+                "backend is PLUGIN but plugin_name is not set; name the plugin, e.g. \"wgpu\"",
+            ))
+        }
+        (Some(name), BackendKind::Plugin) if !plugin::loader::is_valid_name(name) => {
+            return Err(Error::invalid_argument(format!(
+                "plugin_name {name:?} is not [a-z0-9_]+ (the <name> of libgemma_cyber_<name>.so)"
+            )))
+        }
+        (Some(name), backend) if backend != BackendKind::Plugin => {
+            return Err(Error::invalid_argument(format!(
+                "plugin_name is {name:?} but backend is {}; set backend to PLUGIN",
+                backend.name()
+            )))
+        }
+        _ => {}
+    }
+    for pair in &options.plugin_settings {
+        if !pair
+            .split_once('=')
+            .is_some_and(|(key, _)| !key.trim().is_empty())
+        {
+            return Err(Error::invalid_argument(format!(
+                "plugin setting {pair:?} is not key=value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the backend the options name; AUTO tries each of [`AUTO_PLUGINS`] in order, keeping
+/// why each was skipped in `skipped`, and falls back to cpu.
+fn start_backend(
+    options: &Options,
+    model: &Arc<Model>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Box<dyn Backend>> {
+    let named = match options.backend {
+        BackendKind::Cpu => return Ok(Box::new(cpu(options, model)?)),
+        BackendKind::Plugin => options.plugin_name.as_deref().unwrap_or_default(),
         BackendKind::Auto => {
-            for start in auto_candidates() {
-                match start(options, model) {
+            for name in AUTO_PLUGINS {
+                match start_plugin(name, options, model, true) {
                     Ok(backend) => return Ok(backend),
                     // A mistake in the options is the caller's to fix, not a reason to move on.
                     Err(error) if error.status() == Status::InvalidArgument => return Err(error),
-                    Err(_) => {}
+                    Err(reason) => {
+                        log::emit(
+                            LogLevel::Info,
+                            &format!("AUTO skipped the {name} backend: {}", reason.message()),
+                        );
+                        skipped.push(Skipped {
+                            backend: name.to_owned(),
+                            reason,
+                        });
+                    }
                 }
             }
-            Ok(Box::new(cpu(options, model)?))
+            return Ok(Box::new(cpu(options, model)?));
         }
-    }
+        kind => kind.plugin_name().expect("every other kind is a plugin"),
+    };
+    start_plugin(named, options, model, false)
 }
 
-/// A way to start a backend for AUTO.
-type Start = fn(&Options, &Arc<Model>) -> Result<Box<dyn Backend>>;
+/// Loads the plugin called `name` and makes an instance with its settings.
+fn start_plugin(
+    name: &str,
+    options: &Options,
+    model: &Arc<Model>,
+    auto: bool,
+) -> Result<Box<dyn Backend>> {
+    let plugin = plugin::find(name, options.plugin_dir.as_deref())?;
+    let settings = plugin_settings(name, options, auto);
+    Ok(Box::new(PluginBackend::new(plugin, model, &settings)?))
+}
 
-/// What AUTO tries before cpu, best first: a real GPU through wgpu (never a software adapter),
-/// then ONNX Runtime.
-fn auto_candidates() -> [Start; 2] {
-    [|options, model| wgpu(options, model, false), onnxruntime]
+/// The settings plugin `name` gets: the core's (`num_threads`, and `auto=1` when AUTO is
+/// choosing), then the caller's that are addressed to it or to no plugin in particular.
+fn plugin_settings(name: &str, options: &Options, auto: bool) -> Vec<String> {
+    let mut settings = vec![format!("num_threads={}", options.num_threads)];
+    if auto {
+        settings.push("auto=1".to_owned());
+    }
+    for pair in &options.plugin_settings {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key.split_once('.') {
+            Some((plugin, key)) if plugin == name => settings.push(format!("{key}={value}")),
+            Some(_) => {}
+            None => settings.push(pair.clone()),
+        }
+    }
+    settings
 }
 
 fn cpu(options: &Options, model: &Model) -> Result<CpuBackend> {
     CpuBackend::new(model, options.num_threads)
-}
-
-#[cfg(feature = "onnxruntime")]
-fn onnxruntime(options: &Options, model: &Arc<Model>) -> Result<Box<dyn Backend>> {
-    Ok(Box::new(OnnxruntimeBackend::new(
-        model,
-        options.num_threads,
-        options.onnxruntime_library.as_deref(),
-    )?))
-}
-
-#[cfg(not(feature = "onnxruntime"))]
-fn onnxruntime(_options: &Options, _model: &Arc<Model>) -> Result<Box<dyn Backend>> {
-    Err(unavailable_in_this_build(BackendKind::Onnxruntime))
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu(options: &Options, model: &Model, allow_software: bool) -> Result<Box<dyn Backend>> {
-    use crate::backend::{WgpuBackend, WgpuSettings};
-    let settings = WgpuSettings {
-        adapter: options.wgpu_adapter.clone(),
-        backends: options.wgpu_backends.clone(),
-        allow_software,
-        ..WgpuSettings::default()
-    }
-    .with_env()?;
-    Ok(Box::new(WgpuBackend::new(model, &settings)?))
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu(_options: &Options, _model: &Model, _allow_software: bool) -> Result<Box<dyn Backend>> {
-    Err(unavailable_in_this_build(BackendKind::Wgpu))
-}
-
-#[cfg(not(all(feature = "onnxruntime", feature = "wgpu")))]
-fn unavailable_in_this_build(kind: BackendKind) -> Error {
-    Error::backend_unavailable(format!(
-        "the {} backend is not part of this build of gemma-cyber",
-        kind.name()
-    ))
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@ mod classifier;
 pub mod convert;
 pub mod error;
 pub mod ffi;
+pub mod log;
 pub mod metrics;
 pub mod model;
 #[cfg(test)]
 mod test_support;
 
 pub use backend::BackendKind;
-pub use classifier::{Classifier, ModelSource, Options, MAX_THREADS};
+pub use classifier::{Classifier, ModelSource, Options, Skipped, AUTO_PLUGINS, MAX_THREADS};
 pub use error::{Error, Result, Status};
 pub use model::Model;

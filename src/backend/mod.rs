@@ -1,17 +1,11 @@
-//! The backends: one trait, one module each. A backend runs the folded [`Model`](crate::model::Model)
-//! on a batch.
+//! The backends: one trait; cpu in the core, every other backend a plugin. A backend runs the
+//! folded [`Model`](crate::model::Model) on a batch.
 
 mod cpu;
-#[cfg(feature = "onnxruntime")]
-mod onnxruntime;
-#[cfg(feature = "wgpu")]
-pub mod wgpu;
+pub mod plugin;
 
 pub use cpu::{CpuBackend, CpuKernel};
-#[cfg(feature = "onnxruntime")]
-pub use onnxruntime::{onnx_model, OnnxruntimeBackend, LIBRARY_ENV as ONNXRUNTIME_LIBRARY_ENV};
-#[cfg(feature = "wgpu")]
-pub use wgpu::{WgpuBackend, WgpuSettings};
+pub use plugin::{Plugin, PluginBackend};
 
 use crate::error::Result;
 
@@ -19,26 +13,30 @@ use crate::error::Result;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BackendKind {
-    /// A real GPU through wgpu, else ONNX Runtime if its library loads, else cpu.
+    /// A real GPU through the wgpu plugin, else the onnxruntime plugin if ONNX Runtime's library
+    /// loads, else cpu.
     #[default]
     Auto = 0,
     /// Plain Rust on the CPU: no system dependencies, the reference for every other backend.
     Cpu = 1,
-    /// ONNX Runtime, loaded at run time.
+    /// The onnxruntime plugin: ONNX Runtime, itself loaded at run time.
     Onnxruntime = 2,
-    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12). The environment variables
-    /// `GEMMA_CYBER_WGPU_ADAPTER` (part of the adapter's name) and `GEMMA_CYBER_WGPU_BACKENDS`
-    /// (`vulkan`, `metal`, `dx12`) choose the adapter; asked for by name it may be a software one
-    /// (e.g. lavapipe), which AUTO never picks.
+    /// The wgpu plugin: WGSL compute shaders through wgpu (Vulkan, Metal, DX12). Its settings
+    /// `adapter` and `backends` (or `GEMMA_CYBER_WGPU_ADAPTER`, `GEMMA_CYBER_WGPU_BACKENDS`) choose
+    /// the adapter; asked for by name it may be a software one (e.g. lavapipe), which AUTO never
+    /// picks.
     Wgpu = 3,
+    /// The plugin named by `plugin_name`: a backend shipped as its own shared library.
+    Plugin = 4,
 }
 
 /// Every kind, in C value order.
-const ALL_KINDS: [BackendKind; 4] = [
+const ALL_KINDS: [BackendKind; 5] = [
     BackendKind::Auto,
     BackendKind::Cpu,
     BackendKind::Onnxruntime,
     BackendKind::Wgpu,
+    BackendKind::Plugin,
 ];
 
 impl BackendKind {
@@ -47,13 +45,23 @@ impl BackendKind {
         ALL_KINDS.into_iter().find(|kind| *kind as u32 == value)
     }
 
-    /// The lower-case name used by the CLI and in messages: `auto`, `cpu`, `onnxruntime`, `wgpu`.
+    /// The lower-case name used by the CLI and in messages: `auto`, `cpu`, `onnxruntime`,
+    /// `wgpu`, `plugin`.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Auto => "auto",
             BackendKind::Cpu => "cpu",
             BackendKind::Onnxruntime => "onnxruntime",
             BackendKind::Wgpu => "wgpu",
+            BackendKind::Plugin => "plugin",
+        }
+    }
+
+    /// The plugin that serves this kind, if a fixed one does (`wgpu`, `onnxruntime`).
+    pub fn plugin_name(self) -> Option<&'static str> {
+        match self {
+            BackendKind::Onnxruntime | BackendKind::Wgpu => Some(self.name()),
+            _ => None,
         }
     }
 

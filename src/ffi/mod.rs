@@ -8,14 +8,16 @@
 mod boundary;
 mod options;
 
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_void, CString};
 use std::mem::size_of;
+use std::sync::Arc;
 
 pub use options::COptions;
 
 use crate::backend::BackendKind;
 use crate::classifier::Classifier;
 use crate::error::{Error, Result, Status};
+use crate::log::{self, LogLevel};
 
 /// Version of this C ABI. Bumped only by a change that breaks existing callers.
 pub const GEMMA_CYBER_ABI_VERSION: u32 = 1;
@@ -192,6 +194,52 @@ pub extern "C" fn gemma_cyber_version() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn gemma_cyber_abi_version() -> u32 {
     GEMMA_CYBER_ABI_VERSION
+}
+
+/// A log callback: receives the `user_data` given to `gemma_cyber_set_log_callback`, the level
+/// and a one-line NUL-terminated message valid during the call only. It may be called from any
+/// thread the library runs on, also concurrently, and must not call back into the library.
+pub type LogCallback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, level: LogLevel, message: *const c_char)>;
+
+/// Sends the library's messages to `callback`: which backend AUTO picked and why it passed over
+/// the others, plugin files that cannot be used, backends' warnings. NULL (the default) turns
+/// them off; the library never writes to stderr. One callback per process; a later call replaces
+/// it. `user_data` is passed back untouched.
+///
+/// # Safety
+/// `callback` must be NULL or a function safe to call from any thread with `user_data` until it
+/// is replaced.
+#[no_mangle]
+pub unsafe extern "C" fn gemma_cyber_set_log_callback(
+    callback: LogCallback,
+    user_data: *mut c_void,
+) {
+    boundary::guard(|| {
+        /// The caller's pointer, handed back as it is.
+        struct UserData(*mut c_void);
+        // SAFETY: the library never dereferences it; the caller promised it may be used from any
+        // thread.
+        unsafe impl Send for UserData {}
+        // SAFETY: as above.
+        unsafe impl Sync for UserData {}
+        impl UserData {
+            // A method, so that closures capture the whole (Send) wrapper, not its raw field.
+            fn get(&self) -> *mut c_void {
+                self.0
+            }
+        }
+        let logger: Option<log::Logger> = callback.map(|callback| {
+            let user_data = UserData(user_data);
+            Arc::new(move |level: LogLevel, message: &str| {
+                let text = CString::new(message.replace('\0', "\\0")).expect("NULs were replaced");
+                // SAFETY: the caller's callback with the caller's user_data, as promised.
+                unsafe { callback(user_data.get(), level, text.as_ptr()) };
+            }) as log::Logger
+        });
+        log::set_logger(logger);
+        Ok(())
+    });
 }
 
 unsafe fn handle_ref<'a>(classifier: *const ClassifierHandle) -> Result<&'a ClassifierHandle> {

@@ -38,6 +38,17 @@ pub struct COptions {
     /// mismatch is MODEL_INVALID and nothing is loaded. Appended within ABI version 1: read only
     /// when `struct_size` covers it, so callers built against the first header are unaffected.
     pub model_sha256: *const u8,
+    /// A directory searched for plugin libraries first, before `GEMMA_CYBER_PLUGIN_DIR` and the
+    /// directory holding this library; NULL: those two only. Appended within ABI version 1.
+    pub plugin_dir: *const c_char,
+    /// With `backend = GEMMA_CYBER_BACKEND_PLUGIN`: the plugin's name, `[a-z0-9_]+`, as in its file
+    /// name `libgemma_cyber_<name>.so`. Appended within ABI version 1.
+    pub plugin_name: *const c_char,
+    /// NULL, or a NULL-terminated array of `"key=value"` settings for plugins (read during
+    /// `gemma_cyber_create` only). A key prefixed with a plugin's name and a dot
+    /// (`"wgpu.adapter=NVIDIA"`) reaches only that plugin; any other reaches every plugin started.
+    /// Appended within ABI version 1.
+    pub plugin_settings: *const *const c_char,
 }
 
 /// Size of the first version-1 struct (up to `onnxruntime_library`): the least a caller may pass.
@@ -66,6 +77,9 @@ pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) 
         num_threads: 0,
         onnxruntime_library: std::ptr::null(),
         model_sha256: std::ptr::null(),
+        plugin_dir: std::ptr::null(),
+        plugin_name: std::ptr::null(),
+        plugin_settings: std::ptr::null(),
     };
     let bytes = options.cast::<u8>();
     let known = struct_size.min(size_of::<COptions>());
@@ -128,25 +142,71 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
         (None, true) => ModelSource::Builtin,
     };
     let threshold = addr_of!((*options).threshold).read();
-    let sha256_end = offset_of!(COptions, model_sha256) + size_of::<*const u8>();
-    let sha256 = if struct_size >= sha256_end {
+    // Fields appended within version 1 are read only when the caller's struct has them.
+    let covers = |end: usize| struct_size >= end;
+    let sha256 = if covers(offset_of!(COptions, model_sha256) + size_of::<*const u8>()) {
         addr_of!((*options).model_sha256).read()
     } else {
         std::ptr::null()
     };
+    let plugin_dir = if covers(offset_of!(COptions, plugin_dir) + size_of::<*const c_char>()) {
+        path_field(addr_of!((*options).plugin_dir).read(), "plugin_dir")?
+    } else {
+        None
+    };
+    let plugin_name = if covers(offset_of!(COptions, plugin_name) + size_of::<*const c_char>()) {
+        text_field(addr_of!((*options).plugin_name).read(), "plugin_name")?
+    } else {
+        None
+    };
+    let mut plugin_settings = Vec::new();
+    // The first version's ONNX Runtime path is now a setting of the onnxruntime plugin.
+    if let Some(library) = text_field(
+        addr_of!((*options).onnxruntime_library).read(),
+        "onnxruntime_library",
+    )? {
+        plugin_settings.push(format!("onnxruntime.library={library}"));
+    }
+    if covers(offset_of!(COptions, plugin_settings) + size_of::<*const *const c_char>()) {
+        let mut item = addr_of!((*options).plugin_settings).read();
+        if !item.is_null() {
+            while !item.read().is_null() {
+                let setting =
+                    text_field(item.read(), "plugin_settings entry")?.ok_or_else(|| {
+                        Error::invalid_argument("options.plugin_settings holds an empty string")
+                    })?;
+                plugin_settings.push(setting);
+                item = item.add(1);
+            }
+        }
+    }
     Ok(Options {
         backend,
         model,
         threshold: (!threshold.is_nan()).then_some(threshold),
         num_threads: addr_of!((*options).num_threads).read() as usize,
-        onnxruntime_library: path_field(
-            addr_of!((*options).onnxruntime_library).read(),
-            "onnxruntime_library",
-        )?,
         // SAFETY: a caller that sets the field provides 32 readable bytes there.
         expected_sha256: (!sha256.is_null()).then(|| sha256.cast::<[u8; 32]>().read_unaligned()),
-        ..Options::default()
+        plugin_dir,
+        plugin_name,
+        plugin_settings,
     })
+}
+
+/// A C string field as UTF-8 text; NULL is `None`.
+unsafe fn text_field(text: *const c_char, field: &str) -> Result<Option<String>> {
+    if text.is_null() {
+        return Ok(None);
+    }
+    let bytes = CStr::from_ptr(text).to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "options.{field} is an empty string; use NULL for none"
+        )));
+    }
+    std::str::from_utf8(bytes)
+        .map(|text| Some(text.to_owned()))
+        .map_err(|_| Error::invalid_argument(format!("options.{field} is not valid UTF-8")))
 }
 
 /// A C string field as a path; NULL is `None`.

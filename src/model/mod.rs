@@ -105,4 +105,21 @@ impl Model {
     pub fn parameter_count(&self) -> usize {
         self.parameter_count
     }
+
+    /// The folded model as plugins see it: slices into this model's layers.
+    pub fn plugin_view(&self) -> crate::error::Result<gemma_cyber_plugin::Model<'_>> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|dense| gemma_cyber_plugin::Layer {
+                inputs: dense.inputs,
+                outputs: dense.outputs,
+                weight: &dense.weight,
+                bias: &dense.bias,
+                relu: dense.relu,
+            })
+            .collect();
+        gemma_cyber_plugin::Model::new(self.input_dim, self.layer_norm_eps, layers)
+            .map_err(|e| crate::error::Error::model_invalid(e.message()))
+    }
 }

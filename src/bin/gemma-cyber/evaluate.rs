@@ -87,6 +87,8 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         threshold: None,
         threads: args.threads,
         sha256: None,
+        plugin: None,
+        plugins: Default::default(),
     };
     let classifier = open_classifier(&setup)?;
     let (probabilities, labels) = score(&classifier, &args.input, &args.labels)?;

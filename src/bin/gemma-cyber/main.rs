@@ -5,6 +5,12 @@
 mod bench;
 mod convert;
 mod evaluate;
+mod plugins;
+
+// The same graph the onnxruntime plugin runs; its constants serve the plugin only.
+#[path = "../../../plugins/onnxruntime/src/graph.rs"]
+#[allow(dead_code)]
+mod onnx_graph;
 
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,8 +52,9 @@ enum Command {
     },
     /// Measure rows/s and latency of backends by batch size.
     Bench(bench::BenchArgs),
+    /// List the backend plugins found: path, name, version, ABI, usable or why not.
+    Plugins(plugins::PluginsArgs),
     /// Write the ONNX graph the onnxruntime backend runs (same weights, BatchNorm folded).
-    #[cfg(feature = "onnxruntime")]
     ExportOnnx {
         /// Where to write the .onnx file.
         #[arg(short, long)]
@@ -67,9 +74,14 @@ enum Command {
 
 #[derive(Args)]
 struct Setup {
-    /// Backend: auto, cpu, onnxruntime or wgpu.
+    /// Backend: auto, cpu, onnxruntime, wgpu, or plugin (with --plugin NAME).
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: BackendKind,
+    /// Run the plugin libgemma_cyber_NAME.so (implies --backend plugin).
+    #[arg(long, value_name = "NAME")]
+    plugin: Option<String>,
+    #[command(flatten)]
+    plugins: plugins::PluginArgs,
     /// Model file (.safetensors); the built-in model when left out.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -137,7 +149,7 @@ fn main() -> ExitCode {
         } => classify(input.as_deref(), format, &setup),
         Command::Info { setup } => info(&setup),
         Command::Bench(args) => bench::run(&args),
-        #[cfg(feature = "onnxruntime")]
+        Command::Plugins(args) => plugins::run(&args),
         Command::ExportOnnx { output, model } => export_onnx(&output, model.as_deref()),
         Command::Convert(args) => convert::run(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),
@@ -170,22 +182,28 @@ fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
 }
 
 pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
-    BackendKind::from_name(name)
-        .ok_or_else(|| format!("unknown backend {name:?}; expected auto, cpu, onnxruntime or wgpu"))
+    BackendKind::from_name(name).ok_or_else(|| {
+        format!("unknown backend {name:?}; expected auto, cpu, onnxruntime, wgpu or plugin")
+    })
 }
 
 fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
     let options = Options {
-        backend: setup.backend,
+        backend: if setup.plugin.is_some() {
+            BackendKind::Plugin
+        } else {
+            setup.backend
+        },
         model: setup
             .model
             .clone()
             .map_or(ModelSource::Builtin, ModelSource::Path),
         threshold: setup.threshold,
         num_threads: setup.threads,
-        onnxruntime_library: None,
         expected_sha256: setup.sha256,
-        ..Options::default()
+        plugin_name: setup.plugin.clone(),
+        plugin_dir: setup.plugins.plugin_dir(),
+        plugin_settings: setup.plugins.plugin_settings.clone(),
     };
     Ok(Classifier::new(&options)?)
 }
@@ -221,13 +239,13 @@ fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), F
     Ok(())
 }
 
-#[cfg(feature = "onnxruntime")]
 fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
     let model = match model {
         Some(path) => gemma_cyber::Model::from_path(path)?,
         None => gemma_cyber::Model::builtin()?,
     };
-    std::fs::write(output, gemma_cyber::backend::onnx_model(&model)).map_err(|e| Failure {
+    let graph = onnx_graph::onnx_model(&model.plugin_view()?);
+    std::fs::write(output, graph).map_err(|e| Failure {
         message: format!("cannot write {}: {e}", output.display()),
         code: 1,
     })
@@ -269,6 +287,14 @@ fn info(setup: &Setup) -> Result<(), Failure> {
     )?;
     writeln!(out, "backend:     {}", classifier.backend().name())?;
     writeln!(out, "device:      {}", classifier.device_name())?;
+    for skipped in classifier.skipped_backends() {
+        writeln!(
+            out,
+            "skipped:     {}: {}",
+            skipped.backend,
+            skipped.reason.message()
+        )?;
+    }
     writeln!(out, "metadata:")?;
     for (key, value) in model.metadata() {
         writeln!(out, "  {key}: {value}")?;

@@ -2,16 +2,18 @@
 //!
 //! ONNX Runtime is never linked: its shared library is found and opened when a classifier asks for
 //! this backend, so the library loads and serves the other backends where ONNX Runtime is absent.
-//! Where it looks, in order: `Options::onnxruntime_library`, `GEMMA_CYBER_ONNXRUNTIME_LIB`,
-//! `ORT_DYLIB_PATH`, then the platform's usual names through the system loader. The first one set
-//! is the only one tried, so a wrong path is an error rather than a silent fallback.
+//! Where it looks, in order: the `library` setting (the C API's `options.onnxruntime_library`
+//! arrives as it), `GEMMA_CYBER_ONNXRUNTIME_LIB`, `ORT_DYLIB_PATH`, then the platform's usual names
+//! through the system loader. The first one set is the only one tried, so a wrong path is an error
+//! rather than a silent fallback.
 //!
 //! One process holds one ONNX Runtime: the first library that loads serves every later classifier,
 //! and asking for a different one afterwards is BACKEND_UNAVAILABLE.
 
+#[path = "graph.rs"]
 mod graph;
 
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -21,19 +23,10 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::{Backend, BackendKind};
-use crate::error::{Error, Result};
-use crate::model::Model;
+use gemma_cyber_plugin::{panic_message, Backend, Error, Model, Result, Settings};
 
-/// The serialized ONNX model (opset 17) this backend runs for `model`: input `embeddings`
-/// (`rows × input_dim` float), output `probability` (`rows × 1` float). For running the very same
-/// graph elsewhere, e.g. in ONNX Runtime's Python API to compare.
-pub fn onnx_model(model: &Model) -> Vec<u8> {
-    graph::onnx_model(model)
-}
-
-/// Environment variable naming ONNX Runtime's shared library, read when the options name none.
-pub const LIBRARY_ENV: &str = "GEMMA_CYBER_ONNXRUNTIME_LIB";
+/// Environment variable naming ONNX Runtime's shared library, read when the settings name none.
+const LIBRARY_ENV: &str = "GEMMA_CYBER_ONNXRUNTIME_LIB";
 /// ort's own environment variable, honoured after ours so existing deployments keep working.
 const ORT_LIBRARY_ENV: &str = "ORT_DYLIB_PATH";
 
@@ -49,7 +42,7 @@ const SYSTEM_NAMES: &[&str] = &[];
 const INSTALL_HINT: &str = "install ONNX Runtime 1.17 or newer (e.g. `pip download onnxruntime` \
      and take onnxruntime/capi/libonnxruntime.so* from the wheel, or a release from \
      github.com/microsoft/onnxruntime) and point GEMMA_CYBER_ONNXRUNTIME_LIB or \
-     options.onnxruntime_library at the library file";
+     options.onnxruntime_library (the plugin setting `onnxruntime.library`) at the library file";
 
 /// The ONNX Runtime this process loaded, shared by every classifier on this backend.
 struct Runtime {
@@ -81,7 +74,7 @@ pub struct OnnxruntimeBackend {
     /// Signalled when a session goes back into an exhausted pool.
     returned: Condvar,
     max_sessions: usize,
-    device_name: String,
+    device_name: CString,
 }
 
 /// Idle sessions, and how many exist in all (idle or lent out).
@@ -91,43 +84,24 @@ struct Pool {
 }
 
 impl OnnxruntimeBackend {
-    /// Loads ONNX Runtime (see the module docs for where it looks), builds the model's graph and
-    /// makes a first session, each session using `threads` intra-op threads (0: the library
-    /// chooses, one a session, since concurrent callers get sessions of their own).
-    ///
-    /// Any failure, a panic of ort included, is BACKEND_UNAVAILABLE saying where it looked.
-    pub fn new(
-        model: &Model,
+    fn start(
+        model: &Model<'_>,
         threads: usize,
         library: Option<&Path>,
     ) -> Result<OnnxruntimeBackend> {
-        catch_unwind(AssertUnwindSafe(|| Self::start(model, threads, library))).unwrap_or_else(
-            |payload| {
-                let detail = payload
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("no message");
-                Err(Error::backend_unavailable(format!(
-                    "ONNX Runtime failed to start: {detail}"
-                )))
-            },
-        )
-    }
-
-    fn start(model: &Model, threads: usize, library: Option<&Path>) -> Result<OnnxruntimeBackend> {
         let runtime = load_runtime(library)?;
         let threads = if threads == 0 { 1 } else { threads };
         // Sessions beyond cores / threads would only make threads wait for cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max_sessions = (cores / threads).max(1);
         let device_name = format!(
-            "onnxruntime {} (CPUExecutionProvider), {} thread{} a session, {}",
+            "ONNX Runtime {} (CPUExecutionProvider), {} thread{} a session, {}",
             runtime.version,
             threads,
             if threads == 1 { "" } else { "s" },
             runtime.library.display()
         );
+        let device_name = CString::new(device_name.replace('\0', " ")).expect("NULs were replaced");
         let mut backend = OnnxruntimeBackend {
             runtime,
             graph: graph::onnx_model(model),
@@ -216,11 +190,36 @@ fn session_failure(e: impl std::fmt::Display) -> Error {
 }
 
 impl Backend for OnnxruntimeBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Onnxruntime
+    const NAME: &'static CStr = c"onnxruntime";
+    const VERSION: &'static CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(version) => version,
+            Err(_) => panic!("the package version has no NUL"),
+        };
+
+    /// Loads ONNX Runtime (see the module docs for where it looks), builds the model's graph and
+    /// makes a first session, each session using `num_threads` intra-op threads (0: one a
+    /// session, since concurrent callers get sessions of their own). Settings: `library`.
+    ///
+    /// Any failure, a panic of ort included, is BACKEND_UNAVAILABLE saying where it looked.
+    fn create(model: &Model<'_>, mut settings: Settings) -> Result<Self> {
+        let library = settings.take("library").map(PathBuf::from);
+        let threads = settings.num_threads()?;
+        // ONNX Runtime runs on the CPU, so AUTO may pick it on any machine.
+        settings.auto()?;
+        settings.finish()?;
+        catch_unwind(AssertUnwindSafe(|| {
+            Self::start(model, threads, library.as_deref())
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::backend_unavailable(format!(
+                "ONNX Runtime failed to start: {}",
+                panic_message(payload.as_ref())
+            )))
+        })
     }
 
-    fn device_name(&self) -> &str {
+    fn device_name(&self) -> &CStr {
         &self.device_name
     }
 
@@ -264,7 +263,7 @@ fn run(
 /// set, with where it came from, or `None` to ask the system loader.
 fn requested_library(library: Option<&Path>) -> Option<(PathBuf, String)> {
     if let Some(path) = library {
-        return Some((path.to_owned(), "options.onnxruntime_library".into()));
+        return Some((path.to_owned(), "the library setting".into()));
     }
     [LIBRARY_ENV, ORT_LIBRARY_ENV].into_iter().find_map(|name| {
         std::env::var_os(name)
@@ -292,7 +291,7 @@ fn load_runtime(library: Option<&Path>) -> Result<Arc<Runtime>> {
         }
         return Err(Error::backend_unavailable(format!(
             "this process already runs ONNX Runtime {} from {} and cannot also load {}; give \
-             every classifier the same library (options.onnxruntime_library or {LIBRARY_ENV})",
+             every classifier the same library (the library setting or {LIBRARY_ENV})",
             runtime.version,
             runtime.library.display(),
             path.display()
@@ -329,7 +328,6 @@ fn load_runtime(library: Option<&Path>) -> Result<Arc<Runtime>> {
 /// it (ort would accept any library once, and only fail later). Returns its version string.
 #[cfg(unix)]
 fn probe(path: &Path) -> Result<String> {
-    use std::ffi::{CStr, CString};
     use std::os::unix::ffi::OsStrExt;
 
     let unusable = |why: String| {
@@ -386,8 +384,6 @@ fn probe(_path: &Path) -> Result<String> {
 /// The first of [`SYSTEM_NAMES`] the system loader finds, as an absolute path.
 #[cfg(unix)]
 fn system_library() -> Result<PathBuf> {
-    use std::ffi::{CStr, CString};
-
     let mut errors = Vec::new();
     for name in SYSTEM_NAMES {
         let c_name = CString::new(*name).expect("no NUL in the names");
@@ -417,7 +413,7 @@ fn system_library() -> Result<PathBuf> {
         }
     }
     Err(Error::backend_unavailable(format!(
-        "ONNX Runtime not found: options.onnxruntime_library, {LIBRARY_ENV} and {ORT_LIBRARY_ENV} \
+        "ONNX Runtime not found: the library setting, {LIBRARY_ENV} and {ORT_LIBRARY_ENV} \
          are unset, and the system loader found none of {} ({}); {INSTALL_HINT}",
         SYSTEM_NAMES.join(", "),
         errors.join("; ")
@@ -427,7 +423,7 @@ fn system_library() -> Result<PathBuf> {
 #[cfg(not(unix))]
 fn system_library() -> Result<PathBuf> {
     Err(Error::backend_unavailable(format!(
-        "ONNX Runtime not found: options.onnxruntime_library, {LIBRARY_ENV} and {ORT_LIBRARY_ENV} \
+        "ONNX Runtime not found: the library setting, {LIBRARY_ENV} and {ORT_LIBRARY_ENV} \
          are unset, and this platform has no system search; {INSTALL_HINT}"
     )))
 }

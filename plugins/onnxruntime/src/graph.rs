@@ -6,15 +6,15 @@
 
 use prost::Message;
 
-use crate::model::Model;
+use gemma_cyber_plugin::Model;
 
 /// Name of the graph's input: `rows × input_dim` float embeddings.
-pub(super) const INPUT: &str = "embeddings";
+pub const INPUT: &str = "embeddings";
 /// Name of the graph's output: `rows × 1` probabilities.
-pub(super) const OUTPUT: &str = "probability";
+pub const OUTPUT: &str = "probability";
 /// The ONNX operator set the graph is written against; 17 is the first with LayerNormalization,
 /// and ONNX Runtime 1.17 (ort's lowest supported API) runs it.
-pub(super) const OPSET: i64 = 17;
+pub const OPSET: i64 = 17;
 /// IR version 8 goes with opset 17.
 const IR_VERSION: i64 = 8;
 
@@ -150,7 +150,7 @@ enum DimensionValue {
 ///
 /// BatchNorm is already folded into the dense layers in the order the file records, so the graph
 /// computes exactly what the cpu backend computes.
-pub(super) fn onnx_model(model: &Model) -> Vec<u8> {
+pub fn onnx_model(model: &Model<'_>) -> Vec<u8> {
     let dim = model.input_dim();
     let mut initializer = vec![tensor("norm.scale", &[dim], &vec![1.0; dim])];
     let mut node = vec![NodeProto {
@@ -171,9 +171,9 @@ pub(super) fn onnx_model(model: &Model) -> Vec<u8> {
         initializer.push(tensor(
             &weight,
             &[layer.outputs, layer.inputs],
-            &layer.weight,
+            layer.weight,
         ));
-        initializer.push(tensor(&bias, &[layer.outputs], &layer.bias));
+        initializer.push(tensor(&bias, &[layer.outputs], layer.bias));
         let linear = format!("dense.{i}");
         node.push(NodeProto {
             input: vec![current, weight, bias],

@@ -11,6 +11,7 @@
 //! lavapipe and on an NVIDIA H200. Weights are stored transposed (inputs × outputs) for both, so
 //! neighbouring invocations read neighbouring addresses.
 
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -19,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use wgpu::util::DeviceExt;
 
-use super::{Backend, BackendKind};
-use crate::error::{Error, Result};
-use crate::model::Model;
+use gemma_cyber_plugin::{panic_message, Backend, Error, Model, Result, Settings};
 
 /// Environment variable: use an adapter whose name contains this (case-insensitive).
 pub const ADAPTER_ENV: &str = "GEMMA_CYBER_WGPU_ADAPTER";
@@ -56,10 +55,10 @@ const VECTOR_ROWS: usize = 4;
 /// Rows and columns of one tile of the tiled kernel (as in the shader).
 const TILE: u32 = 64;
 
-const LAYER_NORM_WGSL: &str = include_str!("../../shaders/layer_norm.wgsl");
-const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
-const DENSE_VECTOR_WGSL: &str = include_str!("../../shaders/dense_vector.wgsl");
-const DENSE_TILED_WGSL: &str = include_str!("../../shaders/dense_tiled.wgsl");
+const LAYER_NORM_WGSL: &str = include_str!("../../../shaders/layer_norm.wgsl");
+const ACTIVATION_WGSL: &str = include_str!("../../../shaders/activation.wgsl");
+const DENSE_VECTOR_WGSL: &str = include_str!("../../../shaders/dense_vector.wgsl");
+const DENSE_TILED_WGSL: &str = include_str!("../../../shaders/dense_tiled.wgsl");
 
 /// Values of `ACTIVATION` in `activation.wgsl`.
 const ACTIVATION_NONE: f64 = 0.0;
@@ -91,8 +90,8 @@ impl Kernel {
     }
 }
 
-/// How the wgpu backend picks its adapter and runs; [`WgpuSettings::default`] plus
-/// [`WgpuSettings::with_env`] is what `Classifier` uses.
+/// How the wgpu backend picks its adapter and runs; the plugin's settings
+/// ([`WgpuSettings::from_settings`]) plus [`WgpuSettings::with_env`] are what a classifier uses.
 #[derive(Clone, Debug)]
 pub struct WgpuSettings {
     /// Use an adapter whose name contains this, ignoring case (the best-ranked if several);
@@ -130,6 +129,35 @@ impl Default for WgpuSettings {
 }
 
 impl WgpuSettings {
+    /// The plugin settings `adapter`, `backends`, `kernel`, `max_chunk_rows`, `piece_rows` and
+    /// `timeout_ms`; with `auto=1` (AUTO is choosing) a software adapter is never taken.
+    pub fn from_settings(mut settings: Settings) -> Result<WgpuSettings> {
+        let defaults = WgpuSettings::default();
+        let kernel = match settings.take("kernel") {
+            Some(name) => Kernel::from_name(&name).ok_or_else(|| {
+                Error::backend_unavailable(format!(
+                    "setting kernel={name:?}; expected tiled, vector or auto"
+                ))
+            })?,
+            None => Kernel::Auto,
+        };
+        let parsed = WgpuSettings {
+            adapter: settings.take("adapter"),
+            backends: settings.take("backends"),
+            allow_software: !settings.auto()?,
+            kernel,
+            max_chunk_rows: settings.take_parsed("max_chunk_rows")?.unwrap_or(0),
+            piece_rows: settings.take_parsed("piece_rows")?.unwrap_or(0),
+            timeout: settings
+                .take_parsed("timeout_ms")?
+                .map_or(defaults.timeout, Duration::from_millis),
+        };
+        // The core's thread count is for CPU backends; the device runs its own.
+        settings.num_threads()?;
+        settings.finish()?;
+        Ok(parsed)
+    }
+
     /// These settings with [`ADAPTER_ENV`], [`BACKENDS_ENV`] and [`KERNEL_ENV`] filling the
     /// fields not already set.
     pub fn with_env(mut self) -> Result<Self> {
@@ -143,7 +171,7 @@ impl WgpuSettings {
         if self.kernel == Kernel::Auto {
             if let Some(name) = var(KERNEL_ENV) {
                 self.kernel = Kernel::from_name(&name).ok_or_else(|| {
-                    Error::invalid_argument(format!(
+                    Error::backend_unavailable(format!(
                         "{KERNEL_ENV} is {name:?}; expected tiled, vector or auto"
                     ))
                 })?;
@@ -236,13 +264,15 @@ impl Drop for Lease<'_> {
 #[derive(Default)]
 struct DeviceEvents {
     lost: Mutex<Option<String>>,
+    /// An error wgpu reported outside every error scope; the next call fails with it.
+    uncaptured: Mutex<Option<String>>,
 }
 
 /// Runs the folded model on a wgpu adapter. `classify` may be called from many threads at once.
 pub struct WgpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
-    device_name: String,
+    device_name: CString,
     software: bool,
     input_dim: usize,
     /// Values per input row on the device (`input_dim` rounded up to 4).
@@ -296,8 +326,8 @@ impl WgpuBackend {
     ///
     /// No suitable adapter is BACKEND_UNAVAILABLE (the message says what was tried); a device
     /// that fails while setting up is BACKEND_FAILURE.
-    pub fn new(model: &Model, settings: &WgpuSettings) -> Result<WgpuBackend> {
-        catch_unwind(AssertUnwindSafe(|| Self::create(model, settings)))
+    pub fn new(model: &Model<'_>, settings: &WgpuSettings) -> Result<WgpuBackend> {
+        catch_unwind(AssertUnwindSafe(|| Self::start(model, settings)))
             .unwrap_or_else(|payload| Err(panic_failure("starting the wgpu backend", payload)))
     }
 
@@ -350,7 +380,7 @@ impl WgpuBackend {
         self.device.destroy();
     }
 
-    fn create(model: &Model, settings: &WgpuSettings) -> Result<WgpuBackend> {
+    fn start(model: &Model<'_>, settings: &WgpuSettings) -> Result<WgpuBackend> {
         let backends = parse_backends(settings.backends.as_deref())?;
         let instance = kept_instance(backends).unwrap_or_else(|| {
             wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -381,9 +411,13 @@ impl WgpuBackend {
             }
         });
         // wgpu's default handler panics; every call runs inside error scopes, so an error that
-        // still arrives here has no call to report it to: log it and go on.
-        device.on_uncaptured_error(Arc::new(|error| {
-            eprintln!("gemma-cyber: wgpu error outside any call: {error}");
+        // still arrives here belongs to no call: the next call reports it (a library never
+        // writes to stderr).
+        let uncaptured = Arc::clone(&events);
+        device.on_uncaptured_error(Arc::new(move |error| {
+            if let Ok(mut slot) = uncaptured.uncaptured.lock() {
+                slot.get_or_insert_with(|| error.to_string());
+            }
         }));
 
         let scopes = ErrorScopes::push(&device);
@@ -421,7 +455,8 @@ impl WgpuBackend {
         }
 
         Ok(WgpuBackend {
-            device_name: describe(&info),
+            device_name: CString::new(describe(&info).replace('\0', " "))
+                .expect("NULs were replaced"),
             device,
             queue,
             software,
@@ -450,6 +485,17 @@ impl WgpuBackend {
     fn run(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
         if let Some(lost) = self.device_lost() {
             return Err(lost);
+        }
+        let uncaptured = self
+            .events
+            .uncaptured
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(error) = uncaptured {
+            return Err(Error::backend_failure(format!(
+                "wgpu reported an error outside any call: {error}"
+            )));
         }
         let piece = self.piece_rows_for(rows);
         let mut leases = vec![self.workspace(piece)?];
@@ -817,11 +863,21 @@ impl WgpuBackend {
 }
 
 impl Backend for WgpuBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Wgpu
+    const NAME: &'static CStr = c"wgpu";
+    const VERSION: &'static CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(version) => version,
+            Err(_) => panic!("the package version has no NUL"),
+        };
+
+    /// Picks an adapter as the settings and the environment say (see [`WgpuSettings`]) and
+    /// uploads the model.
+    fn create(model: &Model<'_>, settings: Settings) -> Result<Self> {
+        let settings = WgpuSettings::from_settings(settings)?.with_env()?;
+        WgpuBackend::new(model, &settings)
     }
 
-    fn device_name(&self) -> &str {
+    fn device_name(&self) -> &CStr {
         &self.device_name
     }
 
@@ -842,7 +898,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(device: &wgpu::Device, model: &Model, kernel: Kernel) -> Result<Setup> {
+    fn new(device: &wgpu::Device, model: &Model<'_>, kernel: Kernel) -> Result<Setup> {
         let norm_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("layer norm"),
             entries: &[
@@ -940,7 +996,7 @@ impl Setup {
                         weight[k * outputs + col] = w;
                     }
                 }
-                let mut bias = layer.bias.clone();
+                let mut bias = layer.bias.to_vec();
                 bias.resize(outputs, 0.0);
                 let activation = if last {
                     ACTIVATION_SIGMOID
@@ -1029,12 +1085,10 @@ impl ErrorScopes {
 }
 
 fn panic_failure(doing: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
-    let detail = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message");
-    Error::backend_failure(format!("wgpu panicked while {doing}: {detail}"))
+    Error::backend_failure(format!(
+        "wgpu panicked while {doing}: {}",
+        panic_message(payload.as_ref())
+    ))
 }
 
 /// The graphics APIs named in `names` (comma-separated); `None`: every one built in.
@@ -1050,14 +1104,14 @@ fn parse_backends(names: Option<&str>) -> Result<wgpu::Backends> {
             "dx12" | "d3d12" => wgpu::Backends::DX12,
             "gl" | "gles" | "opengl" => wgpu::Backends::GL,
             _ => {
-                return Err(Error::invalid_argument(format!(
+                return Err(Error::backend_unavailable(format!(
                     "wgpu backends {names:?}: unknown name {name:?}; expected vulkan, metal, dx12 or gl"
                 )))
             }
         };
     }
     if backends.is_empty() {
-        return Err(Error::invalid_argument(format!(
+        return Err(Error::backend_unavailable(format!(
             "wgpu backends {names:?} names no graphics API; expected vulkan, metal, dx12 or gl"
         )));
     }
