@@ -20,6 +20,12 @@
 #define GEMMA_CYBER_VERSION "0.1.0"
 
 /**
+ * The ONNX operator set the graph is written against; 17 is the first with LayerNormalization,
+ * and ONNX Runtime 1.17 (ort's lowest supported API) runs it.
+ */
+#define OPSET 17
+
+/**
  * Version of this C ABI. Bumped only by a change that breaks existing callers.
  */
 #define GEMMA_CYBER_ABI_VERSION 1
@@ -29,7 +35,8 @@
  */
 typedef enum gemma_cyber_backend {
   /**
-   * A real GPU through wgpu, else ONNX Runtime if its library loads, else cpu.
+   * A real GPU through the wgpu plugin, else the onnxruntime plugin if ONNX Runtime's library
+   * loads, else cpu.
    */
   GEMMA_CYBER_BACKEND_AUTO = 0,
   /**
@@ -37,16 +44,20 @@ typedef enum gemma_cyber_backend {
    */
   GEMMA_CYBER_BACKEND_CPU = 1,
   /**
-   * ONNX Runtime, loaded at run time.
+   * The onnxruntime plugin: ONNX Runtime, itself loaded at run time.
    */
   GEMMA_CYBER_BACKEND_ONNXRUNTIME = 2,
   /**
-   * WGSL compute shaders through wgpu (Vulkan, Metal, DX12). The environment variables
-   * `GEMMA_CYBER_WGPU_ADAPTER` (part of the adapter's name) and `GEMMA_CYBER_WGPU_BACKENDS`
-   * (`vulkan`, `metal`, `dx12`) choose the adapter; asked for by name it may be a software one
-   * (e.g. lavapipe), which AUTO never picks.
+   * The wgpu plugin: WGSL compute shaders through wgpu (Vulkan, Metal, DX12). Its settings
+   * `adapter` and `backends` (or `GEMMA_CYBER_WGPU_ADAPTER`, `GEMMA_CYBER_WGPU_BACKENDS`) choose
+   * the adapter; asked for by name it may be a software one (e.g. lavapipe), which AUTO never
+   * picks.
    */
   GEMMA_CYBER_BACKEND_WGPU = 3,
+  /**
+   * The plugin named by `plugin_name`: a backend shipped as its own shared library.
+   */
+  GEMMA_CYBER_BACKEND_PLUGIN = 4,
 } gemma_cyber_backend;
 
 /**
@@ -99,6 +110,20 @@ typedef enum gemma_cyber_status {
    */
   GEMMA_CYBER_STATUS_PANIC = 8,
 } gemma_cyber_status;
+
+/**
+ * How much a log message matters.
+ */
+typedef enum gemma_cyber_log_level {
+  /**
+   * Something went wrong but the library carried on (e.g. a plugin file that cannot be used).
+   */
+  GEMMA_CYBER_LOG_LEVEL_WARNING = 1,
+  /**
+   * What the library decided (e.g. which backend AUTO picked, and why others were skipped).
+   */
+  GEMMA_CYBER_LOG_LEVEL_INFO = 2,
+} gemma_cyber_log_level;
 
 /**
  * A loaded model bound to a backend. Opaque; create with `gemma_cyber_create`, free with
@@ -154,7 +179,33 @@ typedef struct gemma_cyber_options {
    * when `struct_size` covers it, so callers built against the first header are unaffected.
    */
   const uint8_t *model_sha256;
+  /**
+   * A directory searched for plugin libraries first, before `GEMMA_CYBER_PLUGIN_DIR` and the
+   * directory holding this library; NULL: those two only. Appended within ABI version 1.
+   */
+  const char *plugin_dir;
+  /**
+   * With `backend = GEMMA_CYBER_BACKEND_PLUGIN`: the plugin's name, `[a-z0-9_]+`, as in its file
+   * name `libgemma_cyber_<name>.so`. Appended within ABI version 1.
+   */
+  const char *plugin_name;
+  /**
+   * NULL, or a NULL-terminated array of `"key=value"` settings for plugins (read during
+   * `gemma_cyber_create` only). A key prefixed with a plugin's name and a dot
+   * (`"wgpu.adapter=NVIDIA"`) reaches only that plugin; any other reaches every plugin started.
+   * Appended within ABI version 1.
+   */
+  const char *const *plugin_settings;
 } gemma_cyber_options;
+
+/**
+ * A log callback: receives the `user_data` given to `gemma_cyber_set_log_callback`, the level
+ * and a one-line NUL-terminated message valid during the call only. It may be called from any
+ * thread the library runs on, also concurrently, and must not call back into the library.
+ */
+typedef void (*gemma_cyber_log_callback)(void *user_data,
+                                         enum gemma_cyber_log_level level,
+                                         const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -256,6 +307,18 @@ const char *gemma_cyber_version(void);
  * The C ABI version this library implements: `GEMMA_CYBER_ABI_VERSION`.
  */
 uint32_t gemma_cyber_abi_version(void);
+
+/**
+ * Sends the library's messages to `callback`: which backend AUTO picked and why it passed over
+ * the others, plugin files that cannot be used, backends' warnings. NULL (the default) turns
+ * them off; the library never writes to stderr. One callback per process; a later call replaces
+ * it. `user_data` is passed back untouched.
+ *
+ * # Safety
+ * `callback` must be NULL or a function safe to call from any thread with `user_data` until it
+ * is replaced.
+ */
+void gemma_cyber_set_log_callback(gemma_cyber_log_callback callback, void *user_data);
 
 #ifdef __cplusplus
 }  // extern "C"

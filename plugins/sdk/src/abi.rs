@@ -47,37 +47,6 @@ pub struct gemma_cyber_plugin_model {
     pub layers: *const gemma_cyber_plugin_layer,
 }
 
-/// `create`: makes an instance for `model`. `settings` is a NULL-terminated array of `key=value`
-/// strings (valid during the call only). Returns 0 and sets `*instance`, or
-/// `GEMMA_CYBER_STATUS_BACKEND_UNAVAILABLE` / `_BACKEND_FAILURE` with a NUL-terminated message
-/// of at most `error_len` bytes (terminator included) written to `error`.
-pub type gemma_cyber_plugin_create_fn = unsafe extern "C" fn(
-    model: *const gemma_cyber_plugin_model,
-    settings: *const *const c_char,
-    instance: *mut *mut c_void,
-    error: *mut c_char,
-    error_len: usize,
-) -> i32;
-
-/// `classify`: one probability per row into `probabilities`. The core has already checked the
-/// input: `rows >= 1`, `rows × input_dim` finite floats. Returns 0, or
-/// `GEMMA_CYBER_STATUS_BACKEND_FAILURE` with a message in `error` as for `create`.
-pub type gemma_cyber_plugin_classify_fn = unsafe extern "C" fn(
-    instance: *mut c_void,
-    embeddings: *const f32,
-    rows: usize,
-    probabilities: *mut f32,
-    error: *mut c_char,
-    error_len: usize,
-) -> i32;
-
-/// `device_name`: the device the instance runs on, for people; valid until `destroy`.
-pub type gemma_cyber_plugin_device_name_fn =
-    unsafe extern "C" fn(instance: *mut c_void) -> *const c_char;
-
-/// `destroy`: frees an instance made by `create`.
-pub type gemma_cyber_plugin_destroy_fn = unsafe extern "C" fn(instance: *mut c_void);
-
 /// What a plugin offers, filled by `gemma_cyber_plugin_entry`. Later ABI versions only append
 /// fields.
 #[repr(C)]
@@ -93,14 +62,36 @@ pub struct gemma_cyber_plugin_backend {
     pub version: *const c_char,
     /// `GEMMA_CYBER_PLUGIN_SERIAL` or 0.
     pub flags: u32,
-    /// Makes an instance.
-    pub create: Option<gemma_cyber_plugin_create_fn>,
-    /// Classifies a batch.
-    pub classify: Option<gemma_cyber_plugin_classify_fn>,
-    /// Names the device.
-    pub device_name: Option<gemma_cyber_plugin_device_name_fn>,
-    /// Frees an instance.
-    pub destroy: Option<gemma_cyber_plugin_destroy_fn>,
+    /// Makes an instance for `model`. `settings` is a NULL-terminated array of `key=value`
+    /// strings, valid during the call only. Returns 0 and sets `*instance`, or
+    /// `GEMMA_CYBER_STATUS_BACKEND_UNAVAILABLE` / `_BACKEND_FAILURE` with a NUL-terminated message
+    /// of at most `error_len` bytes (terminator included) in `error`.
+    pub create: Option<
+        unsafe extern "C" fn(
+            model: *const gemma_cyber_plugin_model,
+            settings: *const *const c_char,
+            instance: *mut *mut c_void,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> i32,
+    >,
+    /// Writes one probability per row to `probabilities`. The core has checked the input:
+    /// `rows >= 1`, `rows × input_dim` finite floats. Returns 0, or
+    /// `GEMMA_CYBER_STATUS_BACKEND_FAILURE` with a message in `error` as for `create`.
+    pub classify: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            embeddings: *const f32,
+            rows: usize,
+            probabilities: *mut f32,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> i32,
+    >,
+    /// The device the instance runs on, for people; valid until `destroy`.
+    pub device_name: Option<unsafe extern "C" fn(instance: *mut c_void) -> *const c_char>,
+    /// Frees an instance made by `create`.
+    pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
 }
 
 /// The signature of the one symbol a plugin exports, `gemma_cyber_plugin_entry`.

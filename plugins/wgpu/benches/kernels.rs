@@ -1,6 +1,6 @@
 //! Rows per second of the wgpu backend by batch size, with each kernel, against the cpu backend.
 //!
-//! `cargo bench --bench wgpu` prints a Markdown table for docs/BENCHMARKS.md. "end to end" is one
+//! `cargo bench -p gemma-cyber-wgpu --bench kernels` prints a Markdown table for docs/BENCHMARKS.md. "end to end" is one
 //! `classify` call: upload, every kernel, read-back. "device" is the kernels alone (submit to
 //! finish, no transfers), scaled to the whole batch when it runs in several chunks.
 //!
@@ -14,9 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gemma_cyber::backend::wgpu::{Kernel, WgpuBackend, WgpuSettings};
-use gemma_cyber::backend::{Backend, CpuBackend};
+use gemma_cyber::backend::{Backend as _, CpuBackend};
 use gemma_cyber::Model;
+use gemma_cyber_plugin::Backend as _;
+use gemma_cyber_wgpu::backend::{Kernel, WgpuBackend, WgpuSettings};
 
 const BATCHES: [usize; 9] = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536];
 
@@ -46,6 +47,7 @@ fn main() {
 
     let model = Arc::new(Model::builtin().expect("built-in model"));
     let cpu = CpuBackend::new(&model, 0).expect("cpu backend");
+    let view = model.plugin_view().expect("plugin view");
     let start = |kernel| {
         let settings = WgpuSettings {
             kernel,
@@ -54,7 +56,7 @@ fn main() {
         }
         .with_env()
         .expect("settings");
-        WgpuBackend::new(&model, &settings).unwrap_or_else(|e| {
+        WgpuBackend::new(&view, &settings).unwrap_or_else(|e| {
             panic!("{e}\n(install a Vulkan driver, e.g. tools/setup.sh for Mesa's lavapipe)")
         })
     };
@@ -63,7 +65,7 @@ fn main() {
         .filter(|(name, _)| wanted_kernels.split(',').any(|k| k == *name))
         .map(|(name, kernel)| (name, start(kernel)))
         .collect();
-    let device = kernels[0].1.device_name().to_owned();
+    let device = kernels[0].1.device_name().to_string_lossy().into_owned();
     println!("adapter: {device}");
     println!(
         "software adapter: {}; chunk: {} rows; cpu reference: {}",
