@@ -218,6 +218,9 @@ fn first_non_finite(values: &[f32]) -> Option<usize> {
         })
 }
 
+/// Settings the core gives every plugin itself; a caller's setting may not override them.
+const CORE_SETTINGS: [&str; 2] = ["num_threads", "auto"];
+
 /// The plugin names AUTO tries before cpu, best first: a real GPU through wgpu (never a software
 /// adapter), then ONNX Runtime.
 pub const AUTO_PLUGINS: [&str; 2] = ["wgpu", "onnxruntime"];
@@ -244,12 +247,16 @@ fn check_plugin_options(options: &Options) -> Result<()> {
         _ => {}
     }
     for pair in &options.plugin_settings {
-        if !pair
-            .split_once('=')
-            .is_some_and(|(key, _)| !key.trim().is_empty())
-        {
+        let Some((key, _)) = pair.split_once('=').filter(|(key, _)| !key.trim().is_empty()) else {
             return Err(Error::invalid_argument(format!(
                 "plugin setting {pair:?} is not key=value"
+            )));
+        };
+        let bare = key.rsplit_once('.').map_or(key, |(_, bare)| bare).trim();
+        if CORE_SETTINGS.contains(&bare) {
+            return Err(Error::invalid_argument(format!(
+                "plugin setting {pair:?}: {bare} is the library's to set (num_threads comes from \
+                 the options, auto from AUTO)"
             )));
         }
     }

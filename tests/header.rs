@@ -90,6 +90,8 @@ int32_t gemma_cyber_plugin_entry(uint32_t host_abi_version, gemma_cyber_plugin_b
 fn with_entry_prototype(header: &[u8]) -> Vec<u8> {
     let header = String::from_utf8(header.to_vec()).expect("cbindgen writes UTF-8");
     let guard_end = "#endif  /* GEMMA_CYBER_PLUGIN_H */";
-    let at = header.rfind(guard_end).expect("the header has its include guard");
+    let at = header
+        .rfind(guard_end)
+        .expect("the header has its include guard");
     format!("{}{ENTRY_PROTOTYPE}{}", &header[..at], &header[at..]).into_bytes()
 }

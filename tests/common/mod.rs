@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub mod backends;
+
 /// Runs the `gemma-cyber` command line from the repository root, with no standard input.
 #[cfg(feature = "cli")]
 pub fn cli(args: &[&str]) -> std::process::Output {

@@ -86,19 +86,21 @@ impl PluginBackend {
                 ERROR_LEN,
             )
         };
-        if status != 0 || instance.is_null() {
-            let status = if status == 0 {
-                Status::BackendFailure
-            } else {
-                map_status(
-                    status,
-                    &[Status::BackendUnavailable, Status::BackendFailure],
-                )
-            };
-            return Err(Error::new(
+        if status != 0 {
+            let mapped = map_status(
                 status,
+                &[Status::BackendUnavailable, Status::BackendFailure],
+            );
+            return Err(Error::new(
+                mapped,
                 plugin_message(&plugin, &message, status),
             ));
+        }
+        if instance.is_null() {
+            return Err(Error::backend_failure(format!(
+                "the {} plugin's create returned OK but no instance",
+                plugin.name
+            )));
         }
         let device_name = plugin.table.device_name.expect("checked at load");
         // SAFETY: a live instance; the plugin returns NULL or a NUL-terminated string.
@@ -173,9 +175,9 @@ impl Backend for PluginBackend {
         };
         drop(_serial);
         if status != 0 {
-            let status = map_status(status, &[Status::BackendFailure]);
+            let mapped = map_status(status, &[Status::BackendFailure]);
             return Err(Error::new(
-                status,
+                mapped,
                 plugin_message(&self.plugin, &message, status),
             ));
         }
@@ -199,16 +201,22 @@ fn map_status(status: i32, allowed: &[Status]) -> Status {
         .unwrap_or(Status::BackendFailure)
 }
 
-/// The message a plugin left in `buffer`, named after the plugin.
-fn plugin_message(plugin: &Plugin, buffer: &[c_char], status: Status) -> String {
+/// The message a plugin left in `buffer` with its raw `status`, named after the plugin.
+fn plugin_message(plugin: &Plugin, buffer: &[c_char], status: i32) -> String {
     let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
     // SAFETY: c_char and u8 have the same size and alignment.
     let bytes = unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), end) };
     let text = String::from_utf8_lossy(bytes);
-    let text = if text.trim().is_empty() {
-        format!("failed with status {} and no message", status as i32)
-    } else {
+    if text.trim().is_empty() {
+        return format!(
+            "{} plugin: failed with status {status} and no message",
+            plugin.name
+        );
+    }
+    // Plugins often name themselves already ("wgpu: no adapter"): say it once.
+    if text.starts_with(&format!("{}:", plugin.name)) {
         text.into_owned()
-    };
-    format!("{} plugin: {text}", plugin.name)
+    } else {
+        format!("{} plugin: {text}", plugin.name)
+    }
 }

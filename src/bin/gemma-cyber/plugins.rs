@@ -90,7 +90,8 @@ pub(crate) fn run(args: &PluginsArgs) -> Result<(), Failure> {
                 plugin.version,
                 path.display()
             )?,
-            Err(error) => writeln!(out, "{}: not usable: {}", path.display(), error.message())?,
+            // The message names the file and the reason.
+            Err(error) => writeln!(out, "{}", error.message())?,
         }
     }
     Ok(())
