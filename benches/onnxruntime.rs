@@ -15,6 +15,11 @@ use std::time::Instant;
 use gemma_cyber::ffi::*;
 use gemma_cyber::{BackendKind, Model, Status};
 
+// The very graph the onnxruntime plugin runs, for ONNX Runtime's Python API.
+#[path = "../plugins/onnxruntime/src/graph.rs"]
+#[allow(dead_code)]
+mod onnx_graph;
+
 const BATCHES: [usize; 2] = [1024, 5000];
 const LATENCY_ITERATIONS: usize = 2000;
 const SECONDS_PER_BATCH: f64 = 2.0;
@@ -293,7 +298,11 @@ fn main() {
     let dir = root.join("target/bench-onnxruntime");
     std::fs::create_dir_all(&dir).unwrap();
     let graph = dir.join("gemma_cyber.onnx");
-    std::fs::write(&graph, gemma_cyber::backend::onnx_model(&model)).unwrap();
+    std::fs::write(
+        &graph,
+        onnx_graph::onnx_model(&model.plugin_view().unwrap()),
+    )
+    .unwrap();
     let inputs = random_rows(*BATCHES.iter().max().unwrap(), dim);
     let inputs_path = dir.join("inputs.f32");
     let bytes: Vec<u8> = inputs.iter().flat_map(|v| v.to_le_bytes()).collect();

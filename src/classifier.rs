@@ -247,7 +247,10 @@ fn check_plugin_options(options: &Options) -> Result<()> {
         _ => {}
     }
     for pair in &options.plugin_settings {
-        let Some((key, _)) = pair.split_once('=').filter(|(key, _)| !key.trim().is_empty()) else {
+        let Some((key, _)) = pair
+            .split_once('=')
+            .filter(|(key, _)| !key.trim().is_empty())
+        else {
             return Err(Error::invalid_argument(format!(
                 "plugin setting {pair:?} is not key=value"
             )));

@@ -38,15 +38,13 @@ const FIXTURES: [(&str, &str, Option<NormOrder>, NormOrder); 5] = [
     ),
 ];
 
-/// Every backend this build has; each must match PyTorch.
+/// Every backend (the plugins are built beside the core); each must match PyTorch.
 fn backends() -> Vec<BackendKind> {
-    #[allow(unused_mut)]
-    let mut kinds = vec![BackendKind::Cpu];
-    #[cfg(feature = "onnxruntime")]
-    kinds.push(BackendKind::Onnxruntime);
-    #[cfg(feature = "wgpu")]
-    kinds.push(BackendKind::Wgpu);
-    kinds
+    vec![
+        BackendKind::Cpu,
+        BackendKind::Onnxruntime,
+        BackendKind::Wgpu,
+    ]
 }
 
 fn convert_file(relative: &str, norm_order: Option<NormOrder>) -> gemma_cyber::Result<Conversion> {

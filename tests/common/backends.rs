@@ -73,11 +73,17 @@ pub fn example_c_plugin_dir() -> PathBuf {
 
 /// Compiles the C plugin `tests/plugins/NAME.c` into `dir/libgemma_cyber_NAME.so`.
 pub fn build_c_plugin(name: &str, dir: &Path) -> PathBuf {
+    build_c_plugin_with(name, dir, &[])
+}
+
+/// The same with extra compiler arguments (e.g. `-DSERIAL_FLAGS=0`).
+pub fn build_c_plugin_with(name: &str, dir: &Path, extra: &[&str]) -> PathBuf {
     let output = dir.join(format!("libgemma_cyber_{name}.so"));
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args([
             "-std=c11", "-O1", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
         ])
+        .args(extra)
         .arg(format!("-I{}", repo_path("include").display()))
         .arg(format!("-I{}", repo_path("examples/plugin-c").display()))
         .arg(repo_path(&format!("tests/plugins/{name}.c")))

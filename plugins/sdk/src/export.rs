@@ -193,6 +193,14 @@ unsafe extern "C" fn destroy<B: Backend>(instance: *mut c_void) {
     }));
 }
 
+/// Makes this plugin's panics silent: each one already becomes a status with its message, and a
+/// library never writes to stderr. Only for a plugin's own shared library, whose standard library
+/// (and so whose panic hook) is its own; a backend compiled into the core leaves the host's alone.
+pub fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}
+
 /// Exports `gemma_cyber_plugin_entry` for a [`Backend`] type: the one symbol a plugin library has.
 /// Use it once, in the crate that builds the `cdylib`.
 #[macro_export]
@@ -207,6 +215,7 @@ macro_rules! export_plugin {
             host_abi_version: u32,
             backend: *mut $crate::abi::gemma_cyber_plugin_backend,
         ) -> i32 {
+            $crate::quiet_panics();
             // SAFETY: the host's promise is passed on unchanged.
             unsafe { $crate::entry::<$backend>(host_abi_version, backend) }
         }

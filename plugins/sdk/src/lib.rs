@@ -14,6 +14,6 @@ mod model;
 mod settings;
 
 pub use error::{panic_message, Error, Result, Status};
-pub use export::{entry, table, Backend};
+pub use export::{entry, quiet_panics, table, Backend};
 pub use model::{Layer, Model, ModelStorage};
 pub use settings::Settings;
