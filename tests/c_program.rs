@@ -39,6 +39,11 @@ fn library_dir(program: &str) -> PathBuf {
 
 /// Compiles `source` into a fresh directory that also holds the library; returns the program.
 fn compile(source: &str, output_name: &str) -> PathBuf {
+    compile_against(source, output_name, "include")
+}
+
+/// The same against the header in `include_dir` (relative to the repository).
+fn compile_against(source: &str, output_name: &str, include_dir: &str) -> PathBuf {
     let lib_dir = library_dir(output_name);
     let output = lib_dir.join(output_name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
@@ -51,7 +56,7 @@ fn compile(source: &str, output_name: &str) -> PathBuf {
             "-pedantic",
             "-O1",
         ])
-        .arg(format!("-I{}", common::repo_path("include").display()))
+        .arg(format!("-I{}", common::repo_path(include_dir).display()))
         .arg(common::repo_path(source))
         .arg(format!("-L{}", lib_dir.display()))
         .arg("-lgemma_cyber")
@@ -77,6 +82,60 @@ fn c_caller_gets_golden_results_and_documented_statuses() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "c_api_test failed:\n{stdout}{stderr}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+/// Programs built against the header as it was before plugins (ABI 1 with `model_sha256` last,
+/// kept in tests/c/header-before-plugins) run unchanged: their smaller options struct is read
+/// only as far as its `struct_size`, and `onnxruntime_library` still reaches ONNX Runtime.
+#[test]
+fn c_caller_built_against_the_header_before_plugins_keeps_working() {
+    let program = compile_against(
+        "tests/c/c_api_test.c",
+        "c_api_test_header_before_plugins",
+        "tests/c/header-before-plugins",
+    );
+    let run = Command::new(&program)
+        .arg(common::repo_path(""))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "c_api_test failed:\n{stdout}{stderr}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+/// Every backend asked for by name from C, against today's header and the one before plugins:
+/// the same probability from each (within 1e-5), ONNX Runtime found through the old field.
+#[test]
+fn c_callers_reach_every_backend_by_name_with_either_header() {
+    let library = std::env::var("GEMMA_CYBER_ONNXRUNTIME_LIB")
+        .expect("GEMMA_CYBER_ONNXRUNTIME_LIB names ONNX Runtime's library (tools/test.sh sets it)");
+    for (include, name) in [
+        ("include", "backends_by_name"),
+        ("tests/c/header-before-plugins", "backends_by_name_before_plugins"),
+    ] {
+        let program = compile_against("tests/c/backends_by_name.c", name, include);
+        let run = Command::new(&program)
+            .arg(&library)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(program.parent().unwrap());
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{name}:\n{stdout}{}", String::from_utf8_lossy(&run.stderr));
+        let probabilities: Vec<f64> = stdout
+            .lines()
+            .map(|line| line.split(' ').nth(3).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(probabilities.len(), 4, "{stdout}");
+        for p in &probabilities {
+            assert!((p - probabilities[0]).abs() <= 1e-5, "{name}: {stdout}");
+        }
+        for (line, kind) in stdout.lines().zip(["cpu ok 1", "onnxruntime ok 2", "wgpu ok 3"]) {
+            assert!(line.starts_with(kind), "{name}: {line}");
+        }
+    }
 }
 
 #[test]

@@ -10,16 +10,17 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 export GEMMA_CYBER_ONNXRUNTIME_LIB="${GEMMA_CYBER_ONNXRUNTIME_LIB:-$PWD/$(cat .ort/LIBRARY_PATH)}"
 export RUST_BACKTRACE=0
 
-cargo test --release --all-targets
-# The lean build: no ONNX Runtime backend compiled in, and asking for it says so.
-cargo test --release --no-default-features --test onnxruntime_left_out --test c_abi
+# The workspace: the core, the wgpu and onnxruntime plugins and the plugin SDK, every target.
+cargo test --release --workspace --all-targets
+# The core library without the command line's features: the C ABI as an appliance links it.
+cargo test --release -p gemma-cyber --no-default-features --test c_abi
 
 # Miri: the library's unit tests (C boundary, model parsing, cpu kernels, input checks, metrics)
 # under the interpreter, which fails on undefined behaviour, out-of-bounds access and leaks. It
 # needs rustup's nightly toolchain with the miri and rust-src components; without them this says
 # so loudly and the rest of the suite runs.
 if cargo +nightly miri --version >/dev/null 2>&1; then
-  MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test --no-default-features --lib
+  MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p gemma-cyber --no-default-features --lib
 else
   echo "== Miri NOT run: no nightly toolchain with miri (rustup toolchain install nightly --component miri,rust-src)" >&2
 fi

@@ -266,6 +266,8 @@ mod tests {
         };
         options.model_data = bytes.as_ptr();
         options.model_data_len = bytes.len();
+        // cpu by name: AUTO would look for plugin libraries, which Miri cannot load.
+        options.backend = BackendKind::Cpu;
         options
     }
 
