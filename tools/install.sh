@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the release library and installs it into PREFIX (default: build/install, ignored by git):
 #   lib/libgemma_cyber.so.X.Y.Z, lib/libgemma_cyber.so.1 -> .so.X.Y.Z, lib/libgemma_cyber.so -> .so.1,
-#   lib/libgemma_cyber.a, include/gemma_cyber.h, include/gemma_cyber.hpp,
+#   lib/libgemma_cyber_wgpu.so, lib/libgemma_cyber_onnxruntime.so (the backend plugins, found next
+#   to the core at run time), lib/libgemma_cyber.a (static: cpu, wgpu and onnxruntime compiled in),
+#   include/gemma_cyber.h, include/gemma_cyber.hpp, include/gemma_cyber_plugin.h,
 #   lib/pkgconfig/gemma_cyber.pc, lib/cmake/GemmaCyber/GemmaCyberConfig{,Version}.cmake.
 # Usage: tools/install.sh [PREFIX]. DESTDIR stages the tree for packagers (paths inside the files
 # still name PREFIX). The in-tree consumers (examples, Go, C#) run against build/install.
@@ -16,7 +18,13 @@ case "$prefix" in
 esac
 root="${DESTDIR:-}$prefix"
 
-cargo build --release --lib --quiet
+# The core and both plugins (the workspace's default members).
+cargo build --release --quiet
+# The static library cannot load plugins into a program that has no dynamic loader at hand, so it
+# is built with the backends compiled in: the very same modules as the plugins. Its own target
+# directory keeps this build from replacing the shared core's files.
+cargo build --release --quiet -p gemma-cyber --lib --no-default-features \
+  --features static-wgpu,static-onnxruntime --target-dir target/static
 
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
 abi="$(sed -n 's/^#define GEMMA_CYBER_ABI_VERSION \([0-9]*\)$/\1/p' include/gemma_cyber.h)"
@@ -34,8 +42,11 @@ install -d "$root/lib/pkgconfig" "$root/lib/cmake/GemmaCyber" "$root/include"
 install -m 0755 target/release/libgemma_cyber.so "$root/lib/libgemma_cyber.so.$version"
 ln -sfn "libgemma_cyber.so.$version" "$root/lib/$soname"
 ln -sfn "$soname" "$root/lib/libgemma_cyber.so"
-install -m 0644 target/release/libgemma_cyber.a "$root/lib/libgemma_cyber.a"
-install -m 0644 include/gemma_cyber.h include/gemma_cyber.hpp "$root/include/"
+for plugin in target/release/libgemma_cyber_*.so; do
+  install -m 0755 "$plugin" "$root/lib/"
+done
+install -m 0644 target/static/release/libgemma_cyber.a "$root/lib/libgemma_cyber.a"
+install -m 0644 include/gemma_cyber.h include/gemma_cyber.hpp include/gemma_cyber_plugin.h "$root/include/"
 
 cat > "$root/lib/pkgconfig/gemma_cyber.pc" <<PC
 prefix=$prefix
