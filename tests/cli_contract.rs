@@ -422,6 +422,65 @@ fn successful_auto_runs_print_nothing_on_stderr() {
     }
 }
 
+/// A "Vulkan driver" that only prints, as older Mesa does while the loader opens it.
+#[cfg(target_os = "linux")]
+#[test]
+fn driver_noise_during_auto_probing_stays_off_stderr() {
+    let dir = std::env::temp_dir().join(format!("gemma-cyber-noisy-driver-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let noise = "error: XDG_RUNTIME_DIR is invalid or not set in the environment.";
+    std::fs::write(
+        dir.join("noise.c"),
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void noise(void) {{ fprintf(stderr, \"{noise}\\n\"); }}\n"
+        ),
+    )
+    .unwrap();
+    let library = dir.join("libnoisy_driver.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let built = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(dir.join("noise.c"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let manifest = dir.join("noisy_icd.json");
+    std::fs::write(
+        &manifest,
+        serde_json::json!({
+            "file_format_version": "1.0.0",
+            "ICD": {"library_path": library, "api_version": "1.3.0"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let with_driver = |backend: &str| {
+        command(&["info", "--backend", backend])
+            .env("VK_ICD_FILENAMES", &manifest)
+            .env("VK_DRIVER_FILES", &manifest)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let auto = with_driver("auto");
+    let named = with_driver("wgpu");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(auto.status.success(), "{}", text(&auto.stderr));
+    assert_eq!(text(&auto.stderr), "");
+    // Asked for by name, the driver's own words are the user's to see: this also shows the
+    // Vulkan loader did open the noisy driver, so the AUTO run above had noise to keep off.
+    if text(&named.stderr).contains(noise) {
+        assert_eq!(named.status.code(), Some(16), "{}", text(&named.stderr));
+    } else {
+        eprintln!(
+            "note: the Vulkan loader did not open the noisy driver (no libvulkan?): {}",
+            text(&named.stderr)
+        );
+    }
+}
+
 #[test]
 fn info_and_threshold_write_json() {
     let info = run(&["info", "--backend", "cpu", "--format", "json"], b"");
@@ -528,6 +587,8 @@ fn model_text_never_reaches_the_terminal_raw() {
 
 /// Peak resident memory of a finished child, in bytes (Linux reports kilobytes).
 #[cfg(target_os = "linux")]
+// The child is reaped by wait4, which reports its resource usage; Child::wait cannot.
+#[allow(clippy::zombie_processes)]
 fn run_measuring_peak_memory(args: &[&str]) -> (i32, u64) {
     let child = command(args)
         .stdout(Stdio::null())

@@ -470,8 +470,9 @@ fn info(setup: &Setup, format: ReportFormat) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Reads a whole input of embeddings and refuses NaN and infinities. The format is told by the
-/// first bytes: `.npy`'s magic, else JSON lines. Another format is one more branch here.
+/// Reads a whole input of embeddings and refuses NaN and infinities. A stream's format is told by
+/// its first bytes (`.npy`'s magic, else JSON lines); a format that needs the file itself (random
+/// access, such as a columnar one) is one more branch on the path's extension before `File::open`.
 pub(crate) fn read_embeddings(input: Option<&Path>) -> Result<Embeddings, Failure> {
     let path = input.filter(|path| *path != Path::new("-"));
     let name = path.map_or("standard input".to_owned(), |p| p.display().to_string());
