@@ -113,7 +113,10 @@ fn c_callers_reach_every_backend_by_name_with_either_header() {
         .expect("GEMMA_CYBER_ONNXRUNTIME_LIB names ONNX Runtime's library (tools/test.sh sets it)");
     for (include, name) in [
         ("include", "backends_by_name"),
-        ("tests/c/header-before-plugins", "backends_by_name_before_plugins"),
+        (
+            "tests/c/header-before-plugins",
+            "backends_by_name_before_plugins",
+        ),
     ] {
         let program = compile_against("tests/c/backends_by_name.c", name, include);
         let run = Command::new(&program)
@@ -123,7 +126,11 @@ fn c_callers_reach_every_backend_by_name_with_either_header() {
             .unwrap();
         let _ = std::fs::remove_dir_all(program.parent().unwrap());
         let stdout = String::from_utf8_lossy(&run.stdout);
-        assert!(run.status.success(), "{name}:\n{stdout}{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{name}:\n{stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let probabilities: Vec<f64> = stdout
             .lines()
             .map(|line| line.split(' ').nth(3).unwrap().parse().unwrap())
@@ -132,7 +139,10 @@ fn c_callers_reach_every_backend_by_name_with_either_header() {
         for p in &probabilities {
             assert!((p - probabilities[0]).abs() <= 1e-5, "{name}: {stdout}");
         }
-        for (line, kind) in stdout.lines().zip(["cpu ok 1", "onnxruntime ok 2", "wgpu ok 3"]) {
+        for (line, kind) in stdout
+            .lines()
+            .zip(["cpu ok 1", "onnxruntime ok 2", "wgpu ok 3"])
+        {
             assert!(line.starts_with(kind), "{name}: {line}");
         }
     }

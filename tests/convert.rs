@@ -725,6 +725,37 @@ fn cli_norm_order_flag_and_no_config() {
 }
 
 #[test]
+fn cli_prints_names_from_the_checkpoint_escaped() {
+    // A global whose module and name carry terminal commands: the refusal quotes them, inertly.
+    let mut pickle = Pickler::default();
+    pickle
+        .op(b"\x80\x02")
+        .global("os\u{1b}]0;owned\u{7}", "system\u{1b}[2J\u{9b}1m")
+        .op(b".");
+    let path = std::env::temp_dir().join(format!(
+        "gemma-cyber-convert-escape-{}.pt",
+        std::process::id()
+    ));
+    std::fs::write(&path, torch_zip(&pickle.0, &[])).unwrap();
+    let out = path.with_extension("safetensors");
+    let output = cli(&[
+        "convert",
+        path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(output.status.code(), Some(10 + Status::ModelInvalid as i32));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("os\\u{1b}]0;owned\\u{7}"), "{stderr}");
+    assert!(
+        !stderr.trim_end_matches('\n').chars().any(char::is_control),
+        "{stderr:?}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn cli_exit_codes_say_missing_or_refused_and_no_output_is_left() {
     let out = std::env::temp_dir().join(format!(
         "gemma-cyber-convert-bad-{}.safetensors",

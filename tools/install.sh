@@ -1,30 +1,55 @@
 #!/usr/bin/env bash
-# Builds the release library and installs it into PREFIX (default: build/install, ignored by git):
+# Builds the release library and command-line tool and installs them into PREFIX (default:
+# build/install, ignored by git):
+#   bin/gemma-cyber,
 #   lib/libgemma_cyber.so.X.Y.Z, lib/libgemma_cyber.so.1 -> .so.X.Y.Z, lib/libgemma_cyber.so -> .so.1,
 #   lib/libgemma_cyber_wgpu.so, lib/libgemma_cyber_onnxruntime.so (the backend plugins, found next
 #   to the core at run time), lib/libgemma_cyber.a (static: cpu, wgpu and onnxruntime compiled in),
 #   include/gemma_cyber.h, include/gemma_cyber.hpp, include/gemma_cyber_plugin.h,
 #   lib/pkgconfig/gemma_cyber.pc, lib/cmake/GemmaCyber/GemmaCyberConfig{,Version}.cmake.
-# Usage: tools/install.sh [PREFIX]. DESTDIR stages the tree for packagers (paths inside the files
-# still name PREFIX). The in-tree consumers (examples, Go, C#) run against build/install.
+# Usage: tools/install.sh [--no-build] [PREFIX]. --no-build installs what `cargo build --release`
+# already built (for `sudo`, where cargo is often not on root's PATH and a root build would leave
+# root-owned files in target/). DESTDIR stages the tree for packagers (paths inside the files still
+# name PREFIX). The in-tree consumers (examples, Go, C#) run against build/install.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-prefix="${1:-build/install}"
-# A relative prefix is made absolute (the .pc file needs one); an absolute one is taken as is and
-# not created outside DESTDIR.
+build=1
+if [ "${1:-}" = "--no-build" ]; then
+  build=0
+  shift
+fi
+# A relative PREFIX is relative to where the command was run, and made absolute (the .pc file needs
+# one); an absolute one is taken as is and not created outside DESTDIR. The default is the
+# repository's build/install.
+prefix="${1:-}"
 case "$prefix" in
+  "") ;;
   /*) ;;
   *) mkdir -p "$prefix" && prefix="$(cd "$prefix" && pwd)" ;;
 esac
+cd "$(dirname "$0")/.."
+if [ -z "$prefix" ]; then
+  mkdir -p build/install
+  prefix="$PWD/build/install"
+fi
 root="${DESTDIR:-}$prefix"
 
-# The core and both plugins (the workspace's default members).
-cargo build --release --quiet
-# The static library cannot load plugins into a program that has no dynamic loader at hand, so it
-# is built with the backends compiled in: the very same modules as the plugins. Its own target
-# directory keeps this build from replacing the shared core's files.
-cargo build --release --quiet -p gemma-cyber --lib --no-default-features \
-  --features static-wgpu,static-onnxruntime --target-dir target/static
+# The core, the CLI and both plugins (the workspace's default members). The static library is
+# built with the backends compiled in (the very same modules as the plugins), since a statically
+# linked program usually ships without plugin files; its own target directory keeps this build
+# from replacing the shared core's files.
+if [ "$build" = 1 ]; then
+  cargo build --release --quiet
+  cargo build --release --quiet -p gemma-cyber --lib --no-default-features \
+    --features static-wgpu,static-onnxruntime --target-dir target/static
+fi
+for built in target/release/libgemma_cyber.so target/release/gemma-cyber \
+  target/release/libgemma_cyber_wgpu.so target/release/libgemma_cyber_onnxruntime.so; do
+  [ -f "$built" ] || { echo "$built is missing: run cargo build --release first" >&2; exit 1; }
+done
+# Without the static build (--no-build after a plain cargo build), the core's own static library:
+# cpu built in, and the plugins beside it still load at run time.
+static_lib=target/static/release/libgemma_cyber.a
+[ -f "$static_lib" ] || static_lib=target/release/libgemma_cyber.a
 
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
 abi="$(sed -n 's/^#define GEMMA_CYBER_ABI_VERSION \([0-9]*\)$/\1/p' include/gemma_cyber.h)"
@@ -38,14 +63,15 @@ fi
 # What a static link needs besides libgemma_cyber.a (rustc --print native-static-libs on Linux).
 static_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 
-install -d "$root/lib/pkgconfig" "$root/lib/cmake/GemmaCyber" "$root/include"
+install -d "$root/bin" "$root/lib/pkgconfig" "$root/lib/cmake/GemmaCyber" "$root/include"
+install -m 0755 target/release/gemma-cyber "$root/bin/gemma-cyber"
 install -m 0755 target/release/libgemma_cyber.so "$root/lib/libgemma_cyber.so.$version"
 ln -sfn "libgemma_cyber.so.$version" "$root/lib/$soname"
 ln -sfn "$soname" "$root/lib/libgemma_cyber.so"
 for plugin in target/release/libgemma_cyber_*.so; do
   install -m 0755 "$plugin" "$root/lib/"
 done
-install -m 0644 target/static/release/libgemma_cyber.a "$root/lib/libgemma_cyber.a"
+install -m 0644 "$static_lib" "$root/lib/libgemma_cyber.a"
 install -m 0644 include/gemma_cyber.h include/gemma_cyber.hpp include/gemma_cyber_plugin.h "$root/include/"
 
 cat > "$root/lib/pkgconfig/gemma_cyber.pc" <<PC

@@ -31,7 +31,8 @@ examples/c/run.sh --sanitize                 # the same with -fsanitize=address,
 # Consumers in other languages, each against the tools/install.sh tree.
 examples/cpp/run.sh                          # C++17 wrapper example, sanitizers on
 examples/cmake/run.sh                        # pkg-config + find_package(GemmaCyber), shared and static
-bindings/go/test.sh                          # go vet, go test, go test -race
+tools/test_linking.sh                        # the README's build, link and install commands, as written
+bindings/go/test.sh                          # go vet, go test, go test -race, a module outside the tree
 bindings/csharp/test.sh                      # mcs + mono
 
 # Fuzzing: each target (model loader, C entry points, pickle reader, checkpoint) for a bounded time.

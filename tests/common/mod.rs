@@ -133,7 +133,7 @@ pub fn write_model(tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> V
     if !metadata.is_empty() {
         let pairs: Vec<String> = metadata
             .iter()
-            .map(|(k, v)| format!("{k:?}:{v:?}"))
+            .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
             .collect();
         entries.push(format!("\"__metadata__\":{{{}}}", pairs.join(",")));
     }
@@ -154,6 +154,11 @@ pub fn write_model(tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> V
             .flat_map(|t| t.data.clone())
             .collect::<Vec<u8>>(),
     )
+}
+
+/// `text` as a JSON string literal (Rust's `{:?}` is not JSON for control characters).
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
 }
 
 /// A file made of a raw JSON header and a data section.

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use gemma_cyber::{BackendKind, Classifier, ModelSource, Options};
 
@@ -14,14 +15,16 @@ pub struct BenchArgs {
     /// Backends to measure, comma-separated (auto, cpu, onnxruntime, wgpu).
     #[arg(long, value_delimiter = ',', default_value = "cpu", value_parser = crate::parse_backend)]
     backends: Vec<BackendKind>,
-    /// Batch sizes (rows per call), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,65536")]
+    /// Batch sizes (rows per call, 1 to 262144), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,65536",
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_BATCH as u64))]
     batches: Vec<usize>,
-    /// Time spent measuring each batch size, in seconds (at least 5 calls are always made).
-    #[arg(long, default_value_t = 2.0)]
+    /// Time spent measuring each batch size, in seconds, at most 3600 (at least 5 calls are
+    /// always made).
+    #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
     seconds: f64,
-    /// Threads per call; 0 lets the library decide.
-    #[arg(long, default_value_t = 0)]
+    /// Threads per call, at most 1024; 0 lets the library decide.
+    #[arg(long, default_value_t = 0, value_parser = crate::threads_parser())]
     threads: usize,
     /// Model file; the built-in model when left out.
     #[arg(long)]
@@ -29,6 +32,16 @@ pub struct BenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Largest batch measured: 262,144 rows of 768 floats are 768 MiB of input.
+const MAX_BATCH: usize = 1 << 18;
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => Ok(seconds),
+        _ => Err("expected a number of seconds above 0, at most 3600".into()),
+    }
 }
 
 /// Timings of one backend at one batch size.
@@ -58,7 +71,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
         )?;
     }
     for &backend in &args.backends {
-        let classifier = Classifier::new(&Options {
+        let classifier = crate::start_classifier(&Options {
             backend,
             model: args
                 .model
@@ -72,24 +85,23 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
                 out,
                 "# {}: {}",
                 classifier.backend().name(),
-                classifier.device_name()
+                crate::terminal::escape(classifier.device_name())
             )?;
         }
         for &batch in &args.batches {
             let m = measure(&classifier, batch, Duration::from_secs_f64(args.seconds))?;
             if args.json {
-                writeln!(
-                    out,
-                    "{{\"backend\":\"{}\",\"device\":{:?},\"batch\":{},\"calls\":{},\"min_s\":{},\"median_s\":{},\"max_s\":{},\"rows_per_s\":{}}}",
-                    m.backend.name(),
-                    m.device,
-                    m.batch,
-                    m.calls,
-                    m.min.as_secs_f64(),
-                    m.median.as_secs_f64(),
-                    m.max.as_secs_f64(),
-                    m.rows_per_second(m.median)
-                )?;
+                let line = serde_json::json!({
+                    "backend": m.backend.name(),
+                    "device": m.device,
+                    "batch": m.batch,
+                    "calls": m.calls,
+                    "min_s": m.min.as_secs_f64(),
+                    "median_s": m.median.as_secs_f64(),
+                    "max_s": m.max.as_secs_f64(),
+                    "rows_per_s": m.rows_per_second(m.median),
+                });
+                writeln!(out, "{}", crate::terminal::json(&line))?;
             } else {
                 writeln!(
                     out,

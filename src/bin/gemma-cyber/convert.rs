@@ -9,6 +9,7 @@ use gemma_cyber::convert::{convert_checkpoint, ConvertOptions, MAX_CONFIG_BYTES}
 use gemma_cyber::model::NormOrder;
 use gemma_cyber::{Error, Status};
 
+use crate::terminal::escape;
 use crate::Failure;
 
 /// Arguments of `convert`.
@@ -81,16 +82,18 @@ pub fn run(args: &Convert) -> Result<(), Failure> {
         convert_checkpoint(&bytes, &options).map_err(|e| e.context(args.checkpoint.display()))?;
 
     let mut out = io::stdout().lock();
-    writeln!(out, "checkpoint: {}", args.checkpoint.display())?;
+    let shown = |path: &Path| escape(&path.display().to_string()).into_owned();
+    writeln!(out, "checkpoint: {}", shown(&args.checkpoint))?;
     match &config_path {
-        Some(path) => writeln!(out, "config: {}", path.display())?,
+        Some(path) => writeln!(out, "config: {}", shown(path))?,
         None => writeln!(out, "config: none")?,
     }
+    // The report names keys and modules from the checkpoint: data, never terminal commands.
     for line in &conversion.report {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", escape(line))?;
     }
     write_atomically(&args.output, &conversion.safetensors)?;
-    writeln!(out, "wrote: {}", args.output.display())?;
+    writeln!(out, "wrote: {}", shown(&args.output))?;
     Ok(())
 }
 
@@ -114,7 +117,7 @@ fn read_input(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, Failure> {
 }
 
 /// Writes next to `path` and renames, so a failed write never leaves half a model behind.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(".partial");
     let temp = PathBuf::from(temp);

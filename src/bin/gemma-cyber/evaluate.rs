@@ -4,16 +4,20 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use clap::{ArgGroup, Args, ValueEnum};
+use clap::{ArgGroup, Args};
 use gemma_cyber::metrics::{choose_threshold, Metrics, Target};
 use gemma_cyber::{BackendKind, Classifier, Model};
 
-use super::{open_classifier, parse_backend, read_embeddings, Failure, Setup};
+use super::{
+    json_float, open_classifier, parse_backend, parse_unit_interval, read_embeddings,
+    threads_parser, Failure, ReportFormat, Setup,
+};
+use crate::terminal::{self, escape};
 
 /// `gemma-cyber evaluate`.
 #[derive(Args)]
 pub struct EvaluateArgs {
-    /// Embeddings: a 2-D .npy file (f32 or f16) or JSON lines.
+    /// Embeddings: a 2-D .npy file (float32, float16 or float64) or JSON lines.
     input: PathBuf,
     /// True labels, one per row: a 1-D .npy (bool or integer) or text with one 0 or 1 a line.
     #[arg(long)]
@@ -29,16 +33,18 @@ pub struct EvaluateArgs {
 #[derive(Args)]
 #[command(group(ArgGroup::new("target").required(true)))]
 pub struct ThresholdArgs {
-    /// Validation embeddings: a 2-D .npy file (f32 or f16) or JSON lines.
+    /// Validation embeddings: a 2-D .npy file (float32, float16 or float64) or JSON lines.
     input: PathBuf,
     /// True labels, one per row: a 1-D .npy (bool or integer) or text with one 0 or 1 a line.
     #[arg(long)]
     labels: PathBuf,
-    /// The lowest threshold whose precision is at least P (the most recall at that precision).
-    #[arg(long, value_name = "P", group = "target")]
+    /// The lowest threshold whose precision is at least P, from 0 to 1 (the most recall at that
+    /// precision).
+    #[arg(long, value_name = "P", group = "target", value_parser = parse_unit_interval)]
     target_precision: Option<f64>,
-    /// The highest threshold whose recall is at least R (the most precision at that recall).
-    #[arg(long, value_name = "R", group = "target")]
+    /// The highest threshold whose recall is at least R, from 0 to 1 (the most precision at that
+    /// recall).
+    #[arg(long, value_name = "R", group = "target", value_parser = parse_unit_interval)]
     target_recall: Option<f64>,
     /// The threshold with the highest F1.
     #[arg(long, group = "target")]
@@ -52,17 +58,12 @@ pub struct ThresholdArgs {
     /// Model file (.safetensors); the built-in model when left out.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Threads per call; 0 lets the library decide.
-    #[arg(long, default_value_t = 0)]
+    /// Threads per call, at most 1024; 0 lets the library decide.
+    #[arg(long, default_value_t = 0, value_parser = threads_parser())]
     threads: usize,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ReportFormat {
-    /// The model card's layout.
-    Text,
-    /// One JSON object.
-    Json,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
 }
 
 /// Prints accuracy, precision, recall, F1, AUC and the confusion matrix.
@@ -74,7 +75,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     match args.format {
         ReportFormat::Text => write_report(&mut out, &metrics)?,
-        ReportFormat::Json => writeln!(out, "{}", report_json(&metrics))?,
+        ReportFormat::Json => writeln!(out, "{}", terminal::json(&report_json(&metrics)))?,
     }
     Ok(())
 }
@@ -92,10 +93,22 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
     };
     let classifier = open_classifier(&setup)?;
     let (probabilities, labels) = score(&classifier, &args.input, &args.labels)?;
-    let (target, how) = match (args.target_precision, args.target_recall) {
-        (Some(p), _) => (Target::Precision(p), format!("target precision {p}")),
-        (_, Some(r)) => (Target::Recall(r), format!("target recall {r}")),
-        _ => (Target::MaxF1, "max F1".to_owned()),
+    let (target, how, target_json) = match (args.target_precision, args.target_recall) {
+        (Some(p), _) => (
+            Target::Precision(p),
+            format!("target precision {p}"),
+            serde_json::json!({"precision": p}),
+        ),
+        (_, Some(r)) => (
+            Target::Recall(r),
+            format!("target recall {r}"),
+            serde_json::json!({"recall": r}),
+        ),
+        _ => (
+            Target::MaxF1,
+            "max F1".to_owned(),
+            serde_json::json!("max_f1"),
+        ),
     };
     let chosen = choose_threshold(&probabilities, &labels, target)
         .map_err(|e| Failure::input(e.message()))?
@@ -107,8 +120,10 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::input(e.message()))?;
 
     let mut out = io::stdout().lock();
-    writeln!(out, "chosen:      {chosen} ({how})")?;
-    write_report(&mut out, &metrics)?;
+    if let ReportFormat::Text = args.format {
+        writeln!(out, "chosen:      {chosen} ({how})")?;
+        write_report(&mut out, &metrics)?;
+    }
     if let Some(path) = &args.write_model {
         let original = match &args.model {
             Some(model) => std::fs::read(model).map_err(|e| Failure {
@@ -127,7 +142,24 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
             message: format!("cannot write {}: {e}", path.display()),
             code: 1,
         })?;
-        writeln!(out, "wrote:       {} (threshold {chosen})", path.display())?;
+        if let ReportFormat::Text = args.format {
+            let path = path.display().to_string();
+            writeln!(out, "wrote:       {} (threshold {chosen})", escape(&path))?;
+        }
+    }
+    if let ReportFormat::Json = args.format {
+        let mut report = report_json(&metrics);
+        let object = report.as_object_mut().expect("report_json makes an object");
+        object.insert("chosen".into(), json_float(chosen));
+        object.insert("target".into(), target_json);
+        object.insert(
+            "wrote".into(),
+            args.write_model
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .into(),
+        );
+        writeln!(out, "{}", terminal::json(&report))?;
     }
     Ok(())
 }
@@ -145,9 +177,9 @@ fn score(
     input: &Path,
     labels_path: &Path,
 ) -> Result<(Vec<f32>, Vec<u8>), Failure> {
-    let (embeddings, dim) = read_embeddings(Some(input))?;
+    let embeddings = read_embeddings(Some(input))?;
     let labels = read_labels(labels_path)?;
-    let rows = embeddings.len().checked_div(dim).unwrap_or(0);
+    let rows = embeddings.rows();
     if labels.len() != rows {
         return Err(Failure::input(format!(
             "{} has {} labels for {rows} embeddings",
@@ -156,7 +188,7 @@ fn score(
         )));
     }
     let mut probabilities = vec![0.0f32; rows];
-    classifier.classify(&embeddings, dim, &mut probabilities, None)?;
+    classifier.classify(&embeddings.values, embeddings.dim, &mut probabilities, None)?;
     Ok((probabilities, labels))
 }
 
@@ -275,12 +307,11 @@ fn write_report(out: &mut impl Write, m: &Metrics) -> io::Result<()> {
 
 fn report_json(m: &Metrics) -> serde_json::Value {
     let c = &m.confusion;
-    // Through the f32's shortest decimal, so the JSON shows 0.8282044 rather than the f64
-    // widening 0.8282043933868408; both parse back to the same f32.
-    let threshold: f64 = m.threshold.to_string().parse().expect("a float's own text");
     serde_json::json!({
         "rows": c.total(),
-        "threshold": threshold,
+        // Through the f32's shortest decimal, so the JSON shows 0.8282044 rather than the f64
+        // widening 0.8282043933868408; both parse back to the same f32.
+        "threshold": json_float(m.threshold),
         "accuracy": m.accuracy,
         "precision": m.precision,
         "recall": m.recall,

@@ -5,19 +5,26 @@
 mod bench;
 mod convert;
 mod evaluate;
+mod input;
 mod plugins;
+mod terminal;
 
 // The same graph the onnxruntime plugin runs; its constants serve the plugin only.
 #[path = "../../../plugins/onnxruntime/src/graph.rs"]
 #[allow(dead_code)]
 mod onnx_graph;
 
-use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gemma_cyber::{BackendKind, Classifier, ModelSource, Options};
+use gemma_cyber::{BackendKind, Classifier, ModelSource, Options, MAX_THREADS};
+
+use input::{Embeddings, JsonLines};
+use terminal::escape;
 
 /// Classifies text embeddings as cyber-related or not with the gemma_cyber model.
 ///
@@ -35,9 +42,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print one probability and label per embedding.
+    ///
+    /// Labels are `cyber` / `not-cyber` in text output and 1 / 0 in csv and jsonl (1 = cyber,
+    /// as in the C API and in evaluate's LABELS).
     Classify {
-        /// Embeddings: a 2-D .npy file (f32 or f16) or JSON lines (one array per line); `-` or
-        /// nothing reads JSON lines from standard input.
+        /// Embeddings: a 2-D .npy file (float32, float16 or float64) or JSON lines (one array of
+        /// numbers, or one object with an "embedding" array, per line); `-` or nothing reads
+        /// standard input, answering each line as it arrives.
         input: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -47,6 +58,9 @@ enum Command {
     },
     /// Print the model's shape and provenance, and the backend and device it runs on.
     Info {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
         #[command(flatten)]
         setup: Setup,
     },
@@ -85,11 +99,11 @@ struct Setup {
     /// Model file (.safetensors); the built-in model when left out.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Label threshold in [0, 1]; the model's own when left out.
-    #[arg(long)]
+    /// Label threshold, from 0 to 1; the model's own when left out.
+    #[arg(long, value_parser = parse_threshold)]
     threshold: Option<f32>,
-    /// Threads per call; 0 lets the library decide.
-    #[arg(long, default_value_t = 0)]
+    /// Threads per call, at most 1024; 0 lets the library decide.
+    #[arg(long, default_value_t = 0, value_parser = threads_parser())]
     threads: usize,
     /// Refuse the model unless its file has this SHA-256 (64 hex digits).
     #[arg(long, value_parser = parse_sha256)]
@@ -104,6 +118,15 @@ enum Format {
     Csv,
     /// One JSON object per line.
     Jsonl,
+}
+
+/// Output format of the reports (`info`, `evaluate`, `threshold`).
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// Aligned text for people.
+    Text,
+    /// One JSON object on one line.
+    Json,
 }
 
 /// A failure of the tool: what to print and which exit code to end with.
@@ -147,7 +170,7 @@ fn main() -> ExitCode {
             format,
             setup,
         } => classify(input.as_deref(), format, &setup),
-        Command::Info { setup } => info(&setup),
+        Command::Info { format, setup } => info(&setup, format),
         Command::Bench(args) => bench::run(&args),
         Command::Plugins(args) => plugins::run(&args),
         Command::ExportOnnx { output, model } => export_onnx(&output, model.as_deref()),
@@ -162,7 +185,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            eprintln!("gemma-cyber: error: {}", failure.message);
+            // Messages quote file names, model metadata and tensor names: data, never commands.
+            eprintln!("gemma-cyber: error: {}", escape(&failure.message));
             ExitCode::from(failure.code)
         }
     }
@@ -187,6 +211,26 @@ pub(crate) fn parse_backend(name: &str) -> Result<BackendKind, String> {
     })
 }
 
+/// A number from 0 to 1 (a probability, precision or recall); NaN is not one.
+pub(crate) fn parse_unit_interval(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err("expected a number from 0 to 1".into()),
+    }
+}
+
+/// `--threshold`: from 0 to 1. Leaving the flag out, not NaN, selects the model's own.
+fn parse_threshold(text: &str) -> Result<f32, String> {
+    parse_unit_interval(text)
+        .map(|value| value as f32)
+        .map_err(|e| format!("{e}; leave --threshold out for the model's own"))
+}
+
+/// `--threads`: 0 to the library's limit.
+pub(crate) fn threads_parser() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(0..=MAX_THREADS as u64)
+}
+
 fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
     let options = Options {
         backend: if setup.plugin.is_some() {
@@ -205,38 +249,151 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
         plugin_dir: setup.plugins.plugin_dir(),
         plugin_settings: setup.plugins.plugin_settings.clone(),
     };
-    Ok(Classifier::new(&options)?)
+    Ok(start_classifier(&options)?)
 }
 
-fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), Failure> {
-    let (embeddings, dim) = read_embeddings(input)?;
-    let classifier = open_classifier(setup)?;
-    let rows = embeddings.len().checked_div(dim).unwrap_or(0);
-    let mut probabilities = vec![0.0f32; rows];
-    let mut labels = vec![0u8; rows];
-    classifier.classify(&embeddings, dim, &mut probabilities, Some(&mut labels))?;
-
-    let mut out = BufWriter::new(io::stdout().lock());
-    match format {
-        Format::Text => writeln!(out, "{:>6}  {:>11}  label", "row", "probability")?,
-        Format::Csv => writeln!(out, "row,probability,label")?,
-        Format::Jsonl => {}
+/// `Classifier::new`; AUTO's probing of GPU drivers stays off standard error (a backend the user
+/// names keeps its drivers' messages).
+pub(crate) fn start_classifier(options: &Options) -> gemma_cyber::Result<Classifier> {
+    if options.backend == BackendKind::Auto {
+        terminal::without_driver_noise(|| Classifier::new(options))
+    } else {
+        Classifier::new(options)
     }
-    for (row, (p, label)) in probabilities.iter().zip(&labels).enumerate() {
-        match format {
-            Format::Text => {
-                let name = if *label == 1 { "cyber" } else { "not-cyber" };
-                writeln!(out, "{row:>6}  {p:>11.6}  {name}")?
-            }
-            Format::Csv => writeln!(out, "{row},{p},{label}")?,
-            Format::Jsonl => writeln!(
-                out,
-                "{{\"row\":{row},\"probability\":{p},\"label\":{label}}}"
-            )?,
+}
+
+/// Rows on standard input answered in one call at most; a batch also ends whenever no more input
+/// is waiting, so a line written into a pipe is answered without waiting for the next.
+const STREAM_BATCH_ROWS: usize = 4096;
+
+fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), Failure> {
+    let path = input.filter(|path| *path != Path::new("-"));
+    let Some(path) = path else {
+        return classify_standard_input(format, setup);
+    };
+    // A file is read and checked whole first: a bad file writes nothing.
+    let embeddings = read_embeddings(Some(path))?;
+    let classifier = open_classifier(setup)?;
+    let mut writer = RowWriter::new(format);
+    writer.write_batch(&classifier, &embeddings.values, embeddings.dim)
+}
+
+/// Standard input: JSON lines answered batch by batch as they arrive (a `.npy` there is read whole).
+fn classify_standard_input(format: Format, setup: &Setup) -> Result<(), Failure> {
+    let name = "standard input";
+    let in_input = |message: String| Failure::input(format!("{name}: {message}"));
+    let mut reader = BufReader::with_capacity(1 << 20, io::stdin().lock());
+    let first = reader
+        .fill_buf()
+        .map_err(|e| in_input(format!("cannot read: {e}")))?;
+    if first.starts_with(input::NPY_MAGIC) {
+        let embeddings = input::read_npy(reader, None).map_err(in_input)?;
+        check_finite(name, &embeddings, 0)?;
+        let classifier = open_classifier(setup)?;
+        let mut writer = RowWriter::new(format);
+        return writer.write_batch(&classifier, &embeddings.values, embeddings.dim);
+    }
+    let classifier = open_classifier(setup)?;
+    let mut writer = RowWriter::new(format);
+    let mut lines = JsonLines::new(reader);
+    let mut dim = None;
+    let mut batch = Embeddings {
+        values: Vec::new(),
+        dim: 0,
+    };
+    loop {
+        let row = lines.next_row().map_err(&in_input)?;
+        let end = row.is_none();
+        if let Some(row) = row {
+            batch.dim =
+                input::check_width(&mut dim, row.len(), lines.line_number()).map_err(&in_input)?;
+            batch.values.extend(row);
+        }
+        let rows = batch.rows();
+        if rows > 0 && (end || !lines.has_buffered_input() || rows >= STREAM_BATCH_ROWS) {
+            check_finite(name, &batch, writer.rows_written)?;
+            writer.write_batch(&classifier, &batch.values, batch.dim)?;
+            batch.values.clear();
+        }
+        if end {
+            break;
         }
     }
-    out.flush()?;
+    if writer.rows_written == 0 {
+        return Err(in_input("no embeddings (the input is empty)".into()));
+    }
     Ok(())
+}
+
+/// Writes rows in the chosen format, numbering them across batches, and flushes after each batch.
+struct RowWriter {
+    out: BufWriter<io::StdoutLock<'static>>,
+    format: Format,
+    rows_written: usize,
+}
+
+impl RowWriter {
+    fn new(format: Format) -> Self {
+        RowWriter {
+            out: BufWriter::new(io::stdout().lock()),
+            format,
+            rows_written: 0,
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        classifier: &Classifier,
+        embeddings: &[f32],
+        dim: usize,
+    ) -> Result<(), Failure> {
+        let rows = embeddings.len().checked_div(dim).unwrap_or(0);
+        let mut probabilities = vec![0.0f32; rows];
+        let mut labels = vec![0u8; rows];
+        classifier.classify(embeddings, dim, &mut probabilities, Some(&mut labels))?;
+        let out = &mut self.out;
+        if self.rows_written == 0 {
+            match self.format {
+                Format::Text => writeln!(out, "{:>6}  {:>11}  label", "row", "probability")?,
+                Format::Csv => writeln!(out, "row,probability,label")?,
+                Format::Jsonl => {}
+            }
+        }
+        for (index, (p, label)) in probabilities.iter().zip(&labels).enumerate() {
+            let row = self.rows_written + index;
+            match self.format {
+                Format::Text => {
+                    let name = if *label == 1 { "cyber" } else { "not-cyber" };
+                    writeln!(out, "{row:>6}  {p:>11.6}  {name}")?
+                }
+                Format::Csv => writeln!(out, "{row},{p},{label}")?,
+                Format::Jsonl => writeln!(
+                    out,
+                    "{{\"row\":{row},\"probability\":{p},\"label\":{label}}}"
+                )?,
+            }
+        }
+        self.rows_written += rows;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// NaN and infinities are refused with their row (counted from `first_row`) and column, whatever
+/// the input format (JSON lines' NaN / Infinity tokens and out-of-range numbers included).
+fn check_finite(name: &str, embeddings: &Embeddings, first_row: usize) -> Result<(), Failure> {
+    match input::first_non_finite(&embeddings.values) {
+        None => Ok(()),
+        Some(index) => Err(Failure {
+            message: format!(
+                "{name}: row {} column {} is {}; every value must be finite",
+                first_row + index / embeddings.dim,
+                index % embeddings.dim,
+                embeddings.values[index]
+            ),
+            code: 10 + gemma_cyber::Status::NonFiniteInput as u8,
+        }),
+    }
 }
 
 fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
@@ -245,25 +402,67 @@ fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
         None => gemma_cyber::Model::builtin()?,
     };
     let graph = onnx_graph::onnx_model(&model.plugin_view()?);
-    std::fs::write(output, graph).map_err(|e| Failure {
-        message: format!("cannot write {}: {e}", output.display()),
-        code: 1,
-    })
+    convert::write_atomically(output, &graph)?;
+    writeln!(
+        io::stdout().lock(),
+        "wrote: {}",
+        escape(&output.display().to_string())
+    )?;
+    Ok(())
 }
 
-fn info(setup: &Setup) -> Result<(), Failure> {
+/// A float as JSON through its own shortest decimal (0.5 for 0.5f32, not 0.5000000000000001).
+pub(crate) fn json_float(value: f32) -> serde_json::Value {
+    value
+        .to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+fn info(setup: &Setup, format: ReportFormat) -> Result<(), Failure> {
     let classifier = open_classifier(setup)?;
     let model = classifier.model();
-    let widths: Vec<String> = std::iter::once(model.input_dim())
+    let widths: Vec<usize> = std::iter::once(model.input_dim())
         .chain(model.layers().iter().map(|layer| layer.outputs))
-        .map(|w| w.to_string())
         .collect();
     let source = setup
         .model
         .as_ref()
         .map_or("built-in".to_owned(), |p| p.display().to_string());
     let mut out = io::stdout().lock();
-    writeln!(out, "model:       {source}")?;
+    if let ReportFormat::Json = format {
+        let metadata: serde_json::Map<String, serde_json::Value> = model
+            .metadata()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone().into()))
+            .collect();
+        let report = serde_json::json!({
+            "model": source,
+            "layers": widths,
+            "input_dim": model.input_dim(),
+            "hidden_blocks": model.hidden_sizes().len(),
+            "parameters": model.parameter_count(),
+            "norm_order": model.norm_order().as_str(),
+            "layer_norm_eps": json_float(model.layer_norm_eps()),
+            "batch_norm_eps": model.batch_norm_eps(),
+            "threshold": json_float(classifier.threshold()),
+            "model_threshold": json_float(model.threshold()),
+            "backend": classifier.backend().name(),
+            "device": classifier.device_name(),
+            "skipped": classifier
+                .skipped_backends()
+                .iter()
+                .map(|s| serde_json::json!({"backend": s.backend, "reason": s.reason.message()}))
+                .collect::<Vec<_>>(),
+            "metadata": metadata,
+        });
+        writeln!(out, "{}", terminal::json(&report))?;
+        return Ok(());
+    }
+    let widths: Vec<String> = widths.iter().map(ToString::to_string).collect();
+    writeln!(out, "model:       {}", escape(&source))?;
     writeln!(
         out,
         "layers:      {} (LayerNorm, {} hidden blocks, sigmoid)",
@@ -286,110 +485,54 @@ fn info(setup: &Setup) -> Result<(), Failure> {
         model.threshold()
     )?;
     writeln!(out, "backend:     {}", classifier.backend().name())?;
-    writeln!(out, "device:      {}", classifier.device_name())?;
+    writeln!(out, "device:      {}", escape(classifier.device_name()))?;
     for skipped in classifier.skipped_backends() {
         writeln!(
             out,
             "skipped:     {}: {}",
             skipped.backend,
-            skipped.reason.message()
+            escape(skipped.reason.message())
         )?;
     }
     writeln!(out, "metadata:")?;
     for (key, value) in model.metadata() {
-        writeln!(out, "  {key}: {value}")?;
+        writeln!(out, "  {}: {}", escape(key), escape(value))?;
     }
     Ok(())
 }
 
-/// Reads a whole input: `.npy` (by its magic bytes) or JSON lines. Returns values and row width.
-fn read_embeddings(input: Option<&Path>) -> Result<(Vec<f32>, usize), Failure> {
-    let (name, bytes) = match input {
-        None => ("standard input".to_owned(), read_stdin()?),
-        Some(path) if path == Path::new("-") => ("standard input".to_owned(), read_stdin()?),
+/// Reads a whole input of embeddings and refuses NaN and infinities. A stream's format is told by
+/// its first bytes (`.npy`'s magic, else JSON lines); a format that needs the file itself (random
+/// access, such as a columnar one) is one more branch on the path's extension before `File::open`.
+pub(crate) fn read_embeddings(input: Option<&Path>) -> Result<Embeddings, Failure> {
+    let path = input.filter(|path| *path != Path::new("-"));
+    let name = path.map_or("standard input".to_owned(), |p| p.display().to_string());
+    let in_input = |message: String| Failure::input(format!("{name}: {message}"));
+    let embeddings = match path {
+        None => read_from(BufReader::with_capacity(1 << 20, io::stdin().lock()), None),
         Some(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Failure::input(format!("cannot read {}: {e}", path.display())))?;
-            (path.display().to_string(), bytes)
-        }
-    };
-    let parsed = if bytes.starts_with(b"\x93NUMPY") {
-        read_npy(&bytes)
-    } else {
-        read_json_lines(&bytes)
-    };
-    parsed.map_err(|message| Failure::input(format!("{name}: {message}")))
-}
-
-fn read_stdin() -> Result<Vec<u8>, Failure> {
-    let mut bytes = Vec::new();
-    io::stdin()
-        .read_to_end(&mut bytes)
-        .map_err(|e| Failure::input(format!("cannot read standard input: {e}")))?;
-    Ok(bytes)
-}
-
-fn read_npy(bytes: &[u8]) -> Result<(Vec<f32>, usize), String> {
-    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
-    let shape = npy.shape().to_vec();
-    let [_, dim] = shape[..] else {
-        return Err(format!(
-            "expected a 2-D array (rows × dim), found shape {shape:?}"
-        ));
-    };
-    if npy.order() == npyz::Order::Fortran {
-        return Err(
-            "the array is in Fortran order; save it C-contiguous (numpy.ascontiguousarray)".into(),
-        );
-    }
-    let dtype = npy.dtype();
-    let npyz::DType::Plain(type_str) = &dtype else {
-        return Err(format!(
-            "dtype {} is not supported; expected float32 or float16",
-            dtype.descr()
-        ));
-    };
-    let bad_data = |e: io::Error| format!("cannot read the array data: {e}");
-    let values = match (type_str.type_char(), type_str.size_field()) {
-        (npyz::TypeChar::Float, 4) => npy.into_vec::<f32>().map_err(bad_data)?,
-        (npyz::TypeChar::Float, 2) => npy
-            .into_vec::<half::f16>()
-            .map_err(bad_data)?
-            .into_iter()
-            .map(f32::from)
-            .collect(),
-        _ => {
-            return Err(format!(
-                "dtype {type_str} is not supported; expected float32 or float16"
-            ))
-        }
-    };
-    let dim = usize::try_from(dim).map_err(|_| format!("dimension {dim} is too large"))?;
-    Ok((values, dim))
-}
-
-fn read_json_lines(bytes: &[u8]) -> Result<(Vec<f32>, usize), String> {
-    let mut values = Vec::new();
-    let mut dim = None;
-    for (index, line) in bytes.lines().enumerate() {
-        let line = line.map_err(|e| format!("line {}: {e}", index + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row: Vec<f32> = serde_json::from_str(&line)
-            .map_err(|e| format!("line {}: expected a JSON array of numbers: {e}", index + 1))?;
-        match dim {
-            None => dim = Some(row.len()),
-            Some(d) if d != row.len() => {
-                return Err(format!(
-                    "line {} has {} values; earlier lines have {d}",
-                    index + 1,
-                    row.len()
-                ))
+            let cannot_read =
+                |e: io::Error| Failure::input(format!("cannot read {}: {e}", path.display()));
+            let file = File::open(path).map_err(cannot_read)?;
+            let metadata = file.metadata().map_err(cannot_read)?;
+            if metadata.is_dir() {
+                return Err(in_input("is a directory".into()));
             }
-            Some(_) => {}
+            // A FIFO or device has no length to check the array against.
+            let length = metadata.is_file().then_some(metadata.len());
+            read_from(BufReader::with_capacity(1 << 20, file), length)
         }
-        values.extend(row);
     }
-    Ok((values, dim.unwrap_or(0)))
+    .map_err(in_input)?;
+    check_finite(&name, &embeddings, 0)?;
+    Ok(embeddings)
+}
+
+fn read_from(mut reader: impl BufRead, length: Option<u64>) -> Result<Embeddings, String> {
+    let first = reader.fill_buf().map_err(|e| format!("cannot read: {e}"))?;
+    if first.starts_with(input::NPY_MAGIC) {
+        input::read_npy(reader, length)
+    } else {
+        input::read_json_lines(reader)
+    }
 }

@@ -1,0 +1,640 @@
+//! The `gemma-cyber` command line at its edges: flag ranges, every input format and its bad cases,
+//! answers streamed through a pipe, bounded memory on a large array, JSON reports, and text from a
+//! model that must not reach the terminal as commands.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::repo_path;
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gemma-cyber"));
+    command.args(args).current_dir(repo_path(""));
+    command
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    // The tool may refuse the input before reading all of it: a closed pipe is fine.
+    let _ = pipe.write_all(stdin);
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, bytes: &[u8]) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "gemma-cyber-contract-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::write(&path, bytes).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A version 1 `.npy` file with a hand-written header, so a header can lie about its shape.
+fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// The sample embeddings, as float32 values and their width.
+fn sample() -> (Vec<f32>, usize) {
+    common::npy_f32("examples/data/sample.npy")
+}
+
+fn json_line(row: &[f32]) -> String {
+    let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+    format!("[{}]", values.join(","))
+}
+
+fn csv_column(output: &Output, column: usize) -> Vec<String> {
+    text(&output.stdout)
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(column).unwrap().to_owned())
+        .collect()
+}
+
+fn assert_refused(output: &Output, code: i32, needle: &str, what: &str) {
+    let message = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{what}: {message}");
+    assert_eq!(message.lines().count(), 1, "{what}: {message}");
+    assert!(
+        message.starts_with("gemma-cyber: error: ") && message.contains(needle),
+        "{what}: expected {needle:?} in {message}"
+    );
+    assert!(output.stdout.is_empty(), "{what} wrote output");
+}
+
+#[test]
+fn out_of_range_flags_are_command_line_errors() {
+    let sample = "examples/data/sample.npy";
+    let labels = "examples/data/sample.npy";
+    let cases: &[&[&str]] = &[
+        &["classify", "--threshold", "2", sample],
+        &["classify", "--threshold", "1.5", sample],
+        &["classify", "--threshold=-0.1", sample],
+        &["classify", "--threshold", "NaN", sample],
+        &["classify", "--threads", "5000", sample],
+        &["info", "--threads", "1025"],
+        &["evaluate", sample, "--labels", labels, "--threshold", "inf"],
+        &[
+            "threshold",
+            sample,
+            "--labels",
+            labels,
+            "--target-precision",
+            "1.5",
+        ],
+        &[
+            "threshold",
+            sample,
+            "--labels",
+            labels,
+            "--target-precision",
+            "NaN",
+        ],
+        &[
+            "threshold",
+            sample,
+            "--labels",
+            labels,
+            "--target-recall=-1",
+        ],
+        &["bench", "--batches", "0"],
+        &["bench", "--batches", "1,0"],
+        &["bench", "--seconds", "0"],
+        &["bench", "--seconds", "NaN"],
+    ];
+    for args in cases {
+        let output = run(args, b"");
+        let message = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(
+            message.starts_with("error: invalid value '"),
+            "{args:?}: {message}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?} wrote output");
+    }
+    // NaN is refused with the way to get the model's own threshold.
+    let nan = run(&["classify", "--threshold", "NaN", sample], b"");
+    assert!(
+        text(&nan.stderr).contains("leave --threshold out for the model's own"),
+        "{}",
+        text(&nan.stderr)
+    );
+    // The ends of the ranges are in them.
+    for args in [
+        &["classify", "--threshold", "1", "--threads", "1024", sample][..],
+        &["classify", "--threshold", "0", "--threads", "0", sample],
+    ] {
+        let output = run(args, b"");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn non_finite_json_tokens_are_non_finite_input() {
+    let (values, dim) = sample();
+    for (token, shown) in [
+        ("NaN", "NaN"),
+        ("Infinity", "inf"),
+        ("-Infinity", "-inf"),
+        ("1e999", "inf"),
+    ] {
+        let mut second: Vec<String> = values[dim..2 * dim].iter().map(|v| v.to_string()).collect();
+        second[5] = token.to_owned();
+        let input = format!("{}\n[{}]\n", json_line(&values[..dim]), second.join(","));
+        let output = run(&["classify", "--backend", "cpu"], input.as_bytes());
+        let message = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(13), "{token}: {message}");
+        assert!(
+            message.contains(&format!("row 1 column 5 is {shown}")),
+            "{token}: {message}"
+        );
+    }
+    // A NaN in a .npy has the same code and message.
+    let mut data = values[..2 * dim].to_vec();
+    data[dim + 5] = f32::NAN;
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let file = TempFile::new("nan.npy", &npy("<f4", &format!("(2, {dim})"), &bytes));
+    let output = run(&["classify", "--backend", "cpu", file.path()], b"");
+    assert_refused(&output, 13, "row 1 column 5 is NaN", "NaN in .npy");
+}
+
+#[test]
+fn bad_json_lines_are_refused_with_their_line() {
+    let (values, dim) = sample();
+    let good = json_line(&values[..dim]);
+    let cases = [
+        (format!("{good}\n\n{good}\n"), "line 2: blank"),
+        (format!("{good}\n   \n"), "line 2: blank"),
+        ("[]\n".to_owned(), "line 1: the embedding is empty"),
+        (
+            "0.1,0.2,0.3\n".to_owned(),
+            "CSV and other plain-text rows are not supported",
+        ),
+        ("{\"vector\": [1]}\n".to_owned(), "no \"embedding\" array"),
+        (String::new(), "no embeddings"),
+        ("\n".to_owned(), "line 1: blank"),
+    ];
+    for (input, needle) in &cases {
+        let output = run(&["classify", "--backend", "cpu"], input.as_bytes());
+        assert_refused(&output, 3, needle, &format!("stdin {input:.40?}"));
+        // The same from a file.
+        let file = TempFile::new("bad.jsonl", input.as_bytes());
+        let output = run(&["classify", "--backend", "cpu", file.path()], b"");
+        assert_refused(&output, 3, needle, &format!("file {input:.40?}"));
+    }
+}
+
+#[test]
+fn embedding_objects_and_arrays_agree() {
+    let (values, dim) = sample();
+    let arrays: String = values
+        .chunks(dim)
+        .map(|row| json_line(row) + "\n")
+        .collect();
+    let objects: String = values
+        .chunks(dim)
+        .enumerate()
+        .map(|(i, row)| {
+            format!(
+                "{{\"id\": \"text-{i}\", \"meta\": {{\"tags\": [\"a\", null]}}, \"embedding\": {}}}\n",
+                json_line(row)
+            )
+        })
+        .collect();
+    let args = ["classify", "--backend", "cpu", "--format", "csv"];
+    let from_arrays = run(&args, arrays.as_bytes());
+    let from_objects = run(&args, objects.as_bytes());
+    assert!(
+        from_arrays.status.success(),
+        "{}",
+        text(&from_arrays.stderr)
+    );
+    assert!(
+        from_objects.status.success(),
+        "{}",
+        text(&from_objects.stderr)
+    );
+    assert_eq!(csv_column(&from_arrays, 1).len(), 8);
+    assert_eq!(from_arrays.stdout, from_objects.stdout);
+}
+
+#[test]
+fn float64_npy_gives_the_float32_answers() {
+    let (values, dim) = sample();
+    let rows = values.len() / dim;
+    let as_f64: Vec<u8> = values
+        .iter()
+        .flat_map(|v| f64::from(*v).to_le_bytes())
+        .collect();
+    let file = TempFile::new("f64.npy", &npy("<f8", &format!("({rows}, {dim})"), &as_f64));
+    let args = ["classify", "--backend", "cpu", "--format", "csv"];
+    let from_f64 = run(&[&args[..], &[file.path()]].concat(), b"");
+    let from_f32 = run(&[&args[..], &["examples/data/sample.npy"]].concat(), b"");
+    assert!(from_f64.status.success(), "{}", text(&from_f64.stderr));
+    assert_eq!(from_f64.stdout, from_f32.stdout);
+}
+
+#[test]
+fn npy_shapes_that_lie_or_hold_nothing_are_refused() {
+    let four_rows = vec![0u8; 4 * 768 * 4];
+    let cases = [
+        // 2^56 + 4 rows: rows × 768 wraps to 3072 values in 64 bits.
+        (
+            npy("<f4", "(72057594037927940, 768)", &four_rows),
+            "too large",
+        ),
+        (
+            npy("<f4", "(5, 768)", &four_rows),
+            "promises 5 × 768 values",
+        ),
+        (
+            npy("<f4", "(3, 768)", &four_rows),
+            "promises 3 × 768 values",
+        ),
+        (npy("<f4", "(5, 0)", &[]), "5 × 0"),
+        (npy("<f4", "(0, 768)", &[]), "no embeddings"),
+        (
+            npy("<i4", "(4, 768)", &four_rows),
+            "expected float32, float16 or float64",
+        ),
+    ];
+    for (index, (bytes, needle)) in cases.iter().enumerate() {
+        let file = TempFile::new(&format!("lie-{index}.npy"), bytes);
+        let output = run(&["classify", "--backend", "cpu", file.path()], b"");
+        assert_refused(&output, 3, needle, needle);
+        // On standard input the length is unknown: a short stream is truncated, never padded.
+        let output = run(&["classify", "--backend", "cpu"], bytes);
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{needle}: {}",
+            text(&output.stderr)
+        );
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn labels_mean_the_same_in_every_format() {
+    let sample = "examples/data/sample.npy";
+    let text_output = run(&["classify", "--backend", "cpu", sample], b"");
+    let names: Vec<String> = text(&text_output.stdout)
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().nth(2).unwrap().to_owned())
+        .collect();
+    let csv = run(
+        &["classify", "--backend", "cpu", "--format", "csv", sample],
+        b"",
+    );
+    let jsonl = run(
+        &["classify", "--backend", "cpu", "--format", "jsonl", sample],
+        b"",
+    );
+    let from_json: Vec<u64> = text(&jsonl.stdout)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["label"].as_u64().unwrap()
+        })
+        .collect();
+    let expected: Vec<&str> = names
+        .iter()
+        .map(|name| match name.as_str() {
+            "cyber" => "1",
+            "not-cyber" => "0",
+            other => panic!("label {other:?}"),
+        })
+        .collect();
+    assert_eq!(csv_column(&csv, 2), expected);
+    assert_eq!(
+        from_json.iter().map(u64::to_string).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(names.contains(&"cyber".to_owned()) && names.contains(&"not-cyber".to_owned()));
+}
+
+#[test]
+fn lines_are_answered_as_they_arrive() {
+    let (values, dim) = sample();
+    let mut child = command(&["classify", "--backend", "cpu", "--format", "jsonl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // A reader thread hands over each answer line; a missing answer is a timeout, not a hang.
+    let (answers, answer) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if answers.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    for (row, embedding) in values.chunks(dim).take(3).enumerate() {
+        writeln!(stdin, "{}", json_line(embedding)).unwrap();
+        stdin.flush().unwrap();
+        let line = match answer.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "no answer to line {} while standard input stays open",
+                    row + 1
+                );
+            }
+        };
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["row"], row, "{line}");
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn successful_auto_runs_print_nothing_on_stderr() {
+    // Older Mesa prints "XDG_RUNTIME_DIR is invalid or not set" while AUTO probes for a GPU.
+    for args in [
+        &["classify", "examples/data/sample.npy"][..],
+        &["info"],
+        &["info", "--backend", "auto", "--format", "json"],
+    ] {
+        let output = command(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert_eq!(text(&output.stderr), "", "{args:?}");
+    }
+}
+
+/// A "Vulkan driver" that only prints, as older Mesa does while the loader opens it.
+#[cfg(target_os = "linux")]
+#[test]
+fn driver_noise_during_auto_probing_stays_off_stderr() {
+    let dir = std::env::temp_dir().join(format!("gemma-cyber-noisy-driver-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let noise = "error: XDG_RUNTIME_DIR is invalid or not set in the environment.";
+    std::fs::write(
+        dir.join("noise.c"),
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void noise(void) {{ fprintf(stderr, \"{noise}\\n\"); }}\n"
+        ),
+    )
+    .unwrap();
+    let library = dir.join("libnoisy_driver.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let built = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(dir.join("noise.c"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let manifest = dir.join("noisy_icd.json");
+    std::fs::write(
+        &manifest,
+        serde_json::json!({
+            "file_format_version": "1.0.0",
+            "ICD": {"library_path": library, "api_version": "1.3.0"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let with_driver = |backend: &str| {
+        command(&["info", "--backend", backend])
+            .env("VK_ICD_FILENAMES", &manifest)
+            .env("VK_DRIVER_FILES", &manifest)
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let auto = with_driver("auto");
+    let named = with_driver("wgpu");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(auto.status.success(), "{}", text(&auto.stderr));
+    assert_eq!(text(&auto.stderr), "");
+    // Asked for by name, the driver's own words are the user's to see: this also shows the
+    // Vulkan loader did open the noisy driver, so the AUTO run above had noise to keep off.
+    if text(&named.stderr).contains(noise) {
+        assert_eq!(named.status.code(), Some(16), "{}", text(&named.stderr));
+    } else {
+        eprintln!(
+            "note: the Vulkan loader did not open the noisy driver (no libvulkan?): {}",
+            text(&named.stderr)
+        );
+    }
+}
+
+#[test]
+fn info_and_threshold_write_json() {
+    let info = run(&["info", "--backend", "cpu", "--format", "json"], b"");
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    assert_eq!(text(&info.stdout).lines().count(), 1);
+    let value: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(value["layers"], serde_json::json!([768, 512, 256, 128, 1]));
+    assert_eq!(value["parameters"], 561409);
+    assert_eq!(value["backend"], "cpu");
+    assert_eq!(
+        value["metadata"]["embedding_model"],
+        "sentence-transformers/all-mpnet-base-v2"
+    );
+
+    let labels = TempFile::new("labels.txt", b"1\n1\n1\n1\n0\n0\n0\n0\n");
+    let output = run(
+        &[
+            "threshold",
+            "examples/data/sample.npy",
+            "--labels",
+            labels.path(),
+            "--max-f1",
+            "--backend",
+            "cpu",
+            "--format",
+            "json",
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value["target"], "max_f1");
+    assert_eq!(value["f1"], 1.0);
+    assert_eq!(value["rows"], 8);
+    let chosen = value["chosen"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&chosen), "{chosen}");
+    assert!(value["wrote"].is_null());
+}
+
+#[test]
+fn export_onnx_says_what_it_wrote() {
+    let path =
+        std::env::temp_dir().join(format!("gemma-cyber-contract-{}.onnx", std::process::id()));
+    let output = run(&["export-onnx", "-o", path.to_str().unwrap()], b"");
+    let written = std::fs::metadata(&path).map(|m| m.len());
+    let _ = std::fs::remove_file(&path);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), format!("wrote: {}\n", path.display()));
+    assert!(written.unwrap() > 1_000_000);
+}
+
+#[test]
+fn model_text_never_reaches_the_terminal_raw() {
+    let (tensors, mut metadata) = common::read_model("tests/fixtures/small_f16.safetensors");
+    let hostile = "x\u{1b}]0;pwned\u{7}\u{1b}[2J\0\nfake: line\u{9b}31m\u{202e}";
+    metadata.insert("note".to_owned(), hostile.to_owned());
+    metadata.insert(format!("key{hostile}"), "value".to_owned());
+    let file = TempFile::new(
+        "hostile.safetensors",
+        &common::write_model(&tensors, &metadata),
+    );
+    let output = run(&["info", "--backend", "cpu", "--model", file.path()], b"");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = text(&output.stdout);
+    for c in shown.chars() {
+        assert!(
+            c == '\n' || !(c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{c:?} reached the terminal:\n{shown}"
+        );
+    }
+    assert!(
+        shown.contains(
+            "note: x\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{0}\\u{a}fake: line\\u{9b}31m\\u{202e}"
+        ),
+        "{shown}"
+    );
+    assert!(
+        !shown.lines().any(|line| line.starts_with("fake")),
+        "{shown}"
+    );
+
+    // JSON keeps the exact text, escaped.
+    let output = run(
+        &[
+            "info",
+            "--backend",
+            "cpu",
+            "--model",
+            file.path(),
+            "--format",
+            "json",
+        ],
+        b"",
+    );
+    let raw = text(&output.stdout);
+    assert!(!raw.chars().any(|c| c.is_control() && c != '\n'), "{raw}");
+    let value: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(value["metadata"]["note"], hostile);
+
+    // Error messages quoting a path are escaped too.
+    let output = run(&["classify", "no/such/\u{1b}[31mfile.npy"], b"");
+    assert_refused(&output, 3, "no/such/\\u{1b}[31mfile.npy", "escaped path");
+}
+
+/// Peak resident memory of a finished child, in bytes (Linux reports kilobytes).
+#[cfg(target_os = "linux")]
+// The child is reaped by wait4, which reports its resource usage; Child::wait cannot.
+#[allow(clippy::zombie_processes)]
+fn run_measuring_peak_memory(args: &[&str]) -> (i32, u64) {
+    let child = command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for this child only.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: `pid` is our own child, not yet waited for; the pointers are valid.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64 * 1024)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_npy_is_held_once() {
+    // 20,000 rows: 61 MB of float32. Two copies (file bytes, then values) would peak above 130 MB.
+    // Written in pieces: the child's peak counts this process's own (its spawn shares our memory
+    // until exec), so the test never holds the array either.
+    let rows = 20_000;
+    let file = TempFile::new("large.npy", &npy("<f4", &format!("({rows}, 768)"), &[]));
+    let mut writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file.0)
+        .unwrap();
+    for piece in 0..rows / 1000 {
+        let values = common::random_embeddings(1000, 768, piece as u64);
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        writer.write_all(&bytes).unwrap();
+    }
+    drop(writer);
+    let data_len = rows as u64 * 768 * 4;
+    let (code, peak) = run_measuring_peak_memory(&[
+        "classify",
+        "--backend",
+        "cpu",
+        "--threads",
+        "2",
+        file.path(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        peak < data_len + data_len / 4 + (32 << 20),
+        "peak RSS {peak} bytes for {data_len} bytes of embeddings"
+    );
+}
