@@ -470,8 +470,10 @@ int main(void) {
         .status()
         .unwrap();
     assert!(status.success());
+    // cargo points LD_LIBRARY_PATH at its build directories, which hold the plugins too.
     let output = std::process::Command::new(&program)
         .env_remove("GEMMA_CYBER_PLUGIN_DIR")
+        .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
