@@ -276,12 +276,15 @@ fn requested_library(library: Option<&Path>) -> Option<(PathBuf, String)> {
 /// The process's ONNX Runtime, loading it first if no classifier has yet.
 fn load_runtime(library: Option<&Path>) -> Result<Arc<Runtime>> {
     let path = match requested_library(library) {
-        Some((path, source)) => std::fs::canonicalize(&path).map_err(|e| {
-            Error::backend_unavailable(format!(
-                "ONNX Runtime library {} (from {source}) cannot be opened: {e}; {INSTALL_HINT}",
-                path.display()
-            ))
-        })?,
+        // Checked before the loader opens it: a FIFO there would block the open for ever.
+        Some((path, source)) => crate::fs::check_regular_file(&path)
+            .and_then(|_| std::fs::canonicalize(&path))
+            .map_err(|e| {
+                Error::backend_unavailable(format!(
+                    "ONNX Runtime library {} (from {source}) cannot be opened: {e}; {INSTALL_HINT}",
+                    path.display()
+                ))
+            })?,
         None => system_library()?,
     };
     let version = probe(&path)?;

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{Dense, Model, NormOrder};
 use crate::classifier::ModelSource;
 use crate::error::{Error, Result, Status};
+use crate::fs::ReadError;
 
 /// Largest model file accepted. The real model is 2.2 MB; this leaves room for much wider layers
 /// while refusing to pull an absurd file into memory.
@@ -99,32 +100,18 @@ impl Model {
     }
 }
 
-/// The whole file at `path`, refusing a size over the limit before reading it.
+/// The whole file at `path`: a regular file of at most [`MAX_FILE_BYTES`], read through that cap.
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let not_found = |e: std::io::Error| {
+    crate::fs::read_regular_file(path, MAX_FILE_BYTES).map_err(|e| {
+        let status = match e {
+            ReadError::Open(_) | ReadError::Read(_) => Status::ModelNotFound,
+            ReadError::TooLarge { .. } | ReadError::OutOfMemory(_) => Status::ModelInvalid,
+        };
         Error::new(
-            Status::ModelNotFound,
-            format!("cannot open model file {}: {e}", path.display()),
+            status,
+            format!("cannot read model file {}: {e}", path.display()),
         )
-    };
-    let metadata = std::fs::metadata(path).map_err(not_found)?;
-    if metadata.is_dir() {
-        return Err(Error::new(
-            Status::ModelNotFound,
-            format!(
-                "cannot open model file {}: it is a directory",
-                path.display()
-            ),
-        ));
-    }
-    if metadata.len() > MAX_FILE_BYTES {
-        return Err(Error::model_invalid(format!(
-            "model file {} is {} bytes; the limit is {MAX_FILE_BYTES}",
-            path.display(),
-            metadata.len()
-        )));
-    }
-    std::fs::read(path).map_err(not_found)
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
