@@ -23,10 +23,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A fresh directory holding a FIFO named `fifo`.
 fn fifo_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "gemma-cyber-special-{}-{name}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("gemma-cyber-special-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
@@ -139,7 +137,11 @@ fn onnxruntime_library_option_refuses_special_files() {
             .err()
             .expect("refused")
         });
-        assert_eq!(error.status(), Status::BackendUnavailable, "{shown}: {error}");
+        assert_eq!(
+            error.status(),
+            Status::BackendUnavailable,
+            "{shown}: {error}"
+        );
         assert!(error.message().contains(what), "{shown}: {error}");
     }
     std::fs::remove_dir_all(dir).unwrap();
@@ -212,9 +214,13 @@ fn a_model_file_over_the_limit_is_refused_by_its_size() {
     let dir = fifo_dir("big");
     let path = dir.join("big.safetensors");
     let file = std::fs::File::create(&path).unwrap();
-    file.set_len(gemma_cyber::model::MAX_FILE_BYTES + 1).unwrap();
+    file.set_len(gemma_cyber::model::MAX_FILE_BYTES + 1)
+        .unwrap();
     let error = Model::from_path(&path).unwrap_err();
     assert_eq!(error.status(), Status::ModelInvalid, "{error}");
-    assert!(error.message().contains("the limit is 1073741824"), "{error}");
+    assert!(
+        error.message().contains("the limit is 1073741824"),
+        "{error}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
