@@ -96,7 +96,7 @@ impl Model {
             .collect();
         let settings = Settings::from_metadata(&metadata)?;
         let raw = RawModel::read(&file)?;
-        Ok(raw.fold(settings, metadata))
+        raw.fold(settings, metadata)
     }
 }
 
@@ -336,7 +336,11 @@ impl RawModel {
     /// `W (s ⊙ x + t) + b = (W diag s) x + (W t + b)`. On its *output* it folds into its rows:
     /// `s ⊙ (W x + b) + t = (diag s W) x + (s ⊙ b + t)`. BatchNorm before ReLU is the second case;
     /// BatchNorm after ReLU, like the LayerNorm affine, is the first case for the next layer.
-    fn fold(self, settings: Settings, metadata: BTreeMap<String, String>) -> Model {
+    ///
+    /// Every folded value must be finite in float32, the precision the backends run in: finite
+    /// stored values can still overflow once multiplied (a BatchNorm weight of 1e30 over a
+    /// variance of 1e-30), and such a model is refused here, naming the layer.
+    fn fold(self, settings: Settings, metadata: BTreeMap<String, String>) -> Result<Model> {
         let input_dim = self.input_norm_weight.len();
         let mut parameter_count = 2 * input_dim + self.output_weight.len() + 1;
         let mut hidden_sizes = Vec::with_capacity(self.blocks.len());
@@ -366,7 +370,15 @@ impl RawModel {
                 }
                 NormOrder::LinearReluBn => pending_input_affine = Some((scale, shift)),
             }
-            layers.push(to_dense(block.inputs, block.outputs, &weight, &bias, true));
+            let name = format!("hidden.{}", layers.len());
+            layers.push(to_dense(
+                &name,
+                block.inputs,
+                block.outputs,
+                &weight,
+                &bias,
+                true,
+            )?);
         }
 
         let (mut weight, mut bias) = (self.output_weight, self.output_bias);
@@ -374,11 +386,22 @@ impl RawModel {
         if let Some((scale, shift)) = pending_input_affine {
             fold_input_affine(&mut weight, &mut bias, inputs, &scale, &shift);
         }
-        layers.push(to_dense(inputs, 1, &weight, &bias, false));
+        layers.push(to_dense("output", inputs, 1, &weight, &bias, false)?);
+        check_activation_bound(input_dim, &layers)?;
 
-        Model {
+        // A positive eps below float32's smallest value (or above its largest) would make the
+        // LayerNorm divide by zero (or by infinity) on a constant row.
+        let layer_norm_eps = settings.layer_norm_eps as f32;
+        if !(layer_norm_eps.is_finite() && layer_norm_eps > 0.0) {
+            return Err(Error::model_invalid(format!(
+                "metadata layer_norm_eps is {}, which is {layer_norm_eps} in float32; expected a \
+                 positive number float32 can hold",
+                settings.layer_norm_eps
+            )));
+        }
+        Ok(Model {
             input_dim,
-            layer_norm_eps: settings.layer_norm_eps as f32,
+            layer_norm_eps,
             layers,
             hidden_sizes,
             norm_order: settings.norm_order,
@@ -386,7 +409,7 @@ impl RawModel {
             threshold: settings.threshold,
             metadata,
             parameter_count,
-        }
+        })
     }
 }
 
@@ -422,14 +445,75 @@ fn fold_input_affine(
     }
 }
 
-fn to_dense(inputs: usize, outputs: usize, weight: &[f64], bias: &[f64], relu: bool) -> Dense {
-    Dense {
+/// The folded layer `name` in float32, refused if any value is not finite there.
+fn to_dense(
+    name: &str,
+    inputs: usize,
+    outputs: usize,
+    weight: &[f64],
+    bias: &[f64],
+    relu: bool,
+) -> Result<Dense> {
+    let narrow = |part: &str, values: &[f64]| -> Result<Vec<f32>> {
+        let narrowed: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        match narrowed.iter().position(|v| !v.is_finite()) {
+            None => Ok(narrowed),
+            Some(index) => Err(Error::model_invalid(format!(
+                "tensor \"{name}.{part}\" is {} at index {index} once the normalization \
+                 layers are folded into it, which float32 cannot hold: its stored values (or \
+                 those of the BatchNorm or LayerNorm folded into it) are too large",
+                values[index]
+            ))),
+        }
+    };
+    let (weight_part, bias_part) = if name == "output" {
+        ("weight", "bias")
+    } else {
+        ("linear.weight", "linear.bias")
+    };
+    Ok(Dense {
         inputs,
         outputs,
-        weight: weight.iter().map(|&w| w as f32).collect(),
-        bias: bias.iter().map(|&b| b as f32).collect(),
+        weight: narrow(weight_part, weight)?,
+        bias: narrow(bias_part, bias)?,
         relu,
+    })
+}
+
+/// Largest activation bound accepted (2^100, about 1.3e30): far above any trained model's, far
+/// enough below float32's largest value (about 3.4e38) that no sum of a layer's products can
+/// overflow, whatever the order a backend adds them in.
+const MAX_ACTIVATION_BOUND: f64 = 1.2676506002282294e30;
+
+/// Refuses a model whose layers could overflow float32 on some input. The normalized input has
+/// |x_i| <= sqrt(input_dim) (a LayerNorm output's largest value is sqrt(n - 1)); each layer's
+/// outputs are then at most sum_i |W_oi| * bound + |b_o|, and ReLU only shrinks them. If the
+/// bound stays below [`MAX_ACTIVATION_BOUND`] through every layer, every finite input gives a
+/// finite logit on every backend.
+fn check_activation_bound(input_dim: usize, layers: &[Dense]) -> Result<()> {
+    let mut bound = (input_dim as f64).sqrt();
+    for (i, layer) in layers.iter().enumerate() {
+        let mut largest = 0.0f64;
+        for (row, &b) in layer.weight.chunks_exact(layer.inputs).zip(&layer.bias) {
+            let sum: f64 = row.iter().map(|w| f64::from(w.abs())).sum::<f64>() * bound;
+            largest = largest.max(sum + f64::from(b.abs()));
+        }
+        if largest.is_nan() || largest > MAX_ACTIVATION_BOUND {
+            let name = if i + 1 == layers.len() {
+                "output".to_owned()
+            } else {
+                format!("hidden.{i}.linear")
+            };
+            return Err(Error::model_invalid(format!(
+                "layer {name:?} can reach {largest:e} once the normalization layers are folded \
+                 into it; the limit is {MAX_ACTIVATION_BOUND:e}, so that float32 never \
+                 overflows: its weights (or those of the BatchNorm or LayerNorm folded into it) \
+                 are too large"
+            )));
+        }
+        bound = largest;
     }
+    Ok(())
 }
 
 /// One tensor, checked for dtype, shape and finiteness, widened to float64.
