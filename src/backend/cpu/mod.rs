@@ -79,7 +79,16 @@ impl CpuBackend {
         Ok(CpuBackend {
             input_dim: model.input_dim(),
             layer_norm_eps: model.layer_norm_eps(),
-            layers: model.layers().iter().map(PackedDense::new).collect(),
+            layers: model
+                .layers()
+                .iter()
+                .map(PackedDense::new)
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    Error::backend_unavailable(
+                        "not enough memory to lay out the model's weights for the cpu backend",
+                    )
+                })?,
             kernel,
             threads,
             device_name,
