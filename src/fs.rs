@@ -150,6 +150,8 @@ fn open_without_blocking(path: &Path) -> io::Result<File> {
 mod tests {
     use super::*;
 
+    // Miri does not model opening with O_NONBLOCK or device files.
+    #[cfg_attr(miri, ignore)]
     #[test]
     fn regular_files_are_read_and_capped() {
         let dir = std::env::temp_dir().join(format!("gemma-cyber-fs-{}", std::process::id()));
@@ -168,6 +170,7 @@ mod tests {
     }
 
     #[cfg(unix)]
+    #[cfg_attr(miri, ignore)]
     #[test]
     fn devices_are_refused_before_they_are_read() {
         for device in ["/dev/zero", "/dev/urandom", "/dev/null"] {
