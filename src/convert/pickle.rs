@@ -1141,6 +1141,43 @@ mod tests {
     }
 
     #[test]
+    fn an_ordered_dict_rebuilt_from_one_shared_list_runs_out_of_budget() {
+        // One list of 100 pairs, memoised; OrderedDict(list) 2,500 times: 250,000 entries from
+        // 16 KB, more than one item a byte plus the base allows.
+        let mut body = b"ccollections\nOrderedDict\nq\x04](".to_vec();
+        for i in 0..100u8 {
+            body.extend_from_slice(&[0x8c, 1, i, b'N', 0x86]);
+        }
+        body.extend_from_slice(b"e\x85q\x05(");
+        let prefix = body.len();
+        for _ in 0..2500 {
+            body.extend_from_slice(b"h\x04h\x05R0");
+        }
+        body.push(b't');
+        let message = refused(&pickle(&body));
+        assert!(message.contains("container items"), "{message}");
+        // A dozen rebuilds fit.
+        let mut few = body[..prefix + 12 * 6].to_vec();
+        few.push(b't');
+        assert!(read(&pickle(&few)).is_ok());
+    }
+
+    #[test]
+    fn one_key_set_many_times_keeps_one_entry() {
+        let mut body = b"}q\x02X\x00\x08\x00\x00".to_vec();
+        body.extend_from_slice(&[b'k'; 2048]);
+        body.extend_from_slice(b"q\x030");
+        for _ in 0..3000 {
+            body.extend_from_slice(b"h\x03Ns");
+        }
+        let p = read(&pickle(&body)).unwrap();
+        let Value::Dict(entries) = p.get(p.root) else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
     fn long1_reads_signed_64_bit_and_refuses_wider() {
         let p = read(&pickle(b"\x8a\x02\xff\x7f")).unwrap();
         assert_eq!(p.get(p.root), &Value::Int(0x7fff));
