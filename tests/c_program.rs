@@ -99,21 +99,31 @@ fn calls_from_thread_teardown_return_statuses_instead_of_aborting() {
     // A pthread-key destructor and an atexit handler run after the library's thread-locals on
     // that thread are destroyed; every call there must still end in its documented status.
     let program = compile("tests/c/teardown.c", "teardown");
-    let run = Command::new(&program).output().unwrap();
-    let _ = std::fs::remove_dir_all(program.parent().unwrap());
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "teardown program failed ({:?}):\n{stdout}{stderr}",
-        run.status
-    );
-    for place in ["pthread key destructor", "atexit"] {
+    #[allow(unused_mut)]
+    let mut backends = vec!["cpu"];
+    #[cfg(feature = "onnxruntime")]
+    backends.push("onnxruntime");
+    for backend in backends {
+        let run = Command::new(&program).arg(backend).output().unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(
-            stdout.contains(&format!("{place}: "))
-                && !stdout.contains(&format!("{place}: 0 passed")),
-            "{place} did not run its checks:\n{stdout}{stderr}"
+            run.status.success(),
+            "teardown program on {backend} failed ({:?}):\n{stdout}{stderr}",
+            run.status
+        );
+        for place in ["pthread key destructor", "atexit"] {
+            assert!(
+                stdout.contains(&format!("{place}: "))
+                    && !stdout.contains(&format!("{place}: 0 passed")),
+                "{backend}: {place} did not run its checks:\n{stdout}{stderr}"
+            );
+        }
+        assert_eq!(
+            stdout.matches(" 0 failed").count(),
+            2,
+            "{backend}: {stdout}{stderr}"
         );
     }
-    assert_eq!(stdout.matches(" 0 failed").count(), 2, "{stdout}{stderr}");
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
 }

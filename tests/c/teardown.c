@@ -3,6 +3,7 @@
  * thread-locals are gone: from a pthread-key destructor on a worker thread, and from an atexit
  * handler on the main thread. Every call must return its documented status (never abort) and the
  * last error must stay readable. Prints "<where>: N passed, M failed" for each.
+ * Usage: teardown [cpu|onnxruntime]  (default cpu)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -35,10 +36,12 @@ static int starts_with(const char *text, const char *prefix) {
     return text != NULL && strncmp(text, prefix, strlen(prefix)) == 0;
 }
 
-static gemma_cyber_classifier *create_cpu(uint32_t threads) {
+static gemma_cyber_backend backend = GEMMA_CYBER_BACKEND_CPU;
+
+static gemma_cyber_classifier *create_classifier(uint32_t threads) {
     gemma_cyber_options options;
     gemma_cyber_options_init(&options, sizeof options);
-    options.backend = GEMMA_CYBER_BACKEND_CPU;
+    options.backend = backend;
     options.num_threads = threads;
     gemma_cyber_classifier *classifier = NULL;
     gemma_cyber_status status = gemma_cyber_create(&options, &classifier);
@@ -50,11 +53,11 @@ static gemma_cyber_classifier *create_cpu(uint32_t threads) {
 /* Every kind of call, valid and failing, as a thread or process on its way out would make it. */
 static void exercise(const char *where) {
     passed = failed = 0;
-    gemma_cyber_classifier *classifier = create_cpu(4);
+    gemma_cyber_classifier *classifier = create_classifier(4);
     if (classifier != NULL) {
         size_t dim = gemma_cyber_input_dim(classifier);
         CHECK(dim == 768, "input dim %zu", dim);
-        CHECK(gemma_cyber_active_backend(classifier) == GEMMA_CYBER_BACKEND_CPU, "backend");
+        CHECK(gemma_cyber_active_backend(classifier) == backend, "backend");
         CHECK(gemma_cyber_device_name(classifier)[0] != '\0', "device name");
         float *embeddings = malloc(ROWS * dim * sizeof(float));
         float probabilities[ROWS];
@@ -109,7 +112,7 @@ static void exercise(const char *where) {
 
 /* Makes the library set up this thread's thread-locals, so that teardown destroys them. */
 static void warm_up(void) {
-    gemma_cyber_classifier *classifier = create_cpu(4);
+    gemma_cyber_classifier *classifier = create_classifier(4);
     float *embeddings = calloc(768 * ROWS, sizeof(float));
     float probabilities[ROWS];
     if (embeddings == NULL) return;
@@ -143,7 +146,8 @@ static void at_exit(void) {
     _exit(failed == 0 && destructor_failed == 0 ? 0 : 1);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "onnxruntime") == 0) backend = GEMMA_CYBER_BACKEND_ONNXRUNTIME;
     pthread_key_create(&key, key_destructor);
     pthread_t thread;
     if (pthread_create(&thread, NULL, worker, NULL) != 0) return 2;
