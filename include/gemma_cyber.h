@@ -87,13 +87,15 @@ typedef enum gemma_cyber_status {
    */
   GEMMA_CYBER_STATUS_NON_FINITE_INPUT = 3,
   /**
-   * `model_path` cannot be opened (missing, unreadable, a directory). Check the path and
-   * permissions.
+   * `model_path` cannot be opened (missing, unreadable, or not a regular file: a directory, a
+   * FIFO, a device). Check the path and permissions.
    */
   GEMMA_CYBER_STATUS_MODEL_NOT_FOUND = 4,
   /**
-   * The model file is malformed or inconsistent, or its SHA-256 is not `model_sha256`. Nothing
-   * was loaded; use a file made by this project's tools.
+   * The model file is malformed or inconsistent (values that overflow float32 once folded
+   * included), its SHA-256 is not `model_sha256`, or it is too large for the memory available
+   * (the message says "not enough memory"). Nothing was loaded; use a file made by this
+   * project's tools.
    */
   GEMMA_CYBER_STATUS_MODEL_INVALID = 5,
   /**

@@ -143,17 +143,25 @@ impl Classifier {
                 )));
             }
         }
-        if let Some(index) = first_non_finite(embeddings) {
-            return Err(Error::new(
-                Status::NonFiniteInput,
-                format!(
-                    "embeddings row {} column {} is {}; every value must be finite",
-                    index / dim,
-                    index % dim,
-                    embeddings[index]
-                ),
-            ));
-        }
+        let conditioned;
+        let embeddings = match scan(embeddings) {
+            Err(index) => {
+                return Err(Error::new(
+                    Status::NonFiniteInput,
+                    format!(
+                        "embeddings row {} column {} is {}; every value must be finite",
+                        index / dim,
+                        index % dim,
+                        embeddings[index]
+                    ),
+                ))
+            }
+            Ok(Scan::Ordinary) => embeddings,
+            Ok(Scan::HasLarge) => {
+                conditioned = condition_large_rows(embeddings, dim)?;
+                &conditioned
+            }
+        };
         self.backend.classify(embeddings, rows, probabilities)?;
         if let Some(labels) = labels {
             for (label, &p) in labels.iter_mut().zip(probabilities.iter()) {
@@ -195,27 +203,88 @@ impl Classifier {
     }
 }
 
-/// Index of the first NaN or infinity in `values`.
+/// What one pass over the input found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// Every value is finite and below [`LARGE`] in magnitude.
+    Ordinary,
+    /// Every value is finite, and some reach [`LARGE`].
+    HasLarge,
+}
+
+/// Magnitude from which a row is conditioned before any backend sees it (2^16): far above what
+/// embeddings hold, so ordinary rows reach the backends untouched.
+const LARGE: f32 = 65536.0;
+
+/// Checks every value is finite (`Err` gives the first NaN or infinity) and notes whether any
+/// reaches [`LARGE`].
 ///
 /// Every call scans all its input, so this runs at memory speed: blocks are tested with a
-/// branch-free OR of "exponent all ones" that compiles to SIMD even for baseline x86-64 (about 4×
-/// faster than `position(|x| !x.is_finite())`, which cost a GPU call of 4,096 rows over a
-/// millisecond); only a block that has one is searched value by value.
-fn first_non_finite(values: &[f32]) -> Option<usize> {
+/// branch-free OR of one signed comparison of the magnitude's bits (magnitudes order as their bit
+/// patterns do, infinity and NaN above every finite value), which compiles to SIMD even for
+/// baseline x86-64, like the exponent test it replaced (`position(|x| !x.is_finite())` alone cost
+/// a GPU call of 4,096 rows over a millisecond); only a block that has a large or non-finite value
+/// is searched value by value.
+fn scan(values: &[f32]) -> Result<Scan, usize> {
     const BLOCK: usize = 256;
-    const EXPONENT: u32 = 0x7f80_0000;
-    values
-        .chunks(BLOCK)
-        .enumerate()
-        .find(|(_, block)| {
-            block
-                .iter()
-                .fold(false, |any, x| any | (x.to_bits() & EXPONENT == EXPONENT))
-        })
-        .and_then(|(index, block)| {
-            let within = block.iter().position(|x| !x.is_finite())?;
-            Some(index * BLOCK + within)
-        })
+    const MAGNITUDE: u32 = 0x7fff_ffff;
+    // Below the smallest bit pattern that is large: a strict comparison then flags it.
+    let below_large = (LARGE.to_bits() - 1) as i32;
+    let mut found = Scan::Ordinary;
+    for (index, block) in values.chunks(BLOCK).enumerate() {
+        let flagged = block.iter().fold(false, |any, x| {
+            any | ((x.to_bits() & MAGNITUDE) as i32 > below_large)
+        });
+        if flagged {
+            if let Some(within) = block.iter().position(|x| !x.is_finite()) {
+                return Err(index * BLOCK + within);
+            }
+            found = Scan::HasLarge;
+        }
+    }
+    Ok(found)
+}
+
+/// Largest magnitude a conditioned row keeps (2^40): every backend's float32 LayerNorm (sums of
+/// squares of up to 2^28 values) stays far from overflow, and the row's variance stays so far
+/// above any sane eps that adding eps changes nothing in float32.
+const CONDITIONED_MAX: f64 = 1_099_511_627_776.0;
+
+/// A copy of the input whose rows with a value of at least [`LARGE`] are centred (their mean
+/// subtracted, in float64) and, if their spread still exceeds [`CONDITIONED_MAX`], scaled by a
+/// power of two to below it. LayerNorm ignores a shift exactly, and a scale up to eps, which is
+/// negligible beside such a row's variance; what changes is that float32 neither overflows on
+/// values near its largest nor loses a near-constant row to rounding, so every backend computes
+/// the same finite LayerNorm. Other rows are copied unchanged.
+fn condition_large_rows(embeddings: &[f32], dim: usize) -> Result<Vec<f32>> {
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(embeddings.len()).map_err(|_| {
+        Error::backend_failure(format!(
+            "not enough memory for a copy of {} embedding values with some of magnitude 2^16 or \
+             more; pass fewer rows at a time",
+            embeddings.len()
+        ))
+    })?;
+    copy.extend_from_slice(embeddings);
+    for row in copy.chunks_exact_mut(dim) {
+        if row.iter().all(|x| x.abs() < LARGE) {
+            continue;
+        }
+        let mean = row.iter().map(|&x| f64::from(x)).sum::<f64>() / dim as f64;
+        let spread = row
+            .iter()
+            .map(|&x| (f64::from(x) - mean).abs())
+            .fold(0.0, f64::max);
+        // A power of two, so that scaling adds no rounding of its own.
+        let mut scale = 1.0f64;
+        while spread * scale >= CONDITIONED_MAX {
+            scale *= 0.5;
+        }
+        for x in row.iter_mut() {
+            *x = ((f64::from(*x) - mean) * scale) as f32;
+        }
+    }
+    Ok(copy)
 }
 
 /// Settings the core gives every plugin itself; a caller's setting may not override them.
@@ -337,45 +406,67 @@ fn cpu(options: &Options, model: &Model) -> Result<CpuBackend> {
 
 #[cfg(test)]
 mod tests {
-    use super::first_non_finite;
+    use super::{condition_large_rows, scan, Scan, LARGE};
 
     #[test]
-    fn first_non_finite_finds_the_first_nan_or_infinity_at_any_position() {
+    fn scan_finds_the_first_nan_or_infinity_at_any_position() {
         let finite = [
             0.0,
             -0.0,
-            f32::MAX,
-            f32::MIN,
             f32::MIN_POSITIVE,
             1e-45,
             -1e-45,
+            f32::from_bits(LARGE.to_bits() - 1),
+            -f32::from_bits(LARGE.to_bits() - 1),
         ];
         let values: Vec<f32> = (0..1000).map(|i| finite[i % finite.len()]).collect();
-        assert_eq!(first_non_finite(&values), None);
-        assert_eq!(first_non_finite(&[]), None);
+        assert_eq!(scan(&values), Ok(Scan::Ordinary));
+        assert_eq!(scan(&[]), Ok(Scan::Ordinary));
+        for large in [LARGE, -LARGE, f32::MAX, f32::MIN] {
+            let mut with_large = values.clone();
+            with_large[600] = large;
+            assert_eq!(scan(&with_large), Ok(Scan::HasLarge), "{large}");
+        }
         for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             // Either side of a block boundary, the first and the last value.
             for position in [0, 1, 255, 256, 257, 511, 999] {
                 let mut with_bad = values.clone();
                 with_bad[position] = bad;
-                assert_eq!(
-                    first_non_finite(&with_bad),
-                    Some(position),
-                    "{bad} at {position}"
-                );
-                // A later one does not hide an earlier one.
+                assert_eq!(scan(&with_bad), Err(position), "{bad} at {position}");
+                // A later one does not hide an earlier one, nor does a large value before it.
                 with_bad[999] = f32::NAN;
-                assert_eq!(
-                    first_non_finite(&with_bad),
-                    Some(position),
-                    "{bad} at {position}"
-                );
+                with_bad[position.saturating_sub(1)] = f32::MAX;
+                if position > 0 {
+                    assert_eq!(scan(&with_bad), Err(position), "{bad} at {position}");
+                }
             }
         }
         // A NaN with a payload (exponent all ones, any mantissa) counts.
+        assert_eq!(scan(&[1.0, f32::from_bits(0x7f80_0001)]), Err(1));
+    }
+
+    #[test]
+    fn only_rows_with_large_values_are_conditioned() {
+        let ordinary = [0.5f32, -1.0, 2.0, 0.25];
+        let mut input = ordinary.to_vec();
+        input.extend([f32::MAX, f32::MAX, 0.0, f32::MIN]);
+        input.extend([1e30f32; 4]);
+        let conditioned = condition_large_rows(&input, 4).unwrap();
         assert_eq!(
-            first_non_finite(&[1.0, f32::from_bits(0x7f80_0001)]),
-            Some(1)
+            conditioned[..4],
+            ordinary,
+            "an ordinary row is copied bit for bit"
+        );
+        let spread = &conditioned[4..8];
+        assert!(
+            spread.iter().all(|x| x.is_finite() && x.abs() < 2e12),
+            "{spread:?}"
+        );
+        assert!(spread[0] == spread[1] && spread[0] > 0.0 && spread[3] < 0.0);
+        assert_eq!(
+            conditioned[8..],
+            [0.0; 4],
+            "a constant row centres to zeros"
         );
     }
 }

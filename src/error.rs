@@ -20,11 +20,13 @@ pub enum Status {
     /// NaN or infinity somewhere in the embeddings (the message gives row and column). Nothing was
     /// written; clean the embedding upstream.
     NonFiniteInput = 3,
-    /// `model_path` cannot be opened (missing, unreadable, a directory). Check the path and
-    /// permissions.
+    /// `model_path` cannot be opened (missing, unreadable, or not a regular file: a directory, a
+    /// FIFO, a device). Check the path and permissions.
     ModelNotFound = 4,
-    /// The model file is malformed or inconsistent, or its SHA-256 is not `model_sha256`. Nothing
-    /// was loaded; use a file made by this project's tools.
+    /// The model file is malformed or inconsistent (values that overflow float32 once folded
+    /// included), its SHA-256 is not `model_sha256`, or it is too large for the memory available
+    /// (the message says "not enough memory"). Nothing was loaded; use a file made by this
+    /// project's tools.
     ModelInvalid = 5,
     /// The requested backend cannot run here (no ONNX Runtime library, no GPU adapter, left out of
     /// this build). Another backend may.

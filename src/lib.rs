@@ -11,6 +11,7 @@ mod classifier;
 pub mod convert;
 pub mod error;
 pub mod ffi;
+pub mod fs;
 pub mod log;
 pub mod metrics;
 pub mod model;

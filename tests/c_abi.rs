@@ -587,3 +587,12 @@ fn fields_past_struct_size_are_never_read() {
     options.struct_size -= 1;
     assert_eq!(create(&options).unwrap_err().0, Status::InvalidArgument);
 }
+
+#[test]
+fn model_data_over_the_limit_is_refused_without_being_copied() {
+    // Calloc'd and never touched: the length alone refuses it.
+    let too_big = vec![0u8; gemma_cyber::model::MAX_FILE_BYTES as usize + 1];
+    let (status, message) = create_with_model_bytes(&too_big).unwrap_err();
+    assert_eq!(status, Status::ModelInvalid);
+    assert!(message.contains("the limit is 1073741824"), "{message}");
+}

@@ -162,3 +162,33 @@ fn c_example_runs() {
     assert_eq!(stdout.matches("probability").count(), 4, "{stdout}");
     assert!(stdout.contains("wrong dim -> status 2"), "{stdout}");
 }
+
+#[test]
+fn calls_from_thread_teardown_return_statuses_instead_of_aborting() {
+    // A pthread-key destructor and an atexit handler run after the library's thread-locals on
+    // that thread are destroyed; every call there must still end in its documented status.
+    let program = compile("tests/c/teardown.c", "teardown");
+    for backend in ["cpu", "onnxruntime"] {
+        let run = Command::new(&program).arg(backend).output().unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            run.status.success(),
+            "teardown program on {backend} failed ({:?}):\n{stdout}{stderr}",
+            run.status
+        );
+        for place in ["pthread key destructor", "atexit"] {
+            assert!(
+                stdout.contains(&format!("{place}: "))
+                    && !stdout.contains(&format!("{place}: 0 passed")),
+                "{backend}: {place} did not run its checks:\n{stdout}{stderr}"
+            );
+        }
+        assert_eq!(
+            stdout.matches(" 0 failed").count(),
+            2,
+            "{backend}: {stdout}{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
+}

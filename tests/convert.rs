@@ -777,3 +777,168 @@ fn cli_exit_codes_say_missing_or_refused_and_no_output_is_left() {
     assert!(stderr.contains("refused global posix.system"), "{stderr}");
     assert!(!out.exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shapes and sizes that once panicked, and pickles that once took unbounded work.
+
+/// The crafted file through the Rust API and through `gemma-cyber convert`: both refuse it as
+/// MODEL_INVALID (exit 15) with one line, and nothing is written. Returns the API's message.
+fn refused_everywhere(bytes: &[u8], name: &str) -> String {
+    let message = refused(bytes);
+    let dir =
+        std::env::temp_dir().join(format!("gemma-cyber-hostile-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join(format!("{name}.pt"));
+    let out = dir.join("out.safetensors");
+    std::fs::write(&input, bytes).unwrap();
+    let output = cli(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--no-config",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(10 + Status::ModelInvalid as i32),
+        "{name}: {stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+    assert!(!out.exists(), "{name}: an output was written");
+    std::fs::remove_dir_all(&dir).unwrap();
+    message
+}
+
+#[test]
+fn a_zero_dimensional_batchnorm_buffer_is_refused() {
+    for part in ["2.running_mean", "2.running_var", "2.weight"] {
+        let mut specs = small_model();
+        let spec = specs.iter_mut().find(|s| s.name == part).unwrap();
+        spec.shape = vec![];
+        let message = refused_everywhere(&crafted(&specs), "bn_0d");
+        assert!(
+            message.contains("has shape []; expected [4]"),
+            "{part}: {message}"
+        );
+    }
+    // A 0-d LayerNorm weight and a 1-d Linear weight are refused as well.
+    let mut specs = small_model();
+    specs[0].shape = vec![];
+    specs[1].shape = vec![];
+    refused_everywhere(&crafted(&specs), "ln_0d");
+}
+
+#[test]
+fn a_storage_named_twice_with_a_huge_element_count_is_refused() {
+    // Tensor "1.bias" views storage "0" (the LayerNorm weight's, 8 floats, read first) but claims
+    // it holds 2^62 elements and sits at its end: the claim's byte count wraps 64 bits. Named
+    // first, the claim is refused as soon as its size is computed.
+    let specs = small_model();
+    let mut p = Pickler::default();
+    p.op(b"\x80\x02")
+        .global("collections", "OrderedDict")
+        .op(b")R(");
+    let mut storages = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let key = i.to_string();
+        let numel: u64 = s.shape.iter().product();
+        p.str(s.name);
+        if s.name == "1.bias" {
+            p.view("FloatStorage", "0", 1 << 62, (1 << 62) - 4, &[4], &[1]);
+        } else {
+            p.tensor(s.class, &key, numel, &s.shape);
+        }
+        storages.push((key, 0.5f32.to_le_bytes().repeat(numel as usize)));
+    }
+    p.op(b"u.");
+    let message = refused_everywhere(&torch_zip(&p.0, &storages), "storage_twice");
+    assert!(message.contains("storage \"0\""), "{message}");
+    let mut first = small_model();
+    first[0].numel = Some(1 << 62);
+    first[0].bytes = Some(32);
+    let message = refused_everywhere(&crafted(&first), "storage_huge");
+    assert!(message.contains("more than 64 bits count"), "{message}");
+}
+
+/// A checkpoint dict holding the small model's state dict plus `extra` (pickle opcodes leaving one
+/// value on the stack) under the key "extra".
+fn with_extra(extra: &[u8]) -> Vec<u8> {
+    let (pickle, storages) = crafted_parts(&small_model());
+    let state_dict = &pickle[2..pickle.len() - 1];
+    let mut p = Pickler::default();
+    p.op(b"\x80\x02}(").str("model_state_dict").op(state_dict);
+    p.str("extra").op(extra);
+    p.op(b"u.");
+    torch_zip(&p.0, &storages)
+}
+
+#[test]
+fn setting_one_long_key_many_times_is_linear_work() {
+    // A 64 KiB key memoised, then set 20,000 times in one dict and once in 20,000 dicts: a
+    // reader that copied or hashed the key's bytes each time would move gigabytes.
+    let mut extra = Pickler::default();
+    extra.op(b"(}q\x02");
+    extra.str(&"k".repeat(65536)).op(b"q\x03");
+    extra.op(b"0");
+    for _ in 0..20_000 {
+        extra.op(b"h\x03Ns");
+    }
+    for _ in 0..20_000 {
+        extra.op(b"}h\x03Ns0");
+    }
+    extra.op(b"t");
+    let conversion = convert_checkpoint(&with_extra(&extra.0), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The long key is not metadata, and the report says so in a line of bounded length.
+    assert!(conversion.report.iter().all(|line| line.len() < 1024));
+    assert!(!conversion.model.metadata().keys().any(|k| k.len() > 1024));
+}
+
+#[test]
+fn an_ordered_dict_rebuilt_from_one_shared_list_is_stopped_by_the_item_budget() {
+    // One list of 1,000 pairs, memoised, then OrderedDict(list) 100,000 times in 0.8 MB: 10^8
+    // entries if each were built.
+    let mut extra = Pickler::default();
+    extra.global("collections", "OrderedDict").op(b"q\x04");
+    extra.op(b"](");
+    for i in 0..1000 {
+        extra.str(&format!("k{i}")).op(b"N\x86");
+    }
+    extra.op(b"e\x85q\x05(");
+    for _ in 0..100_000 {
+        extra.op(b"h\x04h\x05R0");
+    }
+    extra.op(b"t");
+    let bytes = with_extra(&extra.0);
+    let message = refused_everywhere(&bytes, "ordered_dict_bomb");
+    assert!(message.contains("container items"), "{message}");
+}
+
+#[test]
+fn a_list_of_one_long_string_repeated_is_not_built_as_metadata() {
+    // A 1 MiB string memoised and listed 1,000 times, then that list named by 4,000 entries:
+    // building each as JSON text would take gigabytes.
+    let mut extra = Pickler::default();
+    extra.op(b"}(");
+    extra.str("list").op(b"](");
+    extra.str(&"x".repeat(1 << 20)).op(b"q\x06");
+    for _ in 0..999 {
+        extra.op(b"h\x06");
+    }
+    extra.op(b"eq\x07");
+    for i in 0..4000 {
+        extra.str(&format!("again{i}")).op(b"h\x07");
+    }
+    extra.op(b"u");
+    let conversion = convert_checkpoint(&with_extra(&extra.0), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        conversion
+            .report
+            .iter()
+            .any(|l| l.contains("checkpoint.extra.list (longer than 4096 characters)")),
+        "{:?}",
+        conversion.report
+    );
+}

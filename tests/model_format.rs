@@ -270,3 +270,143 @@ fn absurd_tensor_count_is_refused() {
         "model has 2000 tensors",
     );
 }
+
+fn set_values(tensors: &mut [Tensor], name: &str, f: impl Fn(usize, f32) -> f32) {
+    let tensor = tensor_mut(tensors, name);
+    let values: Vec<f32> = tensor
+        .values()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| f(i, *v))
+        .collect();
+    *tensor = Tensor::f32(name, &tensor.shape.clone(), &values);
+}
+
+#[test]
+fn values_that_overflow_float32_once_folded_are_invalid() {
+    // Every stored value is finite, but BatchNorm's scale γ / sqrt(var + eps) is 1e41.
+    let (mut tensors, mut metadata) = small();
+    set_values(&mut tensors, "hidden.0.norm.weight", |i, v| {
+        if i == 2 {
+            3e38
+        } else {
+            v
+        }
+    });
+    set_values(&mut tensors, "hidden.0.norm.running_var", |i, v| {
+        if i == 2 {
+            0.0
+        } else {
+            v
+        }
+    });
+    assert_invalid(
+        &write_model(&tensors, &metadata),
+        "tensor \"hidden.0.linear.weight\" is",
+    );
+    // Folded after the ReLU, the same BatchNorm lands in the next layer's weights.
+    metadata.insert("norm_order".into(), "linear_relu_bn".into());
+    assert_invalid(
+        &write_model(&tensors, &metadata),
+        "tensor \"output.weight\" is",
+    );
+}
+
+#[test]
+fn layers_whose_activations_could_overflow_float32_are_invalid() {
+    // Finite weights of 1e20 in two layers: an input can reach 1e42 at the output.
+    let (mut tensors, metadata) = small();
+    set_values(&mut tensors, "hidden.0.linear.weight", |_, _| 1e20);
+    let one_layer = write_model(&tensors, &metadata);
+    Model::from_bytes(&one_layer).expect("one layer of 1e20 stays within float32");
+    set_values(&mut tensors, "output.weight", |_, _| 1e20);
+    assert_invalid(
+        &write_model(&tensors, &metadata),
+        "layer \"output\" can reach",
+    );
+}
+
+#[test]
+fn layer_norm_eps_that_narrows_to_zero_or_infinity_is_invalid() {
+    let (tensors, mut metadata) = small();
+    for (eps, narrowed) in [
+        ("1e-50", "which is 0 in float32"),
+        ("1e300", "which is inf in float32"),
+    ] {
+        metadata.insert("layer_norm_eps".into(), eps.into());
+        assert_invalid(&write_model(&tensors, &metadata), narrowed);
+    }
+    metadata.insert("layer_norm_eps".into(), "1e-44".into());
+    Model::from_bytes(&write_model(&tensors, &metadata)).expect("a subnormal eps is positive");
+}
+
+/// Property: whatever the magnitudes of a model's stored values, it either loads and then gives
+/// a finite probability for every finite input, extreme ones included, or it is MODEL_INVALID.
+#[test]
+fn any_model_that_loads_gives_finite_probabilities_for_finite_inputs() {
+    use gemma_cyber::{BackendKind, Classifier, ModelSource, Options};
+
+    let (base, metadata) = small();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let dim = 12;
+    let mut inputs = random_embeddings(4, dim, 7);
+    inputs.extend([f32::MAX; 12]);
+    inputs.extend((0..12).map(|i| if i % 2 == 0 { 1e30 } else { 0.0 }));
+    inputs.extend((0..12).map(|i| if i % 2 == 0 { f32::MAX } else { f32::MIN }));
+    inputs.extend([1e-40; 12]);
+    let rows = inputs.len() / dim;
+    let (mut loaded, mut refused) = (0, 0);
+    for case in 0..300 {
+        let mut tensors = base.clone();
+        for tensor in &mut tensors {
+            // A power of ten from 1e-30 to 1e38 for each tensor, a random sign for each value
+            // (never for a variance).
+            let exponent = (next() % 69) as i32 - 30;
+            let scale = 10f64.powi(exponent);
+            let signed = !tensor.name.ends_with("running_var");
+            let values: Vec<f32> = tensor
+                .values()
+                .iter()
+                .map(|v| {
+                    let flip = if signed && next() % 2 == 0 { -1.0 } else { 1.0 };
+                    ((*v as f64).abs().max(0.01) * scale * flip).clamp(-3e38, 3e38) as f32
+                })
+                .collect();
+            *tensor = Tensor::f32(&tensor.name.clone(), &tensor.shape.clone(), &values);
+        }
+        let bytes = write_model(&tensors, &metadata);
+        match Model::from_bytes(&bytes) {
+            Err(error) => {
+                assert_eq!(error.status(), Status::ModelInvalid, "case {case}: {error}");
+                refused += 1;
+            }
+            Ok(_) => {
+                loaded += 1;
+                let classifier = Classifier::new(&Options {
+                    backend: BackendKind::Cpu,
+                    model: ModelSource::Bytes(bytes),
+                    ..Options::default()
+                })
+                .unwrap();
+                let mut probabilities = vec![f32::NAN; rows];
+                classifier
+                    .classify(&inputs, dim, &mut probabilities, None)
+                    .unwrap();
+                assert!(
+                    probabilities.iter().all(|p| (0.0..=1.0).contains(p)),
+                    "case {case}: {probabilities:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        loaded > 20 && refused > 20,
+        "{loaded} loaded, {refused} refused"
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::pickle::{Pickle, Tensor, Value, ValueId};
+use super::pickle::{Pickle, Tensor, Value, ValueId, MAX_TENSORS};
 use crate::error::{Error, Result};
 use crate::model::NormOrder;
 
@@ -42,21 +42,44 @@ pub fn find_state_dict(pickle: &Pickle) -> Result<Found<'_>> {
                 .and_then(|(k, v)| dict_entries(pickle, *v).map(|d| (d, *k)))
         });
         let Some((state, key)) = found else {
-            let keys: Vec<&str> = root.iter().map(|(k, _)| *k).collect();
+            // The first few keys, each shortened: the message stays one readable line.
+            const SHOWN: usize = 20;
+            let mut keys: Vec<String> = root
+                .iter()
+                .take(SHOWN)
+                .map(|(k, _)| {
+                    let short: String = k.chars().take(64).collect();
+                    let more = if short.len() < k.len() { "..." } else { "" };
+                    format!("{short:?}{more}")
+                })
+                .collect();
+            if root.len() > SHOWN {
+                keys.push(format!("and {} more", root.len() - SHOWN));
+            }
             return Err(Error::model_invalid(format!(
-                "no state_dict found: the checkpoint is a dict with keys {keys:?}, neither all \
-                 tensors nor holding one of {STATE_DICT_KEYS:?}"
+                "no state_dict found: the checkpoint is a dict with keys [{}], neither all \
+                 tensors nor holding one of {STATE_DICT_KEYS:?}",
+                keys.join(", ")
             )));
         };
         (state, Some(key))
     };
+    // One tensor can be named by any number of entries through the memo; the grouping below
+    // compares names pairwise, so their count is bounded like the tensors'.
+    if state.len() > MAX_TENSORS {
+        return Err(Error::model_invalid(format!(
+            "the state_dict has {} entries; the limit is {MAX_TENSORS}",
+            state.len()
+        )));
+    }
     let mut tensors = Vec::with_capacity(state.len());
     for (name, id) in state {
         match pickle.get(id) {
             Value::Tensor(t) => tensors.push((name, &**t)),
             other => {
                 return Err(Error::model_invalid(format!(
-                    "state_dict entry {name:?} is not a tensor ({other:?})"
+                    "state_dict entry {name:?} is not a tensor (it is a {})",
+                    other.kind()
                 )))
             }
         }
@@ -131,12 +154,23 @@ impl Module<'_> {
         } else {
             self.path
         };
+        // Widths come from shapes not yet checked (a 0-d running_mean is possible), so a shape
+        // of the wrong rank is shown as it is rather than indexed.
+        let width = |shape: &[u64]| match shape {
+            [width] => width.to_string(),
+            other => format!("shape {other:?}"),
+        };
         match &self.role {
-            Role::LayerNorm { weight, .. } => format!("{path}: LayerNorm({})", weight.shape[0]),
-            Role::Linear { weight, .. } => {
-                format!("{path}: Linear({}→{})", weight.shape[1], weight.shape[0])
+            Role::LayerNorm { weight, .. } => {
+                format!("{path}: LayerNorm({})", width(&weight.shape))
             }
-            Role::BatchNorm { mean, .. } => format!("{path}: BatchNorm1d({})", mean.shape[0]),
+            Role::Linear { weight, .. } => match weight.shape[..] {
+                [outputs, inputs] => format!("{path}: Linear({inputs}→{outputs})"),
+                ref other => format!("{path}: Linear(shape {other:?})"),
+            },
+            Role::BatchNorm { mean, .. } => {
+                format!("{path}: BatchNorm1d({})", width(&mean.shape))
+            }
         }
     }
 }
@@ -251,7 +285,11 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
     let Role::LayerNorm { weight, bias } = &modules[0].role else {
         return Err(fail("the first module is not a LayerNorm".into()));
     };
-    let input_dim = weight.shape[0];
+    let [input_dim] = weight.shape[..] else {
+        return Err(fail(
+            "the first module's weight is not one-dimensional".into(),
+        ));
+    };
     check_shape(&modules[0], "bias", bias, &[input_dim])?;
     let mut width = input_dim;
     let mut blocks = Vec::new();
@@ -261,13 +299,18 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
         let Role::Linear { weight, bias } = &linear.role else {
             return Err(fail(format!("{} is not a Linear", linear.describe())));
         };
-        if weight.shape[1] != width {
+        let [outputs, inputs] = weight.shape[..] else {
+            return Err(fail(format!(
+                "{} is not two-dimensional",
+                linear.describe()
+            )));
+        };
+        if inputs != width {
             return Err(fail(format!(
                 "{} does not take the {width} values before it",
                 linear.describe()
             )));
         }
-        let outputs = weight.shape[0];
         if let Some(bias) = bias {
             check_shape(linear, "bias", bias, &[outputs])?;
         }

@@ -26,6 +26,8 @@ const MAX_EXTRA_METADATA: usize = 256;
 const MAX_METADATA_VALUE: usize = 4096;
 /// Most values looked at while flattening extras into metadata.
 const MAX_METADATA_VISITS: usize = 4096;
+/// Longest metadata key (`a.b.c`) made; a longer one is left out and reported, shortened.
+const MAX_METADATA_KEY: usize = 256;
 /// How deep nested dicts of plain values are flattened into `a.b.c` keys.
 const MAX_METADATA_DEPTH: usize = 4;
 /// Most values a converted model may have: the real one has 563 thousand; this bounds the memory
@@ -96,10 +98,14 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
 
     let mut extras = Extras::default();
     for (key, value) in &config.extras {
-        extras.add_json(&format!("config.{key}"), value, 0);
+        if let Some(key) = extras.child_key("config", key) {
+            extras.add_json(&key, value, 0);
+        }
     }
     for (key, id) in &found.extras {
-        extras.add_pickle(&pickle, &format!("checkpoint.{key}"), *id, 0);
+        if let Some(key) = extras.child_key("checkpoint", key) {
+            extras.add_pickle(&pickle, &key, *id, 0);
+        }
     }
     extras.report(&mut report);
     let mut metadata = metadata(norm_order, &config, &options.file_name);
@@ -315,6 +321,26 @@ impl Extras {
         }
     }
 
+    /// `key.k`, or `None` (reported) when it would be longer than [`MAX_METADATA_KEY`].
+    /// Once the visits are spent, `None` without a word (the report says where the walk
+    /// stopped).
+    fn child_key(&mut self, key: &str, k: &str) -> Option<String> {
+        if self.budget == 0 {
+            return None;
+        }
+        if key.len() + 1 + k.len() <= MAX_METADATA_KEY {
+            return Some(format!("{key}.{k}"));
+        }
+        // Counted as a visit: a dict may have a great many long keys.
+        let shown: String = key.chars().chain(['.']).chain(k.chars()).take(64).collect();
+        if self.visit(&shown) {
+            self.skipped.push(format!(
+                "{shown}... (a key longer than {MAX_METADATA_KEY} characters)"
+            ));
+        }
+        None
+    }
+
     fn keep(&mut self, key: &str, value: String) {
         if self.kept.len() >= MAX_EXTRA_METADATA {
             self.skipped
@@ -335,7 +361,9 @@ impl Extras {
             serde_json::Value::String(s) => self.keep(key, s.clone()),
             serde_json::Value::Object(object) if depth < MAX_METADATA_DEPTH => {
                 for (k, v) in object {
-                    self.add_json(&format!("{key}.{k}"), v, depth + 1);
+                    if let Some(child) = self.child_key(key, k) {
+                        self.add_json(&child, v, depth + 1);
+                    }
                 }
             }
             other => self.keep(key, other.to_string()),
@@ -347,41 +375,101 @@ impl Extras {
             return;
         }
         if let Value::Str(s) = pickle.get(id) {
+            if s.len() > MAX_METADATA_VALUE {
+                return self.skipped.push(format!("{key} ({} characters)", s.len()));
+            }
             return self.keep(key, s.clone());
         }
-        if let Some(text) = plain_json(pickle, id, 0) {
-            return self.keep(key, text);
+        match plain_json(pickle, id) {
+            Plain::Json(text) => return self.keep(key, text),
+            Plain::TooLong => {
+                return self.skipped.push(format!(
+                    "{key} (longer than {MAX_METADATA_VALUE} characters)"
+                ))
+            }
+            Plain::No => {}
         }
-        match checkpoint::dict_entries(pickle, id) {
-            Some(entries) if depth < MAX_METADATA_DEPTH => {
+        // Entries are taken one at a time, as the budget allows: one large dict may be named
+        // many times in a pickle, and collecting it whole each time would cost more than the
+        // visits do.
+        let dict = match pickle.get(id) {
+            Value::Dict(entries) if depth < MAX_METADATA_DEPTH => Some(entries),
+            _ => None,
+        };
+        match dict {
+            Some(entries) => {
                 for (k, v) in entries {
-                    self.add_pickle(pickle, &format!("{key}.{k}"), v, depth + 1);
+                    if self.budget == 0 {
+                        break;
+                    }
+                    let Some(k) = pickle.str(*k) else {
+                        if self.visit(key) {
+                            self.skipped.push(format!("{key} (a key that is not text)"));
+                        }
+                        continue;
+                    };
+                    if let Some(child) = self.child_key(key, k) {
+                        self.add_pickle(pickle, &child, *v, depth + 1);
+                    }
                 }
             }
-            _ => self.skipped.push(format!(
+            None => self.skipped.push(format!(
                 "{key} (holds tensors or other values that are not plain data)"
             )),
         }
     }
 }
 
-/// A scalar, or a list/tuple of scalars, as JSON text; `None` for anything else.
-fn plain_json(pickle: &Pickle, id: ValueId, depth: usize) -> Option<String> {
-    Some(match pickle.get(id) {
-        Value::None => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) if f.is_finite() => f.to_string(),
-        Value::Str(s) => serde_json::Value::String(s.clone()).to_string(),
-        Value::List(items) | Value::Tuple(items) if depth == 0 && items.len() <= 1024 => {
-            let parts: Option<Vec<String>> = items
-                .iter()
-                .map(|item| plain_json(pickle, *item, depth + 1))
-                .collect();
-            format!("[{}]", parts?.join(","))
+/// What [`plain_json`] makes of a value.
+enum Plain {
+    /// A scalar, or a list/tuple of scalars, as JSON text.
+    Json(String),
+    /// Plain data, but its text would exceed [`MAX_METADATA_VALUE`].
+    TooLong,
+    /// Not plain data.
+    No,
+}
+
+/// A scalar, or a list/tuple of scalars, as JSON text of at most [`MAX_METADATA_VALUE`]
+/// characters. The text is built only up to that length: a list may hold the same long string a
+/// thousand times through the memo.
+fn plain_json(pickle: &Pickle, id: ValueId) -> Plain {
+    fn scalar(value: &Value) -> Option<String> {
+        Some(match value {
+            Value::None => "null".to_owned(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) if f.is_finite() => f.to_string(),
+            Value::Str(s) if s.len() <= MAX_METADATA_VALUE => {
+                serde_json::Value::String(s.clone()).to_string()
+            }
+            _ => return None,
+        })
+    }
+    let items = match pickle.get(id) {
+        Value::List(items) | Value::Tuple(items) if items.len() <= 1024 => items,
+        Value::Str(s) if s.len() > MAX_METADATA_VALUE => return Plain::TooLong,
+        value => return scalar(value).map_or(Plain::No, Plain::Json),
+    };
+    let mut text = "[".to_owned();
+    for (i, item) in items.iter().enumerate() {
+        let item = pickle.get(*item);
+        if matches!(item, Value::Str(s) if s.len() > MAX_METADATA_VALUE) {
+            return Plain::TooLong;
         }
-        _ => return None,
-    })
+        let Some(part) = scalar(item) else {
+            return Plain::No;
+        };
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&part);
+        if text.len() > MAX_METADATA_VALUE {
+            return Plain::TooLong;
+        }
+    }
+    text.push(']');
+    Plain::Json(text)
 }
 
 /// Reads every tensor the model needs out of its storage and writes the safetensors file.
@@ -437,7 +525,10 @@ fn write(
     wanted.push(("output.weight".into(), Source::Tensor(weight)));
     wanted.push(("output.bias".into(), Source::or(*bias, 1, 0.0)));
 
-    let elements: u64 = wanted.iter().map(|(_, source)| source.numel()).sum();
+    // Saturating: each count fits 64 bits, but a hostile file's sum need not.
+    let elements: u64 = wanted
+        .iter()
+        .fold(0u64, |sum, (_, source)| sum.saturating_add(source.numel()));
     if elements > MAX_MODEL_ELEMENTS {
         return Err(Error::model_invalid(format!(
             "the model has {elements} values; the limit is {MAX_MODEL_ELEMENTS}"
@@ -484,7 +575,11 @@ impl<'p> Source<'p> {
 
     fn numel(&self) -> u64 {
         match self {
-            Source::Tensor(tensor) => tensor.numel(),
+            Source::Tensor(tensor) => tensor
+                .shape
+                .iter()
+                .try_fold(1u64, |n, d| n.checked_mul(*d))
+                .unwrap_or(u64::MAX),
             Source::Filled(n, _) => *n,
         }
     }
@@ -522,15 +617,18 @@ impl TensorReader<'_, '_> {
         if !self.storages.contains_key(&storage.key) {
             // The pickle already checked that every view lies inside `numel` elements; here the
             // entry must really hold them.
-            let needed = storage
-                .numel
-                .checked_mul(size as u64)
-                .ok_or_else(|| Error::model_invalid("storage size overflows"))?;
+            let needed = storage.numel.checked_mul(size as u64).ok_or_else(|| {
+                Error::model_invalid(format!(
+                    "storage {:?} claims {} elements of {size} bytes, more than 64 bits count",
+                    storage.key, storage.numel
+                ))
+            })?;
             let bytes = self.archive.storage(&storage.key, needed)?;
             self.storages.insert(storage.key.clone(), bytes);
         }
         let bytes = &self.storages[&storage.key];
-        if (bytes.len() as u64) < storage.numel * size as u64 {
+        let needed = storage.numel.checked_mul(size as u64);
+        if needed.is_none_or(|needed| (bytes.len() as u64) < needed) {
             // The same key named twice with different numels.
             return Err(Error::model_invalid(format!(
                 "storage {:?} is shorter than {name} needs",

@@ -17,7 +17,10 @@
 //!
 //! Memory is bounded: the input is at most [`MAX_PICKLE_BYTES`], values live in one arena of at
 //! most [`MAX_VALUES`] entries (memo references share an entry, so `BINGET` never copies), and the
-//! stack, memo and tensor count have their own limits. Containers may end up cyclic (a pickle can
+//! stack, memo and tensor count have their own limits. Every container item made, copied or looked
+//! at is charged to a budget of one per input byte plus [`ITEMS_BASE`], at most [`MAX_ITEMS`]; dict
+//! keys are compared through interned ids, so a key is hashed once however often it is set. The
+//! work of a read is therefore linear in its input and its memory bounded. Containers may end up cyclic (a pickle can
 //! append a list to itself); readers of the arena walk it with their own depth limits.
 
 use std::collections::HashMap;
@@ -38,6 +41,14 @@ pub const MAX_TENSORS: usize = 4096;
 pub const MAX_DIMS: usize = 8;
 /// Longest string accepted.
 pub const MAX_STRING_BYTES: usize = 1 << 20;
+/// Container items (list, tuple and dict entries, and the items copied or looked at to build
+/// them) one pickle may make beyond one per byte of its own.
+pub const ITEMS_BASE: usize = 1 << 16;
+/// Most container items any pickle may make. Memo references let a few bytes reuse a large list
+/// (an `OrderedDict` built again and again from one list of pairs), so without this budget a
+/// 1 MB pickle could make billions of items; with it, the machine's work and memory grow at most
+/// linearly with the input and never past this cap (about 4 million items, a few hundred MB).
+pub const MAX_ITEMS: usize = 1 << 22;
 
 /// Index of a value in [`Pickle::values`].
 pub type ValueId = usize;
@@ -186,7 +197,8 @@ pub enum Value {
 }
 
 impl Value {
-    fn kind(&self) -> &'static str {
+    /// What the value is, in a word, for messages.
+    pub fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
@@ -245,7 +257,11 @@ pub fn read(bytes: &[u8]) -> Result<Pickle> {
         marks: Vec::new(),
         memo: HashMap::new(),
         dict_keys: HashMap::new(),
+        interned: HashMap::new(),
+        interned_ids: HashMap::new(),
         tensors: 0,
+        items_allowed: bytes.len().saturating_add(ITEMS_BASE).min(MAX_ITEMS),
+        items_left: bytes.len().saturating_add(ITEMS_BASE).min(MAX_ITEMS),
     }
     .run()
 }
@@ -263,13 +279,23 @@ struct Machine<'a> {
     /// Where each string or int key sits in its dict, so SETITEMS stays linear in the input
     /// (a linear search per key would let a large dict take quadratic time).
     dict_keys: HashMap<(ValueId, Key), usize>,
+    /// Each distinct string used as a dict key, and its id. Strings are made from the input's own
+    /// bytes, so this holds at most the input's size.
+    interned: HashMap<String, u32>,
+    /// The interned id of each string value already used as a key: a key reused through the memo
+    /// is not hashed again.
+    interned_ids: HashMap<ValueId, u32>,
     tensors: usize,
+    /// The item budget this input gets.
+    items_allowed: usize,
+    /// What is left of it.
+    items_left: usize,
 }
 
-/// A dict key that is compared (checkpoints only use strings and ints).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A dict key that is compared (checkpoints only use strings and ints); strings by interned id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
-    Str(String),
+    Str(u32),
     Int(i64),
 }
 
@@ -279,6 +305,22 @@ impl Machine<'_> {
             "checkpoint pickle, offset {}: {message}",
             self.op_pos
         ))
+    }
+
+    /// Spends `n` of the item budget.
+    fn charge(&mut self, n: usize) -> Result<()> {
+        match self.items_left.checked_sub(n) {
+            Some(left) => {
+                self.items_left = left;
+                Ok(())
+            }
+            None => Err(self.fail(format!(
+                "the pickle makes more than {} container items from {} bytes (one per byte plus \
+                 {ITEMS_BASE}, at most {MAX_ITEMS}); no checkpoint needs that many",
+                self.items_allowed,
+                self.bytes.len()
+            ))),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8]> {
@@ -489,6 +531,7 @@ impl Machine<'_> {
                 b')' => self.push(Value::Tuple(Vec::new()))?,
                 b't' => {
                     let items = self.pop_mark()?;
+                    self.charge(items.len())?;
                     self.push(Value::Tuple(items))?
                 }
                 0x85..=0x87 => {
@@ -498,6 +541,7 @@ impl Machine<'_> {
                         return Err(self.fail(format!("TUPLE{n} with fewer than {n} items")));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
+                    self.charge(n)?;
                     self.push(Value::Tuple(items))?
                 }
                 b'a' => {
@@ -599,6 +643,7 @@ impl Machine<'_> {
     }
 
     fn extend_list(&mut self, list: ValueId, items: Vec<ValueId>) -> Result<()> {
+        self.charge(items.len())?;
         match &mut self.values[list] {
             Value::List(existing) => {
                 existing.extend(items);
@@ -615,21 +660,20 @@ impl Machine<'_> {
         if items.len() % 2 != 0 {
             return Err(self.fail("SETITEMS with an odd number of items"));
         }
+        // Every pair is charged, replaced or not: setting one key again and again is work too.
+        self.charge(items.len() / 2)?;
+        if !matches!(self.values[dict], Value::Dict(_)) {
+            let kind = self.values[dict].kind();
+            return Err(self.fail(format!("SETITEM on a {kind}, not a dict")));
+        }
         // Keys are compared only when they are strings or ints (what checkpoints use); any other
         // key is kept as a separate entry.
         for pair in items.chunks_exact(2) {
             let (key, value) = (pair[0], pair[1]);
-            let wanted = match &self.values[key] {
-                Value::Str(s) => Some(Key::Str(s.clone())),
-                Value::Int(i) => Some(Key::Int(*i)),
-                _ => None,
-            };
-            let existing = wanted
-                .as_ref()
-                .and_then(|k| self.dict_keys.get(&(dict, k.clone())).copied());
+            let wanted = self.key(key);
+            let existing = wanted.and_then(|k| self.dict_keys.get(&(dict, k)).copied());
             let Value::Dict(entries) = &mut self.values[dict] else {
-                let kind = self.values[dict].kind();
-                return Err(self.fail(format!("SETITEM on a {kind}, not a dict")));
+                unreachable!("checked to be a dict");
             };
             match existing {
                 Some(index) => entries[index].1 = value,
@@ -643,6 +687,29 @@ impl Machine<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The comparable form of the key at `id`; a string is hashed only the first time it is used.
+    fn key(&mut self, id: ValueId) -> Option<Key> {
+        match &self.values[id] {
+            Value::Int(i) => Some(Key::Int(*i)),
+            Value::Str(text) => {
+                if let Some(interned) = self.interned_ids.get(&id) {
+                    return Some(Key::Str(*interned));
+                }
+                let next = u32::try_from(self.interned.len()).expect("fewer keys than values");
+                let interned = match self.interned.get(text.as_str()) {
+                    Some(interned) => *interned,
+                    None => {
+                        self.interned.insert(text.clone(), next);
+                        next
+                    }
+                };
+                self.interned_ids.insert(id, interned);
+                Some(Key::Str(interned))
+            }
+            _ => None,
+        }
     }
 
     /// `('storage', torch.<T>Storage, key, location, numel)`: what torch.save's
@@ -695,9 +762,12 @@ impl Machine<'_> {
                 self.values[callable].kind()
             )));
         };
-        let Value::Tuple(args) = self.values[args].clone() else {
+        let Value::Tuple(args) = &self.values[args] else {
             return Err(self.fail("REDUCE arguments are not a tuple"));
         };
+        // The arguments are copied, and one tuple can be applied many times through the memo.
+        let args = args.clone();
+        self.charge(args.len())?;
         match global {
             Global::OrderedDict => {
                 // OrderedDict() then SETITEMS is what pickle writes; OrderedDict([(k, v), ...])
@@ -709,7 +779,10 @@ impl Machine<'_> {
                         let (Value::List(pairs) | Value::Tuple(pairs)) = &self.values[items] else {
                             return Err(self.fail("OrderedDict argument is not a list of pairs"));
                         };
-                        for pair in pairs {
+                        // One list of pairs can be applied many times through the memo.
+                        let pairs = pairs.clone();
+                        self.charge(pairs.len())?;
+                        for pair in &pairs {
                             match &self.values[*pair] {
                                 Value::Tuple(kv) | Value::List(kv) if kv.len() == 2 => {
                                     entries.extend_from_slice(kv)
@@ -1065,6 +1138,43 @@ mod tests {
         assert_eq!(entries.len(), 300_000);
         // Generous: linear work is a few hundred milliseconds even unoptimized.
         assert!(started.elapsed().as_secs() < 20);
+    }
+
+    #[test]
+    fn an_ordered_dict_rebuilt_from_one_shared_list_runs_out_of_budget() {
+        // One list of 100 pairs, memoised; OrderedDict(list) 2,500 times: 250,000 entries from
+        // 16 KB, more than one item a byte plus the base allows.
+        let mut body = b"ccollections\nOrderedDict\nq\x04](".to_vec();
+        for i in 0..100u8 {
+            body.extend_from_slice(&[0x8c, 1, i, b'N', 0x86]);
+        }
+        body.extend_from_slice(b"e\x85q\x05(");
+        let prefix = body.len();
+        for _ in 0..2500 {
+            body.extend_from_slice(b"h\x04h\x05R0");
+        }
+        body.push(b't');
+        let message = refused(&pickle(&body));
+        assert!(message.contains("container items"), "{message}");
+        // A dozen rebuilds fit.
+        let mut few = body[..prefix + 12 * 6].to_vec();
+        few.push(b't');
+        assert!(read(&pickle(&few)).is_ok());
+    }
+
+    #[test]
+    fn one_key_set_many_times_keeps_one_entry() {
+        let mut body = b"}q\x02X\x00\x08\x00\x00".to_vec();
+        body.extend_from_slice(&[b'k'; 2048]);
+        body.extend_from_slice(b"q\x030");
+        for _ in 0..3000 {
+            body.extend_from_slice(b"h\x03Ns");
+        }
+        let p = read(&pickle(&body)).unwrap();
+        let Value::Dict(entries) = p.get(p.root) else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 1);
     }
 
     #[test]

@@ -132,7 +132,22 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
                     "options.model_data_len is {model_data_len}, larger than any buffer"
                 )));
             }
-            ModelSource::Bytes(std::slice::from_raw_parts(model_data, model_data_len).to_vec())
+            // Checked before the copy: a buffer over the model limit is refused without touching
+            // it, and one the memory cannot hold is an error, not an abort.
+            if model_data_len as u64 > crate::model::MAX_FILE_BYTES {
+                return Err(Error::model_invalid(format!(
+                    "model data is {model_data_len} bytes; the limit is {}",
+                    crate::model::MAX_FILE_BYTES
+                )));
+            }
+            let mut copy = Vec::new();
+            copy.try_reserve_exact(model_data_len).map_err(|_| {
+                Error::model_invalid(format!(
+                    "not enough memory to copy the {model_data_len} bytes of model data"
+                ))
+            })?;
+            copy.extend_from_slice(std::slice::from_raw_parts(model_data, model_data_len));
+            ModelSource::Bytes(copy)
         }
         (None, true) if model_data_len != 0 => {
             return Err(Error::invalid_argument(format!(

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{Dense, Model, NormOrder};
 use crate::classifier::ModelSource;
 use crate::error::{Error, Result, Status};
+use crate::fs::ReadError;
 
 /// Largest model file accepted. The real model is 2.2 MB; this leaves room for much wider layers
 /// while refusing to pull an absurd file into memory.
@@ -94,37 +95,23 @@ impl Model {
             .into_iter()
             .collect();
         let settings = Settings::from_metadata(&metadata)?;
-        let raw = RawModel::read(&file)?;
-        Ok(raw.fold(settings, metadata))
+        let layout = Layout::read(&file)?;
+        fold(&file, &layout, settings, metadata)
     }
 }
 
-/// The whole file at `path`, refusing a size over the limit before reading it.
+/// The whole file at `path`: a regular file of at most [`MAX_FILE_BYTES`], read through that cap.
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let not_found = |e: std::io::Error| {
+    crate::fs::read_regular_file(path, MAX_FILE_BYTES).map_err(|e| {
+        let status = match e {
+            ReadError::Open(_) | ReadError::Read(_) => Status::ModelNotFound,
+            ReadError::TooLarge { .. } | ReadError::OutOfMemory(_) => Status::ModelInvalid,
+        };
         Error::new(
-            Status::ModelNotFound,
-            format!("cannot open model file {}: {e}", path.display()),
+            status,
+            format!("cannot read model file {}: {e}", path.display()),
         )
-    };
-    let metadata = std::fs::metadata(path).map_err(not_found)?;
-    if metadata.is_dir() {
-        return Err(Error::new(
-            Status::ModelNotFound,
-            format!(
-                "cannot open model file {}: it is a directory",
-                path.display()
-            ),
-        ));
-    }
-    if metadata.len() > MAX_FILE_BYTES {
-        return Err(Error::model_invalid(format!(
-            "model file {} is {} bytes; the limit is {MAX_FILE_BYTES}",
-            path.display(),
-            metadata.len()
-        )));
-    }
-    std::fs::read(path).map_err(not_found)
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -242,29 +229,15 @@ impl Settings {
     }
 }
 
-/// One hidden block as stored: Linear, then BatchNorm statistics and affine.
-struct RawBlock {
-    inputs: usize,
-    outputs: usize,
-    weight: Vec<f64>,
-    bias: Vec<f64>,
-    norm_weight: Vec<f64>,
-    norm_bias: Vec<f64>,
-    running_mean: Vec<f64>,
-    running_var: Vec<f64>,
+/// The file's layout, checked for names and shapes; values are read while folding.
+struct Layout {
+    input_dim: usize,
+    /// Outputs of each hidden block.
+    widths: Vec<usize>,
 }
 
-/// The file's tensors, widened to float64 and checked for names, shapes and values.
-struct RawModel {
-    input_norm_weight: Vec<f64>,
-    input_norm_bias: Vec<f64>,
-    blocks: Vec<RawBlock>,
-    output_weight: Vec<f64>,
-    output_bias: Vec<f64>,
-}
-
-impl RawModel {
-    fn read(file: &File<'_>) -> Result<RawModel> {
+impl Layout {
+    fn read(file: &File<'_>) -> Result<Layout> {
         let names = file.names();
         // Checked before the names are searched: an absurd count is refused in one step.
         let most = expected_names(MAX_HIDDEN_LAYERS).len();
@@ -301,10 +274,7 @@ impl RawModel {
                 )))
             }
         };
-        let input_norm_weight = read_tensor(file, "input_norm.weight", &[input_dim])?;
-        let input_norm_bias = read_tensor(file, "input_norm.bias", &[input_dim])?;
-
-        let mut blocks = Vec::with_capacity(hidden);
+        let mut widths = Vec::with_capacity(hidden);
         let mut width = input_dim;
         for i in 0..hidden {
             let name = format!("hidden.{i}.linear.weight");
@@ -314,93 +284,201 @@ impl RawModel {
                     "tensor {name:?} has shape {shape:?}; expected [outputs, {width}] to follow the previous layer"
                 )));
             }
-            let outputs = shape[0];
-            let vector = |part: &str| read_tensor(file, &format!("hidden.{i}.{part}"), &[outputs]);
-            let block = RawBlock {
-                inputs: width,
-                outputs,
-                weight: read_tensor(file, &name, &[outputs, width])?,
-                bias: vector("linear.bias")?,
-                norm_weight: vector("norm.weight")?,
-                norm_bias: vector("norm.bias")?,
-                running_mean: vector("norm.running_mean")?,
-                running_var: vector("norm.running_var")?,
-            };
-            if let Some(v) = block.running_var.iter().find(|v| **v < 0.0) {
-                return Err(Error::model_invalid(format!(
-                    "tensor \"hidden.{i}.norm.running_var\" holds a negative variance ({v})"
-                )));
-            }
-            blocks.push(block);
-            width = outputs;
+            widths.push(shape[0]);
+            width = shape[0];
         }
-        Ok(RawModel {
-            input_norm_weight,
-            input_norm_bias,
-            blocks,
-            output_weight: read_tensor(file, "output.weight", &[1, width])?,
-            output_bias: read_tensor(file, "output.bias", &[1])?,
+        Ok(Layout { input_dim, widths })
+    }
+}
+
+/// Folds LayerNorm's affine and every BatchNorm into the dense layers, in float64, one weight row
+/// at a time.
+///
+/// An affine map `x ↦ scale ⊙ x + shift` on a layer's *input* folds into its columns:
+/// `W (s ⊙ x + t) + b = (W diag s) x + (W t + b)`. On its *output* it folds into its rows:
+/// `s ⊙ (W x + b) + t = (diag s W) x + (s ⊙ b + t)`. BatchNorm before ReLU is the second case;
+/// BatchNorm after ReLU, like the LayerNorm affine, is the first case for the next layer.
+///
+/// Both cases change each weight row on its own, so rows are widened, folded and narrowed one at
+/// a time: besides the file, the load holds the float32 model and one row in float64, never the
+/// whole model in float64 (which would be twice a float32 file again). The float32 buffers are
+/// reserved fallibly, so a model too large for the memory available is an error, not an abort.
+///
+/// Every folded value must be finite in float32, the precision the backends run in: finite
+/// stored values can still overflow once multiplied (a BatchNorm weight of 1e30 over a variance of
+/// 1e-30), and such a model is refused here, naming the tensor.
+fn fold(
+    file: &File<'_>,
+    layout: &Layout,
+    settings: Settings,
+    metadata: BTreeMap<String, String>,
+) -> Result<Model> {
+    let input_dim = layout.input_dim;
+    let mut pending_input_affine = Some((
+        read_vector(file, "input_norm.weight", input_dim)?,
+        read_vector(file, "input_norm.bias", input_dim)?,
+    ));
+    let mut parameter_count = 2 * input_dim;
+    let mut layers = Vec::with_capacity(layout.widths.len() + 1);
+    let mut inputs = input_dim;
+    for (i, &outputs) in layout.widths.iter().enumerate() {
+        let vector = |part: &str| read_vector(file, &format!("hidden.{i}.{part}"), outputs);
+        let bias = vector("linear.bias")?;
+        let norm_weight = vector("norm.weight")?;
+        let norm_bias = vector("norm.bias")?;
+        let running_mean = vector("norm.running_mean")?;
+        let running_var = vector("norm.running_var")?;
+        if let Some(v) = running_var.iter().find(|v| **v < 0.0) {
+            return Err(Error::model_invalid(format!(
+                "tensor \"hidden.{i}.norm.running_var\" holds a negative variance ({v})"
+            )));
+        }
+        let (scale, shift): (Vec<f64>, Vec<f64>) = (0..outputs)
+            .map(|o| {
+                let s = norm_weight[o] / (running_var[o] + settings.batch_norm_eps).sqrt();
+                (s, norm_bias[o] - s * running_mean[o])
+            })
+            .unzip();
+        let output_affine = match settings.norm_order {
+            NormOrder::LinearBnRelu => Some((&scale[..], &shift[..])),
+            NormOrder::LinearReluBn => None,
+        };
+        let prefix = format!("hidden.{i}.linear");
+        layers.push(fold_layer(
+            file,
+            &prefix,
+            (inputs, outputs),
+            bias,
+            pending_input_affine.take(),
+            output_affine,
+            true,
+        )?);
+        parameter_count += outputs * inputs + 3 * outputs;
+        if settings.norm_order == NormOrder::LinearReluBn {
+            pending_input_affine = Some((scale, shift));
+        }
+        inputs = outputs;
+    }
+    let bias = read_vector(file, "output.bias", 1)?;
+    layers.push(fold_layer(
+        file,
+        "output",
+        (inputs, 1),
+        bias,
+        pending_input_affine,
+        None,
+        false,
+    )?);
+    parameter_count += inputs + 1;
+    check_activation_bound(input_dim, &layers)?;
+
+    // A positive eps below float32's smallest value (or above its largest) would make the
+    // LayerNorm divide by zero (or by infinity) on a constant row.
+    let layer_norm_eps = settings.layer_norm_eps as f32;
+    if !(layer_norm_eps.is_finite() && layer_norm_eps > 0.0) {
+        return Err(Error::model_invalid(format!(
+            "metadata layer_norm_eps is {}, which is {layer_norm_eps} in float32; expected a \
+             positive number float32 can hold",
+            settings.layer_norm_eps
+        )));
+    }
+    Ok(Model {
+        input_dim,
+        layer_norm_eps,
+        layers,
+        hidden_sizes: layout.widths.clone(),
+        norm_order: settings.norm_order,
+        batch_norm_eps: settings.batch_norm_eps,
+        threshold: settings.threshold,
+        metadata,
+        parameter_count,
+    })
+}
+
+/// An affine map `x ↦ scale ⊙ x + shift`, as (scale, shift).
+type Affine<T> = (T, T);
+
+/// One dense layer `<prefix>.weight` / `bias`, folded row by row with the affine map on its input
+/// (into its columns) and the one on its output (into its rows), narrowed to float32.
+fn fold_layer(
+    file: &File<'_>,
+    prefix: &str,
+    (inputs, outputs): (usize, usize),
+    mut bias: Vec<f64>,
+    input_affine: Option<Affine<Vec<f64>>>,
+    output_affine: Option<Affine<&[f64]>>,
+    relu: bool,
+) -> Result<Dense> {
+    let weight_name = format!("{prefix}.weight");
+    let (dtype, data) = tensor_data(file, &weight_name, &[outputs, inputs])?;
+    let element = data.len() / (outputs * inputs).max(1);
+    let mut weight = Vec::new();
+    weight
+        .try_reserve_exact(outputs * inputs)
+        .map_err(|_| out_of_memory(&weight_name, outputs * inputs * 4))?;
+    let mut row = Vec::with_capacity(inputs);
+    for (o, stored) in data.chunks_exact(inputs * element).enumerate() {
+        row.clear();
+        decode(dtype, stored, &mut row);
+        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+            return Err(non_finite(&weight_name, o * inputs + j));
+        }
+        if let Some((scale, shift)) = &input_affine {
+            bias[o] += row.iter().zip(shift).map(|(w, t)| w * t).sum::<f64>();
+            row.iter_mut().zip(scale).for_each(|(w, s)| *w *= s);
+        }
+        if let Some((scale, shift)) = output_affine {
+            row.iter_mut().for_each(|w| *w *= scale[o]);
+            bias[o] = scale[o] * bias[o] + shift[o];
+        }
+        for (j, &w) in row.iter().enumerate() {
+            let narrowed = w as f32;
+            if !narrowed.is_finite() {
+                return Err(overflows(&weight_name, o * inputs + j, w));
+            }
+            weight.push(narrowed);
+        }
+    }
+    let bias_name = format!("{prefix}.bias");
+    let bias = bias
+        .iter()
+        .enumerate()
+        .map(|(o, &b)| {
+            let narrowed = b as f32;
+            if narrowed.is_finite() {
+                Ok(narrowed)
+            } else {
+                Err(overflows(&bias_name, o, b))
+            }
         })
-    }
+        .collect::<Result<Vec<f32>>>()?;
+    Ok(Dense {
+        inputs,
+        outputs,
+        weight,
+        bias,
+        relu,
+    })
+}
 
-    /// Folds LayerNorm's affine and every BatchNorm into the dense layers, in float64.
-    ///
-    /// An affine map `x ↦ scale ⊙ x + shift` on a layer's *input* folds into its columns:
-    /// `W (s ⊙ x + t) + b = (W diag s) x + (W t + b)`. On its *output* it folds into its rows:
-    /// `s ⊙ (W x + b) + t = (diag s W) x + (s ⊙ b + t)`. BatchNorm before ReLU is the second case;
-    /// BatchNorm after ReLU, like the LayerNorm affine, is the first case for the next layer.
-    fn fold(self, settings: Settings, metadata: BTreeMap<String, String>) -> Model {
-        let input_dim = self.input_norm_weight.len();
-        let mut parameter_count = 2 * input_dim + self.output_weight.len() + 1;
-        let mut hidden_sizes = Vec::with_capacity(self.blocks.len());
-        let mut layers = Vec::with_capacity(self.blocks.len() + 1);
-        let mut pending_input_affine = Some((self.input_norm_weight, self.input_norm_bias));
+fn overflows(name: &str, index: usize, value: f64) -> Error {
+    Error::model_invalid(format!(
+        "tensor {name:?} is {value} at index {index} once the normalization layers are folded \
+         into it, which float32 cannot hold: its stored values (or those of the BatchNorm or \
+         LayerNorm folded into it) are too large"
+    ))
+}
 
-        for block in self.blocks {
-            parameter_count += block.weight.len() + 3 * block.outputs;
-            hidden_sizes.push(block.outputs);
-            let (mut weight, mut bias) = (block.weight, block.bias);
-            if let Some((scale, shift)) = pending_input_affine.take() {
-                fold_input_affine(&mut weight, &mut bias, block.inputs, &scale, &shift);
-            }
-            let (scale, shift): (Vec<f64>, Vec<f64>) = (0..block.outputs)
-                .map(|o| {
-                    let s = block.norm_weight[o]
-                        / (block.running_var[o] + settings.batch_norm_eps).sqrt();
-                    (s, block.norm_bias[o] - s * block.running_mean[o])
-                })
-                .unzip();
-            match settings.norm_order {
-                NormOrder::LinearBnRelu => {
-                    for (o, row) in weight.chunks_exact_mut(block.inputs).enumerate() {
-                        row.iter_mut().for_each(|w| *w *= scale[o]);
-                        bias[o] = scale[o] * bias[o] + shift[o];
-                    }
-                }
-                NormOrder::LinearReluBn => pending_input_affine = Some((scale, shift)),
-            }
-            layers.push(to_dense(block.inputs, block.outputs, &weight, &bias, true));
-        }
+fn non_finite(name: &str, index: usize) -> Error {
+    Error::model_invalid(format!(
+        "tensor {name:?} holds a non-finite value at index {index}"
+    ))
+}
 
-        let (mut weight, mut bias) = (self.output_weight, self.output_bias);
-        let inputs = weight.len();
-        if let Some((scale, shift)) = pending_input_affine {
-            fold_input_affine(&mut weight, &mut bias, inputs, &scale, &shift);
-        }
-        layers.push(to_dense(inputs, 1, &weight, &bias, false));
-
-        Model {
-            input_dim,
-            layer_norm_eps: settings.layer_norm_eps as f32,
-            layers,
-            hidden_sizes,
-            norm_order: settings.norm_order,
-            batch_norm_eps: settings.batch_norm_eps,
-            threshold: settings.threshold,
-            metadata,
-            parameter_count,
-        }
-    }
+fn out_of_memory(name: &str, bytes: usize) -> Error {
+    Error::model_invalid(format!(
+        "not enough memory to load tensor {name:?} ({bytes} bytes as float32)"
+    ))
 }
 
 fn expected_names(hidden: usize) -> Vec<String> {
@@ -421,32 +499,44 @@ fn expected_names(hidden: usize) -> Vec<String> {
     names
 }
 
-/// `W (scale ⊙ x + shift) + b` rewritten as `W' x + b'`.
-fn fold_input_affine(
-    weight: &mut [f64],
-    bias: &mut [f64],
-    inputs: usize,
-    scale: &[f64],
-    shift: &[f64],
-) {
-    for (row, b) in weight.chunks_exact_mut(inputs).zip(bias.iter_mut()) {
-        *b += row.iter().zip(shift).map(|(w, t)| w * t).sum::<f64>();
-        row.iter_mut().zip(scale).for_each(|(w, s)| *w *= s);
+/// Largest activation bound accepted (2^100, about 1.3e30): far above any trained model's, far
+/// enough below float32's largest value (about 3.4e38) that no sum of a layer's products can
+/// overflow, whatever the order a backend adds them in.
+const MAX_ACTIVATION_BOUND: f64 = 1.2676506002282294e30;
+
+/// Refuses a model whose layers could overflow float32 on some input. The normalized input has
+/// |x_i| <= sqrt(input_dim) (a LayerNorm output's largest value is sqrt(n - 1)); each layer's
+/// outputs are then at most sum_i |W_oi| * bound + |b_o|, and ReLU only shrinks them. If the
+/// bound stays below [`MAX_ACTIVATION_BOUND`] through every layer, every finite input gives a
+/// finite logit on every backend.
+fn check_activation_bound(input_dim: usize, layers: &[Dense]) -> Result<()> {
+    let mut bound = (input_dim as f64).sqrt();
+    for (i, layer) in layers.iter().enumerate() {
+        let mut largest = 0.0f64;
+        for (row, &b) in layer.weight.chunks_exact(layer.inputs).zip(&layer.bias) {
+            let sum: f64 = row.iter().map(|w| f64::from(w.abs())).sum::<f64>() * bound;
+            largest = largest.max(sum + f64::from(b.abs()));
+        }
+        if largest.is_nan() || largest > MAX_ACTIVATION_BOUND {
+            let name = if i + 1 == layers.len() {
+                "output".to_owned()
+            } else {
+                format!("hidden.{i}.linear")
+            };
+            return Err(Error::model_invalid(format!(
+                "layer {name:?} can reach {largest:e} once the normalization layers are folded \
+                 into it; the limit is {MAX_ACTIVATION_BOUND:e}, so that float32 never \
+                 overflows: its weights (or those of the BatchNorm or LayerNorm folded into it) \
+                 are too large"
+            )));
+        }
+        bound = largest;
     }
+    Ok(())
 }
 
-fn to_dense(inputs: usize, outputs: usize, weight: &[f64], bias: &[f64], relu: bool) -> Dense {
-    Dense {
-        inputs,
-        outputs,
-        weight: weight.iter().map(|&w| w as f32).collect(),
-        bias: bias.iter().map(|&b| b as f32).collect(),
-        relu,
-    }
-}
-
-/// One tensor, checked for dtype, shape and finiteness, widened to float64.
-fn read_tensor(file: &File<'_>, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+/// A tensor's dtype and bytes, checked for shape and dtype.
+fn tensor_data<'f>(file: &File<'f>, name: &str, shape: &[usize]) -> Result<(Dtype, &'f [u8])> {
     let info = file.info(name)?;
     if info.shape != shape {
         return Err(Error::model_invalid(format!(
@@ -454,33 +544,48 @@ fn read_tensor(file: &File<'_>, name: &str, shape: &[usize]) -> Result<Vec<f64>>
             info.shape
         )));
     }
-    let (start, end) = info.data_offsets;
-    let data = &file.data[start..end];
-    let values: Vec<f64> = match info.dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f64())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f64())
-            .collect(),
-        other => {
-            return Err(Error::model_invalid(format!(
-                "tensor {name:?} has dtype {other:?}; expected F32, F16 or BF16"
-            )))
-        }
-    };
-    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+    if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
         return Err(Error::model_invalid(format!(
-            "tensor {name:?} holds a non-finite value at index {index}"
+            "tensor {name:?} has dtype {:?}; expected F32, F16 or BF16",
+            info.dtype
         )));
     }
-    Ok(values)
+    let (start, end) = info.data_offsets;
+    Ok((info.dtype, &file.data[start..end]))
+}
+
+/// Little-endian values of `dtype`, widened to float64 and appended to `out`.
+fn decode(dtype: Dtype, data: &[u8], out: &mut Vec<f64>) {
+    match dtype {
+        Dtype::F32 => out.extend(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64),
+        ),
+        Dtype::F16 => out.extend(
+            data.chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f64()),
+        ),
+        Dtype::BF16 => out.extend(
+            data.chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f64()),
+        ),
+        _ => unreachable!("tensor_data accepts only float dtypes"),
+    }
+}
+
+/// A one-dimensional tensor of `len` values, checked for dtype, shape and finiteness, widened to
+/// float64.
+fn read_vector(file: &File<'_>, name: &str, len: usize) -> Result<Vec<f64>> {
+    let (dtype, data) = tensor_data(file, name, &[len])?;
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(len)
+        .map_err(|_| out_of_memory(name, len * 4))?;
+    decode(dtype, data, &mut values);
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(non_finite(name, index)),
+        None => Ok(values),
+    }
 }
 
 #[cfg(test)]

@@ -272,15 +272,51 @@ fn requested_library(library: Option<&Path>) -> Option<(PathBuf, String)> {
     })
 }
 
+/// Ok when `path` is a regular file (after symbolic links): a FIFO would block the loader's open,
+/// and a device would feed it endless bytes.
+fn regular_file(path: &Path) -> std::io::Result<()> {
+    let metadata = std::fs::metadata(path)?;
+    if metadata.is_file() {
+        return Ok(());
+    }
+    let file_type = metadata.file_type();
+    #[cfg(unix)]
+    let special = {
+        use std::os::unix::fs::FileTypeExt;
+        [
+            (file_type.is_fifo(), "a FIFO (named pipe)"),
+            (file_type.is_char_device(), "a character device"),
+            (file_type.is_block_device(), "a block device"),
+            (file_type.is_socket(), "a socket"),
+        ]
+        .into_iter()
+        .find_map(|(is, what)| is.then_some(what))
+    };
+    #[cfg(not(unix))]
+    let special = None;
+    let what = if file_type.is_dir() {
+        "a directory"
+    } else {
+        special.unwrap_or("something other than a file")
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("it is {what}, not a regular file"),
+    ))
+}
+
 /// The process's ONNX Runtime, loading it first if no classifier has yet.
 fn load_runtime(library: Option<&Path>) -> Result<Arc<Runtime>> {
     let path = match requested_library(library) {
-        Some((path, source)) => std::fs::canonicalize(&path).map_err(|e| {
-            Error::backend_unavailable(format!(
-                "ONNX Runtime library {} (from {source}) cannot be opened: {e}; {INSTALL_HINT}",
-                path.display()
-            ))
-        })?,
+        // Checked before the loader opens it: a FIFO there would block the open for ever.
+        Some((path, source)) => regular_file(&path)
+            .and_then(|()| std::fs::canonicalize(&path))
+            .map_err(|e| {
+                Error::backend_unavailable(format!(
+                    "ONNX Runtime library {} (from {source}) cannot be opened: {e}; {INSTALL_HINT}",
+                    path.display()
+                ))
+            })?,
         None => system_library()?,
     };
     let version = probe(&path)?;

@@ -59,11 +59,19 @@ pub(super) struct PackedDense {
 }
 
 impl PackedDense {
-    pub(super) fn new(layer: &Dense) -> PackedDense {
+    /// The layer packed into panels; `None` when the memory cannot be had (a model too large for
+    /// this machine is an error at create, not an abort).
+    pub(super) fn new(layer: &Dense) -> Option<PackedDense> {
         let (k, n) = (layer.inputs, layer.outputs);
         let panels = n.div_ceil(NR);
-        let mut weight = vec![0.0; panels * k * NR];
-        let mut bias = vec![0.0; panels * NR];
+        let zeros = |len: usize| -> Option<Vec<f32>> {
+            let mut values = Vec::new();
+            values.try_reserve_exact(len).ok()?;
+            values.resize(len, 0.0);
+            Some(values)
+        };
+        let mut weight = zeros(panels.checked_mul(k)?.checked_mul(NR)?)?;
+        let mut bias = zeros(panels * NR)?;
         for (o, row) in layer.weight.chunks_exact(k).enumerate() {
             let (panel, lane) = (o / NR, o % NR);
             for (i, &w) in row.iter().enumerate() {
@@ -71,13 +79,13 @@ impl PackedDense {
             }
             bias[o] = layer.bias[o];
         }
-        PackedDense {
+        Some(PackedDense {
             inputs: k,
             outputs: n,
             relu: layer.relu,
             weight,
             bias,
-        }
+        })
     }
 
     pub(super) fn outputs(&self) -> usize {
@@ -281,7 +289,9 @@ mod tests {
                             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
                             .collect();
                         let mut output = vec![f32::NAN; rows * outputs];
-                        PackedDense::new(&layer).forward(kernel, &input, &mut output);
+                        PackedDense::new(&layer)
+                            .unwrap()
+                            .forward(kernel, &input, &mut output);
                         for (got, want) in output.iter().zip(reference(&input, &layer)) {
                             assert!(
                                 (*got as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
@@ -296,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_rows_result_does_not_depend_on_its_batch() {
-        let layer = PackedDense::new(&layer(100, 33, true));
+        let layer = PackedDense::new(&layer(100, 33, true)).unwrap();
         for kernel in kernels() {
             let input: Vec<f32> = (0..11 * 100)
                 .map(|i| ((i * 7 % 31) as f32 - 15.0) / 9.0)

@@ -79,7 +79,16 @@ impl CpuBackend {
         Ok(CpuBackend {
             input_dim: model.input_dim(),
             layer_norm_eps: model.layer_norm_eps(),
-            layers: model.layers().iter().map(PackedDense::new).collect(),
+            layers: model
+                .layers()
+                .iter()
+                .map(PackedDense::new)
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    Error::backend_unavailable(
+                        "not enough memory to lay out the model's weights for the cpu backend",
+                    )
+                })?,
             kernel,
             threads,
             device_name,
@@ -88,25 +97,42 @@ impl CpuBackend {
 
     /// Probabilities for `output.len()` rows of `input`, block by block, on this thread.
     fn forward(&self, input: &[f32], output: &mut [f32]) {
+        let mut run = |(activations, next): &mut (Vec<f32>, Vec<f32>)| {
+            self.forward_with(input, output, activations, next)
+        };
+        // A C caller may call from its thread's teardown, when the scratch buffers are gone:
+        // then the call uses buffers of its own.
+        if SCRATCH
+            .try_with(|scratch| run(&mut scratch.borrow_mut()))
+            .is_err()
+        {
+            run(&mut (Vec::new(), Vec::new()));
+        }
+    }
+
+    fn forward_with(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        activations: &mut Vec<f32>,
+        next: &mut Vec<f32>,
+    ) {
         let dim = self.input_dim;
-        SCRATCH.with(|scratch| {
-            let (activations, next) = &mut *scratch.borrow_mut();
-            for (block, out) in input
-                .chunks(BLOCK_ROWS * dim)
-                .zip(output.chunks_mut(BLOCK_ROWS))
-            {
-                layer_norm(block, dim, self.layer_norm_eps, activations);
-                for layer in &self.layers {
-                    next.clear();
-                    next.resize(out.len() * layer.outputs(), 0.0);
-                    layer.forward(self.kernel, activations, next);
-                    std::mem::swap(activations, next);
-                }
-                for (p, &logit) in out.iter_mut().zip(activations.iter()) {
-                    *p = sigmoid(logit);
-                }
+        for (block, out) in input
+            .chunks(BLOCK_ROWS * dim)
+            .zip(output.chunks_mut(BLOCK_ROWS))
+        {
+            layer_norm(block, dim, self.layer_norm_eps, activations);
+            for layer in &self.layers {
+                next.clear();
+                next.resize(out.len() * layer.outputs(), 0.0);
+                layer.forward(self.kernel, activations, next);
+                std::mem::swap(activations, next);
             }
-        });
+            for (p, &logit) in out.iter_mut().zip(activations.iter()) {
+                *p = sigmoid(logit);
+            }
+        }
     }
 }
 
@@ -120,7 +146,10 @@ impl Backend for CpuBackend {
     }
 
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
-        if self.threads == 1 || rows < 2 * MIN_ROWS_PER_THREAD {
+        // A thread in teardown (its thread-locals gone) starts no threads: std's spawning relies on
+        // thread-locals of the calling thread.
+        let tearing_down = SCRATCH.try_with(|_| ()).is_err();
+        if self.threads == 1 || rows < 2 * MIN_ROWS_PER_THREAD || tearing_down {
             self.forward(embeddings, probabilities);
             return Ok(());
         }

@@ -150,11 +150,7 @@ pub fn load(path: &Path) -> Result<Arc<Plugin>> {
         .and_then(name_of_file)
         .ok_or_else(|| refuse("its file name is not libgemma_cyber_<name>.so".into()))?;
     // Only a regular file: a FIFO or a device would block or feed the loader endless bytes.
-    match std::fs::metadata(path) {
-        Ok(metadata) if metadata.is_file() => {}
-        Ok(_) => return Err(refuse("it is not a regular file".into())),
-        Err(e) => return Err(refuse(format!("it cannot be read: {e}"))),
-    }
+    crate::fs::check_regular_file(path).map_err(|e| refuse(e.to_string()))?;
     let canonical = std::fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
     let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, outcome)) = loaded.iter().find(|(known, _)| *known == canonical) {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use gemma_cyber::convert::{convert_checkpoint, ConvertOptions, MAX_CONFIG_BYTES};
+use gemma_cyber::fs::ReadError;
 use gemma_cyber::model::NormOrder;
 use gemma_cyber::{Error, Status};
 
@@ -97,23 +98,16 @@ pub fn run(args: &Convert) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A regular file of at most `limit` bytes (the checkpoint limit by default), read through that cap.
 fn read_input(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, Failure> {
-    let not_found = |e: io::Error| {
-        Error::new(
-            Status::ModelNotFound,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    };
-    let size = std::fs::metadata(path).map_err(not_found)?.len();
     let limit = limit.unwrap_or(gemma_cyber::convert::archive::MAX_CHECKPOINT_BYTES);
-    if size > limit {
-        return Err(Error::model_invalid(format!(
-            "{} is {size} bytes; the limit is {limit}",
-            path.display()
-        ))
-        .into());
-    }
-    Ok(std::fs::read(path).map_err(not_found)?)
+    gemma_cyber::fs::read_regular_file(path, limit).map_err(|e| {
+        let status = match e {
+            ReadError::Open(_) | ReadError::Read(_) => Status::ModelNotFound,
+            ReadError::TooLarge { .. } | ReadError::OutOfMemory(_) => Status::ModelInvalid,
+        };
+        Error::new(status, format!("cannot read {}: {e}", path.display())).into()
+    })
 }
 
 /// Writes next to `path` and renames, so a failed write never leaves half a model behind.

@@ -1,0 +1,138 @@
+//! Finite inputs at float32's extremes (rows of FLT_MAX, 1e30 in half the columns, ±FLT_MAX
+//! alternating, near-constant rows far from zero) give one finite answer on every backend, within
+//! 1e-5 of each other and of a float64 reference; ordinary rows are unaffected bit for bit.
+
+mod common;
+
+use common::{random_embeddings, TOLERANCE};
+use gemma_cyber::{BackendKind, Classifier, Model, ModelSource, Options};
+
+/// Every backend; each is required to run (wgpu on lavapipe in CI).
+fn backends() -> Vec<BackendKind> {
+    vec![
+        BackendKind::Cpu,
+        BackendKind::Onnxruntime,
+        BackendKind::Wgpu,
+    ]
+}
+
+/// The model's probability for one row, in float64 from the folded float32 weights: the
+/// LayerNorm's mean and variance in float64 cannot overflow for any finite float32 row.
+fn reference(model: &Model, row: &[f32]) -> f64 {
+    let n = row.len() as f64;
+    let x: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+    let mean = x.iter().sum::<f64>() / n;
+    let variance = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    let inv_std = 1.0 / (variance + f64::from(model.layer_norm_eps())).sqrt();
+    let mut activations: Vec<f64> = x.iter().map(|v| (v - mean) * inv_std).collect();
+    for layer in model.layers() {
+        activations = layer
+            .weight
+            .chunks_exact(layer.inputs)
+            .zip(&layer.bias)
+            .map(|(row, b)| {
+                let y = row
+                    .iter()
+                    .zip(&activations)
+                    .map(|(w, a)| f64::from(*w) * a)
+                    .sum::<f64>()
+                    + f64::from(*b);
+                if layer.relu {
+                    y.max(0.0)
+                } else {
+                    y
+                }
+            })
+            .collect();
+    }
+    1.0 / (1.0 + (-activations[0]).exp())
+}
+
+/// Rows no float32 LayerNorm computed naively survives, and some that are merely large.
+fn extreme_rows(dim: usize) -> Vec<(&'static str, Vec<f32>)> {
+    let random = random_embeddings(1, dim, 11);
+    let scaled = |by: f32| random.iter().map(|v| v * by).collect::<Vec<f32>>();
+    vec![
+        ("FLT_MAX everywhere", vec![f32::MAX; dim]),
+        ("-FLT_MAX everywhere", vec![f32::MIN; dim]),
+        (
+            "1e30 in half the columns",
+            (0..dim)
+                .map(|i| if i % 2 == 0 { 1e30 } else { 0.0 })
+                .collect(),
+        ),
+        (
+            "FLT_MAX and -FLT_MAX alternating",
+            (0..dim)
+                .map(|i| if i % 2 == 0 { f32::MAX } else { f32::MIN })
+                .collect(),
+        ),
+        (
+            "one FLT_MAX among small values",
+            (0..dim)
+                .map(|i| if i == 5 { f32::MAX } else { random[i] })
+                .collect(),
+        ),
+        ("random times 1e35", scaled(1e35)),
+        ("random times 1e20", scaled(1e20)),
+        ("random times 1e5", scaled(1e5)),
+        (
+            "1e6 plus small variation",
+            random.iter().map(|v| 1e6 + v * 100.0).collect(),
+        ),
+    ]
+}
+
+#[test]
+fn extreme_finite_rows_agree_on_every_backend_and_with_float64() {
+    let model = Model::builtin().unwrap();
+    let dim = model.input_dim();
+    let rows = extreme_rows(dim);
+    let ordinary = random_embeddings(3, dim, 5);
+    // Ordinary rows first, the extreme ones after them, in one batch.
+    let mut batch = ordinary.clone();
+    for (_, row) in &rows {
+        batch.extend_from_slice(row);
+    }
+    let count = batch.len() / dim;
+    let mut results = Vec::new();
+    for kind in backends() {
+        let classifier = Classifier::new(&Options {
+            backend: kind,
+            model: ModelSource::Builtin,
+            ..Options::default()
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        let mut probabilities = vec![f32::NAN; count];
+        classifier
+            .classify(&batch, dim, &mut probabilities, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        // Ordinary rows are not touched: the same bits as when they are classified alone.
+        let mut alone = vec![f32::NAN; 3];
+        classifier
+            .classify(&ordinary, dim, &mut alone, None)
+            .unwrap();
+        assert_eq!(probabilities[..3], alone, "{}", kind.name());
+        for (i, (name, row)) in rows.iter().enumerate() {
+            let p = probabilities[3 + i];
+            let expected = reference(&model, row);
+            assert!(
+                p.is_finite() && (f64::from(p) - expected).abs() <= TOLERANCE,
+                "{} on {name}: {p}, float64 reference {expected}",
+                kind.name()
+            );
+        }
+        results.push((kind, probabilities));
+    }
+    let (first, baseline) = &results[0];
+    for (kind, probabilities) in &results[1..] {
+        for (i, (a, b)) in baseline.iter().zip(probabilities).enumerate() {
+            assert!(
+                (a - b).abs() <= TOLERANCE as f32,
+                "row {i}: {} gives {a}, {} gives {b}",
+                first.name(),
+                kind.name()
+            );
+        }
+    }
+}
