@@ -55,9 +55,21 @@ cd "$repo"
 )
 "$work/cargo-install/bin/gemma-cyber" info --backend cpu >/dev/null
 
+# The README's plugin commands: listing, a setting, the plain-C plugin built and selected, and the
+# static build with the backends compiled in.
+cd "$repo"
+documented README.md 'target/release/gemma-cyber plugins'
+documented README.md 'target/release/gemma-cyber info --backend wgpu --plugin-setting wgpu.adapter=llvmpipe'
+rm -rf /tmp/my-plugins
+documented README.md 'examples/plugin-c/build.sh /tmp/my-plugins'
+documented README.md 'target/release/gemma-cyber classify --plugin example_c --plugin-dir /tmp/my-plugins examples/data/sample.npy'
+rm -rf /tmp/my-plugins
+documented README.md 'cargo build --release -p gemma-cyber --lib --no-default-features --features static-wgpu,static-onnxruntime --target-dir target/static'
+
 # System-wide: only as root, and only where it replaces nothing already installed.
-installed=(bin/gemma-cyber include/gemma_cyber.h include/gemma_cyber.hpp lib/libgemma_cyber.a
-  lib/libgemma_cyber.so lib/libgemma_cyber.so.1 lib/pkgconfig/gemma_cyber.pc lib/cmake/GemmaCyber)
+installed=(bin/gemma-cyber include/gemma_cyber.h include/gemma_cyber.hpp include/gemma_cyber_plugin.h
+  lib/libgemma_cyber.a lib/libgemma_cyber.so lib/libgemma_cyber.so.1 lib/libgemma_cyber_wgpu.so
+  lib/libgemma_cyber_onnxruntime.so lib/pkgconfig/gemma_cyber.pc lib/cmake/GemmaCyber)
 present=0
 for path in "${installed[@]}" lib/libgemma_cyber.so.*; do
   [ -e "/usr/local/$path" ] && present=1
