@@ -11,6 +11,9 @@ mcs -langversion:7.2 -warnaserror -target:library -doc:"$out/GemmaCyber.xml" \
 cp bindings/csharp/GemmaCyber/GemmaCyber.dll.config "$out/"
 mcs -langversion:7.2 -warnaserror -target:exe -r:"$out/GemmaCyber.dll" \
   -out:"$out/GemmaCyber.Tests.exe" bindings/csharp/GemmaCyber.Tests/*.cs
+# The plain-C example plugin, for the tests that choose a plugin by name.
+examples/plugin-c/build.sh "$out/plugins" >/dev/null
+export GEMMA_CYBER_TEST_PLUGIN_DIR="$PWD/$out/plugins"
 # The dllmap resolves "gemma_cyber" to libgemma_cyber.so.1, found through LD_LIBRARY_PATH.
 LD_LIBRARY_PATH="$PWD/build/install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RUST_BACKTRACE=0 \
   mono --debug "$out/GemmaCyber.Tests.exe"

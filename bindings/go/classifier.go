@@ -32,6 +32,7 @@ const (
 	BackendCPU         Backend = 1 // plain Rust on the CPU; the reference
 	BackendONNXRuntime Backend = 2 // ONNX Runtime, loaded at run time
 	BackendWGPU        Backend = 3 // WGSL compute shaders through wgpu
+	BackendPlugin      Backend = 4 // the plugin named by Options.PluginName
 )
 
 // String returns the backend's name as the CLI spells it: auto, cpu, onnxruntime, wgpu.
@@ -43,6 +44,8 @@ func (b Backend) String() string {
 		return "cpu"
 	case BackendONNXRuntime:
 		return "onnxruntime"
+	case BackendPlugin:
+		return "plugin"
 	case BackendWGPU:
 		return "wgpu"
 	}
@@ -68,6 +71,14 @@ type Options struct {
 	// ModelSHA256 is the SHA-256 the model file must have (32 bytes); nil: not checked. A
 	// mismatch is StatusModelInvalid and nothing is loaded.
 	ModelSHA256 []byte
+	// PluginDir is searched first for backend plugins (libgemma_cyber_<name>.so); "": only
+	// GEMMA_CYBER_PLUGIN_DIR and the library's own directory.
+	PluginDir string
+	// PluginName names the plugin to run with BackendPlugin, e.g. "example_c".
+	PluginName string
+	// PluginSettings are "key=value" settings for plugins; a key prefixed with a plugin's name
+	// and a dot ("wgpu.adapter=NVIDIA") reaches only that plugin.
+	PluginSettings []string
 }
 
 // Classifier is a loaded model bound to a backend. Call Close when done; a finalizer frees it if
@@ -115,6 +126,30 @@ func New(opts Options) (*Classifier, error) {
 	if opts.ONNXRuntimeLibrary != "" {
 		c.onnxruntime_library = C.CString(opts.ONNXRuntimeLibrary)
 		defer C.free(unsafe.Pointer(c.onnxruntime_library))
+	}
+	if opts.PluginDir != "" {
+		c.plugin_dir = C.CString(opts.PluginDir)
+		defer C.free(unsafe.Pointer(c.plugin_dir))
+	}
+	if opts.PluginName != "" {
+		c.plugin_name = C.CString(opts.PluginName)
+		defer C.free(unsafe.Pointer(c.plugin_name))
+	}
+	if len(opts.PluginSettings) > 0 {
+		// A NULL-terminated array in C memory: cgo forbids Go memory holding C pointers.
+		pointerSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
+		array := (**C.char)(C.calloc(C.size_t(len(opts.PluginSettings)+1), pointerSize))
+		items := unsafe.Slice(array, len(opts.PluginSettings)+1)
+		for i, setting := range opts.PluginSettings {
+			items[i] = C.CString(setting)
+		}
+		defer func() {
+			for _, item := range items {
+				C.free(unsafe.Pointer(item))
+			}
+			C.free(unsafe.Pointer(array))
+		}()
+		c.plugin_settings = array
 	}
 	var pinner runtime.Pinner
 	defer pinner.Unpin()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -387,5 +388,66 @@ func TestCloseAndFinalizerFreeEveryHandle(t *testing.T) {
 	}
 	if live := gemmacyber.LiveHandles(); live != before {
 		t.Fatalf("%d classifiers still live, %d before", live, before)
+	}
+}
+
+// buildExamplePlugin builds the plain-C example plugin with its documented script into a new
+// directory and returns it.
+func buildExamplePlugin(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("bash", "../../examples/plugin-c/build.sh", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("examples/plugin-c/build.sh: %v\n%s", err, out)
+	}
+	return dir
+}
+
+func TestAPluginChosenByNameMatchesTheGoldenVectors(t *testing.T) {
+	dir := buildExamplePlugin(t)
+	c := newClassifier(t, gemmacyber.Options{
+		Backend:    gemmacyber.BackendPlugin,
+		PluginName: "example_c",
+		PluginDir:  dir,
+	})
+	if c.Backend() != gemmacyber.BackendPlugin {
+		t.Fatalf("backend %v", c.Backend())
+	}
+	if !strings.HasPrefix(c.DeviceName(), "example_c ") {
+		t.Fatalf("device name %q", c.DeviceName())
+	}
+	inputs, expected := golden(t)
+	got, err := c.Classify(inputs, c.InputDim())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range got {
+		if math.Abs(float64(p)-expected[i]) > 1e-5 {
+			t.Fatalf("row %d: %v, want %v", i, p, expected[i])
+		}
+	}
+}
+
+func TestPluginOptionsAreChecked(t *testing.T) {
+	dir := buildExamplePlugin(t)
+	cases := []struct {
+		name string
+		opts gemmacyber.Options
+		want gemmacyber.Status
+	}{
+		{"plugin without a name", gemmacyber.Options{Backend: gemmacyber.BackendPlugin}, gemmacyber.StatusInvalidArgument},
+		{"a setting the library owns", gemmacyber.Options{PluginSettings: []string{"num_threads=2"}}, gemmacyber.StatusInvalidArgument},
+		{"a plugin that is not there", gemmacyber.Options{Backend: gemmacyber.BackendPlugin, PluginName: "not_there", PluginDir: dir}, gemmacyber.StatusBackendUnavailable},
+		{"a setting the plugin does not know", gemmacyber.Options{
+			Backend: gemmacyber.BackendPlugin, PluginName: "example_c", PluginDir: dir,
+			PluginSettings: []string{"example_c.colour=blue"},
+		}, gemmacyber.StatusBackendUnavailable},
+	}
+	for _, tc := range cases {
+		c, err := gemmacyber.New(tc.opts)
+		if c != nil {
+			t.Fatalf("%s: got a classifier", tc.name)
+		}
+		wantStatus(t, tc.name, err, tc.want)
 	}
 }

@@ -12,8 +12,22 @@ out=build/examples-c
 mkdir -p "$out"
 flags=(-std=c11 -Wall -Wextra -Werror -pedantic -O2 -g)
 [ "$mode" = "--sanitize" ] && flags+=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
-# Each program with its arguments: the example takes an optional model path, the test the repo root.
-for program in "examples/c/classify.c" "tests/c/c_api_test.c $PWD"; do
+# Plugins for tests/c/plugins_test.c: the plain-C example, the bad ones of tests/plugins/, a Rust
+# plugin that panics, and a directory whose libgemma_cyber_wgpu.so is no library.
+plugins="$PWD/$out/plugins"
+broken="$PWD/$out/broken-wgpu"
+rm -rf "$plugins" "$broken"
+mkdir -p "$plugins" "$broken"
+examples/plugin-c/build.sh "$plugins" >/dev/null
+for source in tests/plugins/*.c; do
+  cc -std=c11 -O1 -g -fPIC -shared "$source" -lm -o "$plugins/libgemma_cyber_$(basename "$source" .c).so"
+done
+cargo build --release --quiet --example gemma_cyber_panicking
+cp target/release/examples/libgemma_cyber_panicking.so "$plugins/"
+echo "not a shared library" > "$broken/libgemma_cyber_wgpu.so"
+# Each program with its arguments: the example takes an optional model path, the C API test the
+# repo root, the plugins test its two directories.
+for program in "examples/c/classify.c" "tests/c/c_api_test.c $PWD" "tests/c/plugins_test.c $plugins $broken"; do
   read -r source args <<<"$program"
   name=$(basename "$source" .c)
   cc "${flags[@]}" -I"$prefix/include" "$source" \

@@ -28,6 +28,8 @@ namespace GemmaCyber.Tests
                 Test("ConcurrentClassifyFromEightThreads", ConcurrentClassifyFromEightThreads),
                 Test("DisposeDuringConcurrentClassifyIsSafe", DisposeDuringConcurrentClassifyIsSafe),
                 Test("DisposeAndFinalizerReleaseEveryHandle", DisposeAndFinalizerReleaseEveryHandle),
+                Test("PluginChosenByNameMatchesTheGoldenVectors", PluginChosenByNameMatchesTheGoldenVectors),
+                Test("PluginOptionsAreChecked", PluginOptionsAreChecked),
             };
             int failed = 0;
             foreach (var test in tests)
@@ -230,6 +232,45 @@ namespace GemmaCyber.Tests
             {
                 File.Delete(junk);
             }
+        }
+
+        /// <summary>The directory holding the plain-C example plugin, built by bindings/csharp/test.sh.</summary>
+        private static string ExamplePluginDir()
+        {
+            string dir = Environment.GetEnvironmentVariable("GEMMA_CYBER_TEST_PLUGIN_DIR");
+            Assert(!string.IsNullOrEmpty(dir), "GEMMA_CYBER_TEST_PLUGIN_DIR names the example plugin's directory (bindings/csharp/test.sh sets it)");
+            return dir;
+        }
+
+        private static void PluginChosenByNameMatchesTheGoldenVectors()
+        {
+            double[] expected = ReadNpy("tests/golden/default.expected.npy");
+            var options = new Options { Backend = Backend.Plugin, PluginName = "example_c", PluginDir = ExamplePluginDir() };
+            using (var classifier = new Classifier(options))
+            {
+                Assert(classifier.Backend == Backend.Plugin, "backend " + classifier.Backend);
+                Assert(classifier.DeviceName.StartsWith("example_c "), "device name " + classifier.DeviceName);
+                float[] got = classifier.Classify(GoldenInputs(), Dim);
+                for (int i = 0; i < got.Length; i++)
+                {
+                    Assert(Math.Abs(got[i] - expected[i]) <= 1e-5, "row " + i + ": " + got[i] + ", golden " + expected[i]);
+                }
+            }
+        }
+
+        private static void PluginOptionsAreChecked()
+        {
+            string dir = ExamplePluginDir();
+            Throws(Status.InvalidArgument, "plugin without a name", () => new Classifier(new Options { Backend = Backend.Plugin }).Dispose());
+            Throws(Status.InvalidArgument, "a setting the library owns", () => new Classifier(new Options { PluginSettings = new[] { "num_threads=2" } }).Dispose());
+            Throws(Status.BackendUnavailable, "a plugin that is not there", () => new Classifier(new Options { Backend = Backend.Plugin, PluginName = "not_there", PluginDir = dir }).Dispose());
+            Throws(Status.BackendUnavailable, "a setting the plugin does not know", () => new Classifier(new Options
+            {
+                Backend = Backend.Plugin,
+                PluginName = "example_c",
+                PluginDir = dir,
+                PluginSettings = new[] { "example_c.colour=blue" },
+            }).Dispose());
         }
 
         private static void DisposedClassifierRefusesCalls()

@@ -41,6 +41,7 @@ namespace GemmaCyber
             }
             GCHandle modelData = default(GCHandle);
             GCHandle modelSha256 = default(GCHandle);
+            IntPtr[] settings = null;
             try
             {
                 if (options.ModelSha256 != null)
@@ -50,6 +51,23 @@ namespace GemmaCyber
                 }
                 native.ModelPath = NativeMethods.ToUtf8(options.ModelPath);
                 native.OnnxRuntimeLibrary = NativeMethods.ToUtf8(options.OnnxRuntimeLibrary);
+                native.PluginDir = NativeMethods.ToUtf8(options.PluginDir);
+                native.PluginName = NativeMethods.ToUtf8(options.PluginName);
+                if (options.PluginSettings != null)
+                {
+                    // A NULL-terminated array of UTF-8 strings in unmanaged memory.
+                    settings = new IntPtr[options.PluginSettings.Length];
+                    for (int i = 0; i < settings.Length; i++)
+                    {
+                        settings[i] = NativeMethods.ToUtf8(options.PluginSettings[i]);
+                    }
+                    native.PluginSettings = Marshal.AllocHGlobal(IntPtr.Size * (settings.Length + 1));
+                    for (int i = 0; i < settings.Length; i++)
+                    {
+                        Marshal.WriteIntPtr(native.PluginSettings, i * IntPtr.Size, settings[i]);
+                    }
+                    Marshal.WriteIntPtr(native.PluginSettings, settings.Length * IntPtr.Size, IntPtr.Zero);
+                }
                 if (options.ModelData != null)
                 {
                     // Pinned only for the call: the library copies the model.
@@ -74,6 +92,16 @@ namespace GemmaCyber
                 }
                 Marshal.FreeHGlobal(native.ModelPath);
                 Marshal.FreeHGlobal(native.OnnxRuntimeLibrary);
+                Marshal.FreeHGlobal(native.PluginDir);
+                Marshal.FreeHGlobal(native.PluginName);
+                if (settings != null)
+                {
+                    foreach (IntPtr setting in settings)
+                    {
+                        Marshal.FreeHGlobal(setting);
+                    }
+                }
+                Marshal.FreeHGlobal(native.PluginSettings);
             }
         }
 

@@ -23,6 +23,9 @@ namespace GemmaCyber
             public uint NumThreads;
             public IntPtr OnnxRuntimeLibrary;
             public IntPtr ModelSha256;
+            public IntPtr PluginDir;
+            public IntPtr PluginName;
+            public IntPtr PluginSettings;
         }
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]

@@ -25,5 +25,16 @@ namespace GemmaCyber
         /// <summary>The SHA-256 the model file must have (32 bytes); null: not checked. A mismatch is
         /// <see cref="Status.ModelInvalid"/> and nothing is loaded.</summary>
         public byte[] ModelSha256 { get; set; }
+
+        /// <summary>Searched first for backend plugins (libgemma_cyber_&lt;name&gt;.so); null: only
+        /// GEMMA_CYBER_PLUGIN_DIR and the library's own directory.</summary>
+        public string PluginDir { get; set; }
+
+        /// <summary>The plugin to run with <see cref="GemmaCyber.Backend.Plugin"/>, e.g. "example_c".</summary>
+        public string PluginName { get; set; }
+
+        /// <summary>"key=value" settings for plugins; a key prefixed with a plugin's name and a dot
+        /// ("wgpu.adapter=NVIDIA") reaches only that plugin. Null: none.</summary>
+        public string[] PluginSettings { get; set; }
     }
 }

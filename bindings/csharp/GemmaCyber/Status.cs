@@ -34,5 +34,7 @@ namespace GemmaCyber
         OnnxRuntime = 2,
         /// <summary>WGSL compute shaders through wgpu.</summary>
         Wgpu = 3,
+        /// <summary>The plugin named by <see cref="Options.PluginName"/>.</summary>
+        Plugin = 4,
     }
 }
