@@ -4,7 +4,7 @@
  * plain-C plugin and a panicking Rust one behave as documented, AUTO falls through past a broken
  * wgpu plugin, and the log callback hears why.
  * Usage: plugins_test PLUGIN_DIR BROKEN_WGPU_DIR
- *   PLUGIN_DIR holds libgemma_cyber_<name>.so for example_c, panicking and tests/plugins/*.c;
+ *   PLUGIN_DIR holds libgemma_cyber_<name>.so for example_c, panicking and each tests/plugins source;
  *   BROKEN_WGPU_DIR holds a libgemma_cyber_wgpu.so that is not a shared library.
  */
 #include <stdint.h>
