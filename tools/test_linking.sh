@@ -65,6 +65,17 @@ documented README.md 'examples/plugin-c/build.sh /tmp/my-plugins'
 documented README.md 'target/release/gemma-cyber classify --plugin example_c --plugin-dir /tmp/my-plugins examples/data/sample.npy'
 rm -rf /tmp/my-plugins
 documented README.md 'cargo build --release -p gemma-cyber --lib --no-default-features --features static-wgpu,static-onnxruntime --target-dir target/static'
+# A program linked with it reaches every backend by name with no plugin file anywhere: each of
+# them is compiled in (the program prints one line per backend, and fails if any is missing).
+static_dir="$work/static"
+mkdir -p "$static_dir"
+cc -Iinclude tests/c/backends_by_name.c target/static/release/libgemma_cyber.a \
+  -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$static_dir/backends_by_name"
+if ldd "$static_dir/backends_by_name" | grep -q gemma_cyber; then
+  echo "backends_by_name needs the shared library" >&2
+  exit 1
+fi
+(cd "$static_dir" && env -u GEMMA_CYBER_PLUGIN_DIR ./backends_by_name "$GEMMA_CYBER_ONNXRUNTIME_LIB")
 
 # System-wide: only as root, and only where it replaces nothing already installed.
 installed=(bin/gemma-cyber include/gemma_cyber.h include/gemma_cyber.hpp include/gemma_cyber_plugin.h
