@@ -32,6 +32,7 @@ examples/cpp/run.sh                          # C++17 wrapper example, sanitizers
 examples/cmake/run.sh                        # pkg-config + find_package(GemmaCyber), shared and static
 bindings/go/test.sh                          # go vet, go test, go test -race
 bindings/csharp/test.sh                      # mcs + mono
+bindings/python/test.sh                      # pip install ./bindings/python, pytest on every backend
 
 # Fuzzing: each target (model loader, C entry points, pickle reader, checkpoint) for a bounded time.
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" tools/fuzz.sh
