@@ -5,6 +5,7 @@
 mod bench;
 mod convert;
 mod evaluate;
+mod parquet;
 
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -31,13 +32,16 @@ enum Command {
     /// Print one probability and label per embedding.
     Classify {
         /// Embeddings: a 2-D .npy file (f32 or f16) or JSON lines (one array per line); `-` or
-        /// nothing reads JSON lines from standard input.
+        /// nothing reads JSON lines from standard input. Parquet: a file, a directory of shards
+        /// or a quoted glob (`'shards/part-*.parquet'`), written to Parquet with -o.
         input: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         #[command(flatten)]
         setup: Setup,
+        #[command(flatten)]
+        shards: parquet::ShardArgs,
     },
     /// Print the model's shape and provenance, and the backend and device it runs on.
     Info {
@@ -134,7 +138,17 @@ fn main() -> ExitCode {
             input,
             format,
             setup,
-        } => classify(input.as_deref(), format, &setup),
+            shards,
+        } => match input.as_deref() {
+            Some(input) if parquet::is_parquet_input(input) => {
+                open_classifier(&setup).and_then(|c| parquet::classify(input, &shards, &c))
+            }
+            _ if shards.given() => Err(Failure {
+                message: "--output, --column and --keep apply to Parquet input".into(),
+                code: 2,
+            }),
+            _ => classify(input.as_deref(), format, &setup),
+        },
         Command::Info { setup } => info(&setup),
         Command::Bench(args) => bench::run(&args),
         #[cfg(feature = "onnxruntime")]
