@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
@@ -31,9 +33,12 @@ class Options(ctypes.Structure):
 
 
 def _extract_from_zip(directory: str) -> str:
-    """When the package is imported from a zip (Spark's ``--py-files wheel.whl``), the system
-    loader cannot open the library inside it: copy every bundled library (core and plugins, which
-    the core looks for in its own directory) to a private temporary directory, removed at exit."""
+    """When the package is imported from a zip (Spark's ``--py-files gemma_cyber.zip``), the
+    system loader cannot open the library inside it: copy every bundled library (core and plugins,
+    which the core looks for in its own directory) out once, into a directory of the temporary
+    directory named after the user and the library's checksum, private to the user, and shared by
+    every process that imports the same package (Spark's Python workers often exit without running
+    atexit handlers, so per-process copies would pile up)."""
     loader = globals().get("__loader__")
     archive = getattr(loader, "archive", None)
     if archive is None:
@@ -42,16 +47,39 @@ def _extract_from_zip(directory: str) -> str:
             "after `cargo build --release`, or set GEMMA_CYBER_LIBRARY to the library's path"
         )
     prefix = os.path.relpath(directory, archive).replace(os.sep, "/") + "/"
-    target = tempfile.mkdtemp(prefix="gemma_cyber-")
-    atexit.register(shutil.rmtree, target, True)
     stem = _CORE.split(".")[0]
     with zipfile.ZipFile(archive) as z:
-        for name in z.namelist():
-            base = name[len(prefix):]
-            if name.startswith(prefix) and "/" not in base and base.startswith(stem):
-                with z.open(name) as src, open(os.path.join(target, base), "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    return os.path.join(target, _CORE)
+        members = [
+            info
+            for info in z.infolist()
+            if info.filename.startswith(prefix)
+            and "/" not in info.filename[len(prefix):]
+            and info.filename[len(prefix):].startswith(stem)
+        ]
+        key = "-".join(f"{m.CRC:08x}{m.file_size:x}" for m in members)
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        shared = os.path.join(tempfile.gettempdir(), f"gemma_cyber-{uid}-{digest}")
+
+        def private_to_us(path: str) -> bool:
+            info = os.lstat(path)
+            return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
+
+        if os.path.isdir(shared) and private_to_us(shared):
+            return os.path.join(shared, _CORE)
+        staging = tempfile.mkdtemp(prefix=f"gemma_cyber-{uid}-{digest}.")  # mode 0o700
+        for member in members:
+            with z.open(member) as src, open(os.path.join(staging, member.filename[len(prefix):]), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    try:
+        os.rename(staging, shared)  # atomic: other processes see all of it or nothing
+        return os.path.join(shared, _CORE)
+    except OSError:  # another process got there first, or the name is taken by someone else
+        if os.path.isdir(shared) and private_to_us(shared):
+            shutil.rmtree(staging, ignore_errors=True)
+            return os.path.join(shared, _CORE)
+        atexit.register(shutil.rmtree, staging, True)
+        return os.path.join(staging, _CORE)
 
 
 def library_path() -> str:

@@ -171,3 +171,37 @@ def test_every_backend_agrees_with_the_reference(backend, golden, rows):
         many = classifier.classify(rows[:1000])
     with gemma_cyber.Classifier(backend="cpu") as cpu:
         np.testing.assert_allclose(many, cpu.classify(rows[:1000]), rtol=0, atol=TOLERANCE)
+
+
+def test_imports_from_a_zip_as_spark_py_files_ships_it(tmp_path, golden):
+    """Spark's --py-files puts a zip on sys.path; the library inside is copied out once, to a
+    user-private directory shared by every process, and works."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    package = pathlib.Path(gemma_cyber.__file__).parent
+    archive = tmp_path / "gemma_cyber.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in package.iterdir():
+            if path.is_file():
+                z.write(path, f"gemma_cyber/{path.name}")
+    np.save(tmp_path / "inputs.npy", golden[0])
+    script = (
+        "import sys, numpy, gemma_cyber\n"
+        "print(gemma_cyber.__file__); print(gemma_cyber.library_path())\n"
+        f"p = gemma_cyber.Classifier(backend='cpu').classify(numpy.load({str(tmp_path / 'inputs.npy')!r}))\n"
+        f"numpy.save({str(tmp_path / 'out.npy')!r}, p)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(archive), TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    for _ in range(2):  # the second process reuses the first one's copy
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        module, library = result.stdout.split()
+        assert module.startswith(str(archive))
+        assert pathlib.Path(library).parent.parent == tmp_path / "tmp"
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), golden[1], rtol=0, atol=TOLERANCE)
+    copies = list((tmp_path / "tmp").iterdir())
+    assert len(copies) == 1 and (copies[0].stat().st_mode & 0o077) == 0
