@@ -398,10 +398,45 @@ fn write_rows(
     writer: &mut ArrowWriter<&File>,
     progress: &ProgressBar,
 ) -> Result<(), Failure> {
+    // Decoding runs one batch ahead on its own thread, so reading and converting Parquet overlaps
+    // classification instead of adding to it; the channel holds one batch, so memory stays flat.
+    std::thread::scope(|scope| {
+        let (sender, batches) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for batch in reader {
+                if sender.send(batch).is_err() {
+                    break; // the consumer failed and stopped listening
+                }
+            }
+        });
+        classify_batches(
+            shard,
+            batches.into_iter(),
+            layout,
+            columns,
+            classifier,
+            out_schema,
+            writer,
+            progress,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classify_batches(
+    shard: &Path,
+    batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
+    layout: Layout,
+    columns: &Columns,
+    classifier: &Classifier,
+    out_schema: &SchemaRef,
+    writer: &mut ArrowWriter<&File>,
+    progress: &ProgressBar,
+) -> Result<(), Failure> {
     let dim = classifier.input_dim();
     let mut widened: Vec<f32> = Vec::new();
     let mut first_row = 0usize;
-    for batch in reader {
+    for batch in batches {
         let batch = batch.map_err(|e| Failure::input(format!("{}: {e}", shard.display())))?;
         let rows = batch.num_rows();
         let at = |row: usize| format!("{} row {}", shard.display(), first_row + row);
@@ -454,7 +489,8 @@ fn write_rows(
                 }
                 let items = list.values();
                 let (start, end) = (offsets[0] as usize, offsets[rows] as usize);
-                if let Some(i) = (start..end).find(|&i| items.is_null(i)) {
+                let has_nulls = items.slice(start, end - start).null_count() > 0;
+                if let Some(i) = (start..end).find(|&i| has_nulls && items.is_null(i)) {
                     return Err(Failure::input(format!(
                         "{}: value {} of the embedding is null",
                         at((i - start) / dim),
