@@ -140,7 +140,11 @@ def test_bad_inputs_exit_with_their_code_and_write_nothing(tmp_path):
     out = tmp_path / "out.parquet"
 
     expect_failure(2, "classify", good, fragments=("-o",))
-    expect_failure(2, "classify", tmp_path / "x.jsonl", "-o", out, fragments=("Parquet",))
+    expect_failure(3, "classify", tmp_path / "missing.parquet", "-o", out, fragments=("missing.parquet",))
+    jsonl = tmp_path / "x.jsonl"
+    jsonl.write_text("[1.0]\n")
+    expect_failure(2, "classify", jsonl, "-o", out, fragments=("Parquet",))
+    expect_failure(2, "classify", good, "-o", good, fragments=("input",))
     expect_failure(3, "classify", good, "-o", out, "--column", "vector", fragments=("vector", "id, url, lang, embedding"))
     expect_failure(3, "classify", good, "-o", out, "--keep", "id,title", fragments=("title",))
     expect_failure(3, "classify", good, "-o", out, "--column", "url", fragments=("FixedSizeList",))
@@ -176,6 +180,7 @@ def test_bad_inputs_exit_with_their_code_and_write_nothing(tmp_path):
 
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert pq.read_table(good).num_rows == 20  # the input refused as output is untouched
 
 
 def test_progress_bar_on_a_terminal(tmp_path):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks of the scale-out paths (numbers for docs/BENCHMARKS.md; never a pass/fail test).
 
-    .venv/bin/python3 tools/bench/scale.py [--repeats 5] [--spark]
+    .venv/bin/python3 tools/bench/scale.py [--repeats 5] [--layout list32|fixed32|fixed16] [--spark]
 
 1. The CLI on Parquet shards (one thread) next to the raw classify rate of the same rows in the
    same process setup: CPU-seconds per row of `gemma-cyber classify SHARDS -o OUT --threads 1`
@@ -104,18 +104,28 @@ def bench_spark(shards: pathlib.Path, rows: int, repeats: int, work: pathlib.Pat
     (wheel,) = wheel_dir.glob("*.whl")
     package = shutil.copy(wheel, wheel_dir / "gemma_cyber.zip")
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    rates = []
-    for _ in range(repeats):
+    tiny = work / "tiny"
+    tiny.mkdir()
+    write_shard(tiny / "part-00000.parquet", 0, embeddings(1000, seed=1), "list32")
+
+    def job(source: pathlib.Path) -> float:
         out = work / "spark-out"
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         subprocess.run(
             [str(pathlib.Path(sys.executable).parent / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-             "--py-files", str(package), str(REPO / "examples" / "spark" / "classify_shards.py"), str(shards), str(out), "--keep", "id,url"],
+             "--py-files", str(package), str(REPO / "examples" / "spark" / "classify_shards.py"), str(source), str(out), "--keep", "id,url"],
             env=env, check=True, capture_output=True,
         )
-        rates.append(rows / (time.perf_counter() - start))
-    print(f"Spark local[2], whole spark-submit: rows/s {summary(rates, '')}")
+        return time.perf_counter() - start
+
+    whole, fixed = [], []
+    for _ in range(repeats):
+        whole.append(job(shards))
+        fixed.append(job(tiny))
+    print(f"Spark local[2], whole spark-submit of {rows:,} rows: {summary(whole, 's')}; rows/s {summary([rows / t for t in whole], '')}")
+    print(f"Spark local[2], the same job on 1,000 rows (start-up and teardown): {summary(fixed, 's')}")
+    print(f"Spark local[2], rows/s past start-up (medians): {rows / (statistics.median(whole) - statistics.median(fixed)):,.0f}")
 
 
 def main() -> None:
@@ -123,6 +133,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--rows-per-shard", type=int, default=25_000)
+    parser.add_argument("--layout", choices=["list32", "fixed32", "fixed16"], default="list32",
+                        help="how the shards store embeddings (list32: what Spark and pandas write)")
     parser.add_argument("--spark", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,8 +143,9 @@ def main() -> None:
         shards.mkdir()
         for shard in range(args.shards):
             x = embeddings(args.rows_per_shard, seed=shard)
-            write_shard(shards / f"part-{shard:05d}.parquet", shard * args.rows_per_shard, x, "list32")
+            write_shard(shards / f"part-{shard:05d}.parquet", shard * args.rows_per_shard, x, args.layout)
         rows = args.shards * args.rows_per_shard
+        print(f"{args.shards} shards x {args.rows_per_shard:,} rows, {args.layout}")
         bench_cli(shards, rows, args.repeats, work)
         bench_python_overhead(args.repeats)
         if args.spark:

@@ -143,10 +143,7 @@ fn main() -> ExitCode {
             Some(input) if parquet::is_parquet_input(input) => {
                 open_classifier(&setup).and_then(|c| parquet::classify(input, &shards, &c))
             }
-            _ if shards.given() => Err(Failure {
-                message: "--output, --column and --keep apply to Parquet input".into(),
-                code: 2,
-            }),
+            input if shards.given() => Err(parquet::not_parquet(input)),
             _ => classify(input.as_deref(), format, &setup),
         },
         Command::Info { setup } => info(&setup),

@@ -91,6 +91,14 @@ fn output_failure(message: impl Into<String>) -> Failure {
     }
 }
 
+/// The failure for Parquet-only options given with an input that is not Parquet.
+pub(crate) fn not_parquet(input: Option<&Path>) -> Failure {
+    match input.map(|path| (path, File::open(path))) {
+        Some((path, Err(e))) => Failure::input(format!("cannot read {}: {e}", path.display())),
+        _ => usage("--output, --column and --keep apply to Parquet input"),
+    }
+}
+
 /// Classifies Parquet `input` into Parquet `output` (see the module's description).
 pub(crate) fn classify(
     input: &Path,
@@ -151,6 +159,9 @@ pub(crate) fn classify(
             .ok_or_else(|| usage(format!("{} names no file", input.display())))?;
         vec![(input.to_owned(), output.join(name))]
     } else {
+        if matches!((input.canonicalize(), output.canonicalize()), (Ok(a), Ok(b)) if a == b) {
+            return Err(usage("the output must not be the input file"));
+        }
         vec![(input.to_owned(), output.to_owned())]
     };
 
