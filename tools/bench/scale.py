@@ -5,7 +5,7 @@
 
 1. The CLI on Parquet shards (one thread) next to the raw classify rate of the same rows in the
    same process setup: CPU-seconds per row of `gemma-cyber classify SHARDS -o OUT --threads 1`
-   against CPU-seconds per row of `Classifier(num_threads=1).classify` on 8192-row batches (the
+   against CPU-seconds per row of `Classifier(num_threads=1).classify` on 2048-row batches (the
    CLI's batch size). The difference is the cost of reading, converting and writing Parquet.
 2. Python's `classify` overhead per call: batch-1 calls through the package, next to the same
    call straight through ctypes with preallocated buffers, and `gemma-cyber bench --batches 1`
@@ -59,19 +59,19 @@ def bench_cli(shards: pathlib.Path, rows: int, repeats: int, work: pathlib.Path)
         wall, cpu = time.perf_counter() - start, children_cpu() - before
         cli_rows_per_cpu_s.append(rows / cpu)
         cli_rows_per_s.append(rows / wall)
-    x = embeddings(8192, seed=99)
+    x = embeddings(2048, seed=99)
     raw = []
     with gemma_cyber.Classifier(backend="cpu", num_threads=1) as classifier:
         classifier.classify(x)
         for _ in range(repeats):
-            calls = max(1, rows // 8192)
+            calls = max(1, rows // 2048)
             start = time.process_time()
             for _ in range(calls):
                 classifier.classify(x)
-            raw.append(calls * 8192 / (time.process_time() - start))
+            raw.append(calls * 2048 / (time.process_time() - start))
     cost = [1 - statistics.median(cli_rows_per_cpu_s) / statistics.median(raw)]
     print(f"CLI on Parquet, 1 thread: rows/CPU-s {summary(cli_rows_per_cpu_s, '')}; rows/s {summary(cli_rows_per_s, '')}")
-    print(f"raw classify, 1 thread, batch 8192: rows/CPU-s {summary(raw, '')}")
+    print(f"raw classify, 1 thread, batch 2048: rows/CPU-s {summary(raw, '')}")
     print(f"I/O and conversion share of the CLI's CPU time (medians): {cost[0] * 100:.1f} %")
 
 
