@@ -10,7 +10,8 @@
 2. Python's `classify` overhead per call: batch-1 calls through the package, next to the same
    call straight through ctypes with preallocated buffers, and `gemma-cyber bench --batches 1`
    (the library without Python).
-3. With --spark: examples/spark/classify_shards.py in local[2] on the same shards, rows/s of the
+3. Threads: 1 and 2 Python threads sharing one classifier (the GIL is released in classify).
+4. With --spark: examples/spark/classify_shards.py in local[2] on the same shards, rows/s of the
    whole spark-submit (JVM start included).
 
 Each figure is repeated; min and median are printed.
@@ -98,6 +99,32 @@ def bench_python_overhead(repeats: int) -> None:
     print("gemma-cyber bench --batches 1 (no Python):", native.stdout.strip().splitlines()[-1])
 
 
+def bench_threads(repeats: int) -> None:
+    """One shared classifier (num_threads=1 per call), 1 and 2 Python threads calling classify."""
+    import threading
+
+    x = embeddings(2048, seed=7)
+    calls = 40
+    with gemma_cyber.Classifier(backend="cpu", num_threads=1) as classifier:
+        for threads in (1, 2):
+            rates, busy = [], []
+            for _ in range(repeats):
+                def work() -> None:
+                    for _ in range(calls):
+                        classifier.classify(x)
+                pool = [threading.Thread(target=work) for _ in range(threads)]
+                start, cpu = time.perf_counter(), time.process_time()
+                for t in pool:
+                    t.start()
+                for t in pool:
+                    t.join()
+                wall = time.perf_counter() - start
+                rates.append(threads * calls * 2048 / wall)
+                busy.append((time.process_time() - cpu) / wall)
+            print(f"Python, {threads} thread(s) sharing one classifier: rows/s {summary(rates, '')}; "
+                  f"cores busy (CPU-s per wall-s) {summary(busy, '')}")
+
+
 def bench_spark(shards: pathlib.Path, rows: int, repeats: int, work: pathlib.Path) -> None:
     wheel_dir = work / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "-w", str(wheel_dir), str(REPO / "bindings" / "python")], check=True)
@@ -148,6 +175,7 @@ def main() -> None:
         print(f"{args.shards} shards x {args.rows_per_shard:,} rows, {args.layout}")
         bench_cli(shards, rows, args.repeats, work)
         bench_python_overhead(args.repeats)
+        bench_threads(args.repeats)
         if args.spark:
             bench_spark(shards, rows, args.repeats, work)
 
