@@ -62,6 +62,11 @@ def spark_env(tmp) -> dict:
     return dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, TMPDIR=str(tmp))
 
 
+def run_job(command: list, env: dict) -> None:
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-4000:]}"
+
+
 def read_sorted(directory: pathlib.Path):
     return pq.read_table(directory).sort_by("id")
 
@@ -70,7 +75,7 @@ def test_spark_job_scores_every_row_once_like_the_cli_and_survives_a_kill(shards
     (tmp_path / "tmp").mkdir()
     env = spark_env(tmp_path / "tmp")
     clean = tmp_path / "clean"
-    subprocess.run(spark_submit(package_zip, shards, clean, "--keep", "id,url"), env=env, check=True, capture_output=True)
+    run_job(spark_submit(package_zip, shards, clean, "--keep", "id,url"), env)
     result = read_sorted(clean)
     assert result.column_names == ["id", "url", "probability", "label"]
     ids = result.column("id").to_numpy()
@@ -95,5 +100,5 @@ def test_spark_job_scores_every_row_once_like_the_cli_and_survives_a_kill(shards
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     assert not (killed / "_SUCCESS").exists() or job.returncode == 0
-    subprocess.run(spark_submit(package_zip, shards, killed, "--keep", "id,url"), env=env, check=True, capture_output=True)
+    run_job(spark_submit(package_zip, shards, killed, "--keep", "id,url"), env)
     assert read_sorted(killed).equals(result)
