@@ -21,7 +21,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 fi
 
-packages=(build-essential pkg-config cmake valgrind python3 python3-venv mono-devel)
+packages=(build-essential pkg-config cmake valgrind python3 python3-venv mono-devel openjdk-17-jre-headless)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 mesa_ok=""
@@ -35,6 +35,12 @@ fi
 # --- bindings (branch bindings): Go for bindings/go when none is on PATH; bindings/go/test.sh finds it ---
 command -v go >/dev/null || [ -x /usr/lib/go-1.23/bin/go ] ||
   { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq -t bookworm-backports golang-1.23-go; }
+
+# Python: .venv (ignored by git) for the Python binding's tests and the Spark example, from PyPI
+# (pyspark's mapInArrow needs pandas too).
+[ -x .venv/bin/python3 ] || python3 -m venv .venv
+.venv/bin/python3 -c 'import numpy, pytest, pyarrow, pandas, pyspark; assert pyspark.__version__ == "4.3.0"' 2>/dev/null ||
+  .venv/bin/python3 -m pip install --quiet numpy==2.4.6 pytest==9.2.0 pyarrow==26.0.1 pandas==3.1.1 pyspark==4.3.0
 
 # ONNX Runtime's own shared library, from its PyPI wheel, into .ort/ (ignored by git).
 tools/fetch_onnxruntime.sh

@@ -34,6 +34,9 @@ examples/cmake/run.sh                        # pkg-config + find_package(GemmaCy
 tools/test_linking.sh                        # the README's build, link and install commands, as written
 bindings/go/test.sh                          # go vet, go test, go test -race, a module outside the tree
 bindings/csharp/test.sh                      # mcs + mono
+bindings/python/test.sh                      # pip install ./bindings/python, pytest on every backend
+# The CLI on Parquet shards, and the Spark example in local[2] mode (a few minutes).
+.venv/bin/python3 -m pytest -q -p no:cacheprovider tests/parquet examples/spark
 
 # Fuzzing: each target (model loader, C entry points, pickle reader, checkpoint) for a bounded time.
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" tools/fuzz.sh

@@ -6,6 +6,7 @@ mod bench;
 mod convert;
 mod evaluate;
 mod input;
+mod parquet;
 mod plugins;
 mod terminal;
 
@@ -48,13 +49,16 @@ enum Command {
     Classify {
         /// Embeddings: a 2-D .npy file (float32, float16 or float64) or JSON lines (one array of
         /// numbers, or one object with an "embedding" array, per line); `-` or nothing reads
-        /// standard input, answering each line as it arrives.
+        /// standard input, answering each line as it arrives. Parquet: a file, a directory of
+        /// shards or a quoted glob (`'shards/part-*.parquet'`), written to Parquet with -o.
         input: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         #[command(flatten)]
         setup: Setup,
+        #[command(flatten)]
+        shards: parquet::ShardArgs,
     },
     /// Print the model's shape and provenance, and the backend and device it runs on.
     Info {
@@ -169,7 +173,14 @@ fn main() -> ExitCode {
             input,
             format,
             setup,
-        } => classify(input.as_deref(), format, &setup),
+            shards,
+        } => match input.as_deref() {
+            Some(input) if parquet::is_parquet_input(input) => {
+                open_classifier(&setup).and_then(|c| parquet::classify(input, &shards, &c))
+            }
+            input if shards.given() => Err(parquet::not_parquet(input)),
+            _ => classify(input.as_deref(), format, &setup),
+        },
         Command::Info { format, setup } => info(&setup, format),
         Command::Bench(args) => bench::run(&args),
         Command::Plugins(args) => plugins::run(&args),

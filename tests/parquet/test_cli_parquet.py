@@ -1,0 +1,210 @@
+"""`gemma-cyber classify` on Parquet: layouts, carried columns, shard directories and globs,
+atomic outputs and resume after a kill, and every bad input (exit code, one-line message, nothing
+written)."""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import gemma_cyber
+from conftest import CLI, DIM, embeddings, run_cli, write_shard
+
+
+def reference(x: np.ndarray) -> tuple:
+    with gemma_cyber.Classifier(backend="cpu") as classifier:
+        return classifier.classify_with_labels(x)
+
+
+@pytest.mark.parametrize("layout", ["fixed32", "fixed16", "list32"])
+def test_one_file_keeps_columns_and_matches_the_library(tmp_path, layout):
+    x = embeddings(3000, seed=1)
+    source = tmp_path / "in.parquet"
+    write_shard(source, 100, x, layout, row_group_size=1000)
+    out = tmp_path / "out.parquet"
+    result = run_cli("classify", source, "-o", out, "--keep", "id,url", "--backend", "cpu")
+    assert result.stdout == "" and result.stderr == "", "quiet when stderr is not a terminal"
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "url", "probability", "label"]
+    assert table.schema.field("probability").type == pa.float32()
+    assert table.schema.field("label").type == pa.bool_()
+    assert table.column("id").to_pylist() == list(range(100, 3100))
+    assert table.column("url").to_pylist()[5] == "https://example.com/105"
+    expected = x.astype(np.float16).astype(np.float32) if layout == "fixed16" else x
+    probabilities, labels = reference(expected)
+    np.testing.assert_allclose(table.column("probability").to_numpy(), probabilities, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(table.column("label").to_numpy(), labels)
+
+
+def test_column_option_names_the_embedding(tmp_path):
+    x = embeddings(10, seed=2)
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"vec": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), DIM)}), source)
+    out = tmp_path / "out.parquet"
+    run_cli("classify", source, "-o", out, "--column", "vec", "--backend", "cpu")
+    table = pq.read_table(out)
+    assert table.column_names == ["probability", "label"]
+    np.testing.assert_allclose(table.column("probability").to_numpy(), reference(x)[0], rtol=0, atol=1e-6)
+
+
+def make_shards(directory: pathlib.Path, count: int, rows: int) -> np.ndarray:
+    directory.mkdir()
+    x = embeddings(count * rows, seed=3)
+    for shard in range(count):
+        write_shard(directory / f"part-{shard:05d}.parquet", shard * rows, x[shard * rows : (shard + 1) * rows])
+    (directory / "_SUCCESS").write_bytes(b"")  # Spark's marker: not a shard
+    return x
+
+
+def read_outputs(directory: pathlib.Path) -> dict:
+    """Every visible output (a killed run may leave its hidden temporary file)."""
+    return {p.name: pq.read_table(p) for p in sorted(directory.iterdir()) if not p.name.startswith(".")}
+
+
+def test_directory_gives_one_output_per_shard_and_resumes(tmp_path):
+    x = make_shards(tmp_path / "in", 4, 500)
+    out = tmp_path / "out"
+    run_cli("classify", tmp_path / "in", "-o", out, "--keep", "id", "--backend", "cpu")
+    outputs = read_outputs(out)
+    assert list(outputs) == [f"part-{i:05d}.parquet" for i in range(4)]
+    ids = np.concatenate([t.column("id").to_numpy() for t in outputs.values()])
+    np.testing.assert_array_equal(ids, np.arange(2000))
+    probabilities = np.concatenate([t.column("probability").to_numpy() for t in outputs.values()])
+    np.testing.assert_allclose(probabilities, reference(x)[0], rtol=0, atol=1e-6)
+
+    # Resume: existing outputs are left alone (even a different file under an output name shows
+    # they were not rewritten); a missing one is made again, identical.
+    (out / "part-00002.parquet").unlink()
+    marker = out / "part-00001.parquet"
+    marker.write_bytes(b"an earlier run's output")
+    run_cli("classify", tmp_path / "in", "-o", out, "--keep", "id", "--backend", "cpu")
+    assert marker.read_bytes() == b"an earlier run's output"
+    assert pq.read_table(out / "part-00002.parquet").equals(outputs["part-00002.parquet"])
+
+
+def test_quoted_glob_selects_shards(tmp_path):
+    make_shards(tmp_path / "in", 3, 100)
+    out = tmp_path / "out"
+    run_cli("classify", tmp_path / "in" / "part-0000[12]*.parquet".replace("[12]", "?"), "-o", out, "--backend", "cpu")
+    assert sorted(p.name for p in out.iterdir()) == [f"part-{i:05d}.parquet" for i in range(3)]
+    out2 = tmp_path / "out2"
+    run_cli("classify", tmp_path / "in" / "*1.parquet", "-o", out2, "--backend", "cpu")
+    assert sorted(p.name for p in out2.iterdir()) == ["part-00001.parquet"]
+
+
+def test_killed_run_leaves_only_complete_outputs_and_rerun_equals_a_clean_run(tmp_path):
+    make_shards(tmp_path / "in", 6, 4000)
+    clean = tmp_path / "clean"
+    run_cli("classify", tmp_path / "in", "-o", clean, "--keep", "id,url", "--backend", "cpu", "--threads", "1")
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [str(CLI), "classify", str(tmp_path / "in"), "-o", str(out), "--keep", "id,url", "--backend", "cpu", "--threads", "1"]
+    )
+    # Kill it once the first shard is done and before the last one is (no timing decides the
+    # outcome: whatever the moment of the kill, the checks below must hold).
+    while process.poll() is None and not (out.exists() and any(p.suffix == ".parquet" and not p.name.startswith(".") for p in out.iterdir())):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = read_outputs(out)
+    assert 1 <= len(killed) < 6 or process.returncode == 0
+    for name, table in killed.items():  # every visible output is complete, never torn
+        assert table.equals(pq.read_table(clean / name)), name
+    run_cli("classify", tmp_path / "in", "-o", out, "--keep", "id,url", "--backend", "cpu", "--threads", "1")
+    assert sorted(out.iterdir()) == sorted(out / p.name for p in clean.iterdir()), "no temporary file is left"
+    for name, table in read_outputs(clean).items():
+        assert pq.read_table(out / name).equals(table), name
+
+
+def expect_failure(code: int, *args: object, fragments: tuple = ()) -> str:
+    result = run_cli(*args, check=False)
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    message = result.stderr.strip()
+    assert message.startswith("gemma-cyber: error: ") and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_bad_inputs_exit_with_their_code_and_write_nothing(tmp_path):
+    good = tmp_path / "good.parquet"
+    write_shard(good, 0, embeddings(20, seed=4))
+    out = tmp_path / "out.parquet"
+
+    expect_failure(2, "classify", good, fragments=("-o",))
+    expect_failure(3, "classify", tmp_path / "missing.parquet", "-o", out, fragments=("missing.parquet",))
+    jsonl = tmp_path / "x.jsonl"
+    jsonl.write_text("[1.0]\n")
+    expect_failure(2, "classify", jsonl, "-o", out, fragments=("Parquet",))
+    expect_failure(2, "classify", good, "-o", good, fragments=("input",))
+    expect_failure(3, "classify", good, "-o", out, "--column", "vector", fragments=("vector", "id, url, lang, embedding"))
+    expect_failure(3, "classify", good, "-o", out, "--keep", "id,title", fragments=("title",))
+    expect_failure(3, "classify", good, "-o", out, "--column", "url", fragments=("FixedSizeList",))
+    expect_failure(2, "classify", good, "-o", out, "--keep", "probability", fragments=("probability",))
+
+    narrow = tmp_path / "narrow.parquet"
+    pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(384 * 3, np.float32)), 384)}), narrow)
+    expect_failure(12, "classify", narrow, "-o", out, fragments=("384", "768"))
+
+    ragged = tmp_path / "ragged.parquet"
+    pq.write_table(pa.table({"embedding": pa.array([[0.0] * DIM, [0.0] * 10], pa.list_(pa.float32()))}), ragged)
+    expect_failure(12, "classify", ragged, "-o", out, fragments=("row 1", "10 values"))
+
+    x = embeddings(20, seed=5)
+    x[7, 3] = np.nan
+    nan = tmp_path / "nan.parquet"
+    write_shard(nan, 0, x)
+    expect_failure(13, "classify", nan, "-o", out, fragments=("nan.parquet", "row 7"))
+
+    nulls = tmp_path / "null.parquet"
+    pq.write_table(pa.table({"embedding": pa.array([[0.0] * DIM, None], pa.list_(pa.float32(), DIM))}), nulls)
+    expect_failure(3, "classify", nulls, "-o", out, fragments=("row 1", "null"))
+
+    torn = tmp_path / "torn.parquet"
+    torn.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    expect_failure(3, "classify", torn, "-o", out, fragments=("torn.parquet",))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    expect_failure(3, "classify", empty, "-o", tmp_path / "empty-out", fragments=("no Parquet shards",))
+    expect_failure(2, "classify", empty, "-o", empty)
+    expect_failure(2, "classify", empty, "-o", good)
+
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert pq.read_table(good).num_rows == 20  # the input refused as output is untouched
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    import os
+    import pty
+
+    make_shards(tmp_path / "in", 2, 3000)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(CLI), "classify", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--backend", "cpu"],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert process.wait() == 0
+    os.close(leader)
+    text = screen.decode("utf-8", "replace")
+    assert "rows" in text and "6,000" in text, text
