@@ -6,7 +6,7 @@ import ctypes
 import math
 import os
 import threading
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -14,7 +14,7 @@ import numpy.typing as npt
 from ._errors import Status, error_for, invalid_argument
 from ._library import Options, lib
 
-_BACKENDS = {"auto": 0, "cpu": 1, "onnxruntime": 2, "wgpu": 3}
+_BACKENDS = {"auto": 0, "cpu": 1, "onnxruntime": 2, "wgpu": 3, "plugin": 4}
 _BACKEND_NAMES = {value: name for name, value in _BACKENDS.items()}
 _U32_MAX = 2**32 - 1
 
@@ -22,6 +22,19 @@ _U32_MAX = 2**32 - 1
 def _last_error(status: int) -> Exception:
     message = lib.gemma_cyber_last_error() or b""
     return error_for(status, message.decode("utf-8", "replace"))
+
+
+def _text(field: str, value: Union[str, bytes, None]) -> Optional[bytes]:
+    """``value`` as the NUL-terminated UTF-8 the C API reads; ``None`` stays NULL."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, bytes):
+        raise invalid_argument(f"{field} must be text; got {value!r}")
+    if b"\0" in value:
+        raise invalid_argument(f"{field} contains a NUL byte")
+    return value
 
 
 def _sha256_bytes(model_sha256: Union[str, bytes, None]) -> Optional[bytes]:
@@ -68,12 +81,18 @@ class Classifier:
 
     Args:
         backend: ``"auto"`` (a real GPU through wgpu, else ONNX Runtime if its library loads, else
-            cpu), ``"cpu"``, ``"onnxruntime"`` or ``"wgpu"``.
+            cpu), ``"cpu"``, ``"onnxruntime"``, ``"wgpu"``, or ``"plugin"`` with ``plugin_name``.
         model_path: a ``.safetensors`` model file; ``None``: the built-in model.
         threshold: label = probability >= threshold, in [0, 1]; ``None``: the model's own.
         num_threads: threads a backend may use per call; 0: the library decides.
         model_sha256: refuse the model file unless it has this SHA-256 (64 hex digits or 32
             bytes); ``None``: not checked.
+        plugin_name: with ``backend="plugin"``, the plugin to run (``libgemma_cyber_<name>.so``).
+        plugin_dir: a directory searched first for plugins; ``None``: ``GEMMA_CYBER_PLUGIN_DIR``
+            and the library's own directory (where this package bundles the wgpu and onnxruntime
+            plugins).
+        plugin_settings: ``"key=value"`` settings for plugins; a key prefixed with a plugin's name
+            and a dot (``"wgpu.adapter=NVIDIA"``) reaches only that plugin.
 
     Raises:
         InvalidArgumentError, ModelNotFoundError, ModelInvalidError, BackendUnavailableError,
@@ -87,13 +106,16 @@ class Classifier:
         threshold: Optional[float] = None,
         num_threads: int = 0,
         model_sha256: Union[str, bytes, None] = None,
+        plugin_name: Optional[str] = None,
+        plugin_dir: Union[str, "os.PathLike[str]", None] = None,
+        plugin_settings: Optional[Sequence[str]] = None,
     ) -> None:
         self._handle: Optional[int] = None
         self._lock = threading.Lock()
         self._calls = 0  # classify calls running now; the last one out frees a closed classifier
         self._closed = False
         if not isinstance(backend, str) or backend not in _BACKENDS:
-            raise invalid_argument(f"unknown backend {backend!r}; expected auto, cpu, onnxruntime or wgpu")
+            raise invalid_argument(f"unknown backend {backend!r}; expected auto, cpu, onnxruntime, wgpu or plugin")
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or not 0 <= num_threads <= _U32_MAX:
             raise invalid_argument(f"num_threads must be an integer in [0, {_U32_MAX}]; got {num_threads!r}")
         digest = _sha256_bytes(model_sha256)
@@ -114,6 +136,15 @@ class Classifier:
         options.num_threads = num_threads
         sha_buffer = ctypes.create_string_buffer(digest, 32) if digest is not None else None
         options.model_sha256 = ctypes.cast(sha_buffer, ctypes.c_void_p) if sha_buffer is not None else None
+        options.plugin_name = _text("plugin_name", plugin_name)
+        options.plugin_dir = None if plugin_dir is None else _text("plugin_dir", os.fsencode(plugin_dir))
+        settings = None
+        if plugin_settings is not None:
+            if isinstance(plugin_settings, (str, bytes)):
+                raise invalid_argument("plugin_settings must be a sequence of 'key=value' strings")
+            encoded = [_text("plugin_settings", setting) for setting in plugin_settings]
+            settings = (ctypes.c_char_p * (len(encoded) + 1))(*encoded, None)
+            options.plugin_settings = ctypes.cast(settings, ctypes.POINTER(ctypes.c_char_p))
         handle = ctypes.c_void_p()
         status = lib.gemma_cyber_create(ctypes.byref(options), ctypes.byref(handle))
         if status != Status.OK:

@@ -29,6 +29,9 @@ class Options(ctypes.Structure):
         ("num_threads", ctypes.c_uint32),
         ("onnxruntime_library", ctypes.c_char_p),
         ("model_sha256", ctypes.c_void_p),
+        ("plugin_dir", ctypes.c_char_p),
+        ("plugin_name", ctypes.c_char_p),
+        ("plugin_settings", ctypes.POINTER(ctypes.c_char_p)),
     ]
 
 

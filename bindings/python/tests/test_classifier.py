@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -205,3 +206,32 @@ def test_imports_from_a_zip_as_spark_py_files_ships_it(tmp_path, golden):
         np.testing.assert_allclose(np.load(tmp_path / "out.npy"), golden[1], rtol=0, atol=TOLERANCE)
     copies = list((tmp_path / "tmp").iterdir())
     assert len(copies) == 1 and (copies[0].stat().st_mode & 0o077) == 0
+
+
+@pytest.fixture(scope="session")
+def example_plugin_dir(repo, tmp_path_factory) -> pathlib.Path:
+    """The plain-C example plugin, built with its documented script."""
+    out = tmp_path_factory.mktemp("plugins")
+    subprocess.run(["bash", str(repo / "examples/plugin-c/build.sh"), str(out)], check=True, capture_output=True)
+    return out
+
+
+def test_a_plugin_chosen_by_name_matches_the_golden_vectors(golden, example_plugin_dir):
+    inputs, expected, _ = golden
+    with gemma_cyber.Classifier(backend="plugin", plugin_name="example_c", plugin_dir=example_plugin_dir) as c:
+        assert c.backend == "plugin"
+        assert c.device_name.startswith("example_c ")
+        np.testing.assert_allclose(c.classify(inputs), expected, atol=1e-5, rtol=0)
+
+
+def test_plugin_options_are_checked(example_plugin_dir):
+    expect_error(gemma_cyber.InvalidArgumentError, gemma_cyber.Status.INVALID_ARGUMENT,
+                 lambda: gemma_cyber.Classifier(backend="plugin"), "plugin_name")
+    expect_error(gemma_cyber.InvalidArgumentError, gemma_cyber.Status.INVALID_ARGUMENT,
+                 lambda: gemma_cyber.Classifier(plugin_settings=["num_threads=2"]), "num_threads")
+    expect_error(gemma_cyber.BackendUnavailableError, gemma_cyber.Status.BACKEND_UNAVAILABLE,
+                 lambda: gemma_cyber.Classifier(backend="plugin", plugin_name="example_c",
+                                                plugin_dir=example_plugin_dir,
+                                                plugin_settings=["example_c.colour=blue"]), "colour")
+    expect_error(gemma_cyber.InvalidArgumentError, gemma_cyber.Status.INVALID_ARGUMENT,
+                 lambda: gemma_cyber.Classifier(plugin_settings="wgpu.adapter=x"), "sequence")
