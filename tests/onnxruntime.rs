@@ -34,6 +34,8 @@ fn try_create(
 ) -> Result<Classifier, (Status, String)> {
     let model = CString::new(model.to_str().unwrap()).unwrap();
     let library = library.map(|l| CString::new(l.to_str().unwrap()).unwrap());
+    // SAFETY: zeroed bytes are valid options (NULL pointers, AUTO backend), which options_init then
+    // fills; the strings outlive the call; handle is writable.
     unsafe {
         let mut options = std::mem::zeroed::<COptions>();
         gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
@@ -153,6 +155,7 @@ fn try_create_with_threads(
 ) -> Result<Classifier, (Status, String)> {
     let model = CString::new(model.to_str().unwrap()).unwrap();
     let library = CString::new(library.to_str().unwrap()).unwrap();
+    // SAFETY: as in try_create.
     unsafe {
         let mut options = std::mem::zeroed::<COptions>();
         gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());

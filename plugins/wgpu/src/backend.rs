@@ -898,6 +898,9 @@ struct Setup {
 }
 
 impl Setup {
+    // Layouts, pipelines and per-layer buffers built in the order the device needs them; to be
+    // split with the rest of this file.
+    #[allow(clippy::too_many_lines)]
     fn new(device: &wgpu::Device, model: &Model<'_>, kernel: Kernel) -> Result<Setup> {
         let norm_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("layer norm"),
