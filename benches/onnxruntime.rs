@@ -26,7 +26,7 @@ const SECONDS_PER_BATCH: f64 = 2.0;
 /// Threads classifying at once on one classifier, for the pool measurement.
 const CONCURRENT_CALLERS: usize = 6;
 
-struct Classifier(*mut ClassifierHandle);
+struct Classifier(*mut gemma_cyber_classifier);
 
 // SAFETY: the C ABI documents classify and the accessors as safe to call from many threads at
 // once on one classifier.
@@ -49,8 +49,8 @@ impl Classifier {
         // then fills; the strings outlive the call; handle is writable; the last error is the
         // library's own NUL-terminated string.
         unsafe {
-            let mut options = std::mem::zeroed::<COptions>();
-            gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+            let mut options = std::mem::zeroed::<gemma_cyber_options>();
+            gemma_cyber_options_init(&mut options, std::mem::size_of::<gemma_cyber_options>());
             options.backend = backend;
             options.model_path = model.as_ptr();
             options.onnxruntime_library = library.as_ptr();

@@ -10,11 +10,11 @@ use common::*;
 use gemma_cyber::ffi::*;
 use gemma_cyber::{BackendKind, Status};
 
-fn default_options() -> COptions {
-    let mut options = std::mem::MaybeUninit::<COptions>::uninit();
-    // SAFETY: the pointer covers a whole COptions, which options_init fills before it is read.
+fn default_options() -> gemma_cyber_options {
+    let mut options = std::mem::MaybeUninit::<gemma_cyber_options>::uninit();
+    // SAFETY: the pointer covers a whole gemma_cyber_options, which options_init fills before it is read.
     unsafe {
-        gemma_cyber_options_init(options.as_mut_ptr(), size_of::<COptions>());
+        gemma_cyber_options_init(options.as_mut_ptr(), size_of::<gemma_cyber_options>());
         options.assume_init()
     }
 }
@@ -27,7 +27,7 @@ fn last_error() -> String {
 }
 
 /// Creates a classifier or returns the status and message.
-fn create(options: &COptions) -> Result<*mut ClassifierHandle, (Status, String)> {
+fn create(options: &gemma_cyber_options) -> Result<*mut gemma_cyber_classifier, (Status, String)> {
     let mut handle = null_mut();
     // SAFETY: options is a filled struct of its own struct_size and handle is writable.
     match unsafe { gemma_cyber_create(options, &mut handle) } {
@@ -39,14 +39,14 @@ fn create(options: &COptions) -> Result<*mut ClassifierHandle, (Status, String)>
     }
 }
 
-fn create_with_model_bytes(bytes: &[u8]) -> Result<*mut ClassifierHandle, (Status, String)> {
+fn create_with_model_bytes(bytes: &[u8]) -> Result<*mut gemma_cyber_classifier, (Status, String)> {
     let mut options = default_options();
     options.model_data = bytes.as_ptr();
     options.model_data_len = bytes.len();
     create(&options)
 }
 
-struct Handle(*mut ClassifierHandle);
+struct Handle(*mut gemma_cyber_classifier);
 
 // SAFETY: the C ABI documents classify and the accessors as safe to call from many threads at
 // once on one classifier.
@@ -55,7 +55,7 @@ unsafe impl Send for Handle {}
 unsafe impl Sync for Handle {}
 
 impl Handle {
-    fn ptr(&self) -> *mut ClassifierHandle {
+    fn ptr(&self) -> *mut gemma_cyber_classifier {
         self.0
     }
 }
@@ -76,7 +76,10 @@ const SENTINEL: f32 = -7.0;
 #[test]
 fn options_init_writes_documented_defaults() {
     let options = default_options();
-    assert_eq!(options.struct_size as usize, size_of::<COptions>());
+    assert_eq!(
+        options.struct_size as usize,
+        size_of::<gemma_cyber_options>()
+    );
     assert_eq!(options.backend as u32, BackendKind::Auto as u32);
     assert!(
         options.model_path.is_null()
@@ -104,7 +107,7 @@ fn options_init_never_writes_past_struct_size() {
     );
 
     // A caller from a later version with a larger struct: our fields set, the rest zeroed.
-    let later = size_of::<COptions>() + 32;
+    let later = size_of::<gemma_cyber_options>() + 32;
     let mut larger = [0xAAu8; 256];
     // SAFETY: the buffer has 256 writable bytes, more than the later size passed.
     unsafe { gemma_cyber_options_init(larger.as_mut_ptr().cast(), later) };
@@ -112,10 +115,12 @@ fn options_init_never_writes_past_struct_size() {
         u32::from_ne_bytes(larger[..4].try_into().unwrap()) as usize,
         later
     );
-    assert!(larger[size_of::<COptions>()..later].iter().all(|&b| b == 0));
+    assert!(larger[size_of::<gemma_cyber_options>()..later]
+        .iter()
+        .all(|&b| b == 0));
     assert!(larger[later..].iter().all(|&b| b == 0xAA));
     // SAFETY: NULL is documented to be refused without a write.
-    unsafe { gemma_cyber_options_init(null_mut(), size_of::<COptions>()) };
+    unsafe { gemma_cyber_options_init(null_mut(), size_of::<gemma_cyber_options>()) };
     assert!(last_error().contains("options is NULL"));
 }
 
@@ -211,7 +216,7 @@ fn null_pointers_are_invalid_arguments_and_write_nothing() {
     let input = vec![0.1f32; 768];
     let mut probabilities = [SENTINEL];
     let mut labels = [9u8];
-    let cases: [(&str, *mut ClassifierHandle, *const f32, *mut f32); 3] = [
+    let cases: [(&str, *mut gemma_cyber_classifier, *const f32, *mut f32); 3] = [
         (
             "classifier is NULL",
             null_mut(),
@@ -616,7 +621,7 @@ fn fields_past_struct_size_are_never_read() {
     // A caller built against the first version-1 header knows nothing of model_sha256: whatever
     // lies past its struct_size must be ignored, here a pointer that would crash if read.
     let mut options = default_options();
-    options.struct_size = std::mem::offset_of!(COptions, model_sha256) as u32;
+    options.struct_size = std::mem::offset_of!(gemma_cyber_options, model_sha256) as u32;
     options.model_sha256 = 8 as *const u8;
     drop(Handle(
         create(&options).expect("older callers' struct_size works"),

@@ -37,8 +37,8 @@ fn try_create(
     // SAFETY: zeroed bytes are valid options (NULL pointers, AUTO backend), which options_init then
     // fills; the strings outlive the call; handle is writable.
     unsafe {
-        let mut options = std::mem::zeroed::<COptions>();
-        gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+        let mut options = std::mem::zeroed::<gemma_cyber_options>();
+        gemma_cyber_options_init(&mut options, std::mem::size_of::<gemma_cyber_options>());
         options.backend = backend;
         options.model_path = model.as_ptr();
         options.onnxruntime_library = library.as_ref().map_or(ptr::null(), |l| l.as_ptr());
@@ -157,8 +157,8 @@ fn try_create_with_threads(
     let library = CString::new(library.to_str().unwrap()).unwrap();
     // SAFETY: as in try_create.
     unsafe {
-        let mut options = std::mem::zeroed::<COptions>();
-        gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+        let mut options = std::mem::zeroed::<gemma_cyber_options>();
+        gemma_cyber_options_init(&mut options, std::mem::size_of::<gemma_cyber_options>());
         options.backend = BackendKind::Onnxruntime;
         options.model_path = model.as_ptr();
         options.onnxruntime_library = library.as_ptr();

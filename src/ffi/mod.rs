@@ -1,6 +1,11 @@
 //! The C ABI (version 1). Translation only: pointers and sizes become slices and options, results
 //! become statuses; the model logic lives in the Rust API.
 //!
+//! Types only this ABI has carry their C names (`gemma_cyber_options`, `gemma_cyber_classifier`,
+//! `gemma_cyber_log_callback`), so Rust and C read alike. The enums it shares with the Rust API
+//! (`Status`, `BackendKind`, `LogLevel`) keep their Rust names, which every Rust caller matches
+//! on; the header gives them their C names (`cbindgen.toml`).
+//!
 //! Thread safety: every function may be called from any thread. `gemma_cyber_classify` and the
 //! accessors may run concurrently on one classifier; `gemma_cyber_destroy` must not overlap any
 //! other use of that classifier.
@@ -12,7 +17,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::mem::size_of;
 use std::sync::Arc;
 
-pub use options::COptions;
+pub use options::gemma_cyber_options;
 
 use crate::backend::BackendKind;
 use crate::classifier::Classifier;
@@ -24,7 +29,8 @@ pub const GEMMA_CYBER_ABI_VERSION: u32 = 1;
 
 /// A loaded model bound to a backend. Opaque; create with `gemma_cyber_create`, free with
 /// `gemma_cyber_destroy`.
-pub struct ClassifierHandle {
+#[allow(non_camel_case_types)] // named as C sees it, like every type only the C ABI has
+pub struct gemma_cyber_classifier {
     classifier: Classifier,
     device_name: CString,
 }
@@ -37,7 +43,10 @@ pub struct ClassifierHandle {
 /// # Safety
 /// `options` must be NULL or point to `struct_size` writable bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn gemma_cyber_options_init(options: *mut COptions, struct_size: usize) {
+pub unsafe extern "C" fn gemma_cyber_options_init(
+    options: *mut gemma_cyber_options,
+    struct_size: usize,
+) {
     // SAFETY: the caller promised `options` is NULL or writable for `struct_size` bytes.
     boundary::guard(|| unsafe { options::write_defaults(options, struct_size) });
 }
@@ -53,8 +62,8 @@ pub unsafe extern "C" fn gemma_cyber_options_init(options: *mut COptions, struct
 /// `struct_size`; `out` must be NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_create(
-    options: *const COptions,
-    out: *mut *mut ClassifierHandle,
+    options: *const gemma_cyber_options,
+    out: *mut *mut gemma_cyber_classifier,
 ) -> Status {
     boundary::guard(|| {
         if out.is_null() {
@@ -64,7 +73,7 @@ pub unsafe extern "C" fn gemma_cyber_create(
         let classifier = Classifier::new(&unsafe { options::read(options) }?)?;
         let device_name =
             CString::new(classifier.device_name().replace('\0', " ")).expect("NULs were replaced");
-        let handle = Box::into_raw(Box::new(ClassifierHandle {
+        let handle = Box::into_raw(Box::new(gemma_cyber_classifier {
             classifier,
             device_name,
         }));
@@ -89,7 +98,7 @@ pub unsafe extern "C" fn gemma_cyber_create(
 /// outputs must not overlap the input.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_classify(
-    classifier: *mut ClassifierHandle,
+    classifier: *mut gemma_cyber_classifier,
     embeddings: *const f32,
     rows: usize,
     dim: usize,
@@ -139,7 +148,7 @@ pub unsafe extern "C" fn gemma_cyber_classify(
 /// # Safety
 /// `classifier` must be NULL or a classifier from `gemma_cyber_create` not yet destroyed.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn gemma_cyber_destroy(classifier: *mut ClassifierHandle) {
+pub unsafe extern "C" fn gemma_cyber_destroy(classifier: *mut gemma_cyber_classifier) {
     boundary::guard(|| {
         if !classifier.is_null() {
             // SAFETY: the caller promised a classifier from `gemma_cyber_create` (a leaked Box),
@@ -164,7 +173,7 @@ pub extern "C" fn gemma_cyber_last_error() -> *const c_char {
 /// `classifier` must be NULL or a live classifier.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_active_backend(
-    classifier: *const ClassifierHandle,
+    classifier: *const gemma_cyber_classifier,
 ) -> BackendKind {
     boundary::guard_value(BackendKind::Auto, || {
         // SAFETY: the caller promised `classifier` is NULL or live.
@@ -179,7 +188,7 @@ pub unsafe extern "C" fn gemma_cyber_active_backend(
 /// `classifier` must be NULL or a live classifier.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_device_name(
-    classifier: *const ClassifierHandle,
+    classifier: *const gemma_cyber_classifier,
 ) -> *const c_char {
     boundary::guard_value(c"".as_ptr(), || {
         // SAFETY: the caller promised `classifier` is NULL or live.
@@ -192,7 +201,7 @@ pub unsafe extern "C" fn gemma_cyber_device_name(
 /// # Safety
 /// `classifier` must be NULL or a live classifier.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn gemma_cyber_input_dim(classifier: *const ClassifierHandle) -> usize {
+pub unsafe extern "C" fn gemma_cyber_input_dim(classifier: *const gemma_cyber_classifier) -> usize {
     boundary::guard_value(0, || {
         // SAFETY: the caller promised `classifier` is NULL or live.
         unsafe { handle_ref(classifier) }.map_or(0, |h| h.classifier.input_dim())
@@ -214,7 +223,8 @@ pub extern "C" fn gemma_cyber_abi_version() -> u32 {
 /// A log callback: receives the `user_data` given to `gemma_cyber_set_log_callback`, the level
 /// and a one-line NUL-terminated message valid during the call only. It may be called from any
 /// thread the library runs on, also concurrently, and must not call back into the library.
-pub type LogCallback =
+#[allow(non_camel_case_types)] // named as C sees it, like every type only the C ABI has
+pub type gemma_cyber_log_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, level: LogLevel, message: *const c_char)>;
 
 /// Sends the library's messages to `callback`: which backend AUTO picked and why it passed over
@@ -227,7 +237,7 @@ pub type LogCallback =
 /// is replaced.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_set_log_callback(
-    callback: LogCallback,
+    callback: gemma_cyber_log_callback,
     user_data: *mut c_void,
 ) {
     boundary::guard(|| {
@@ -262,7 +272,9 @@ pub unsafe extern "C" fn gemma_cyber_set_log_callback(
 /// # Safety
 /// `classifier` must be NULL or a live classifier from `gemma_cyber_create`, not destroyed while
 /// the returned reference is used.
-unsafe fn handle_ref<'a>(classifier: *const ClassifierHandle) -> Result<&'a ClassifierHandle> {
+unsafe fn handle_ref<'a>(
+    classifier: *const gemma_cyber_classifier,
+) -> Result<&'a gemma_cyber_classifier> {
     // SAFETY: NULL or live, as the caller promised.
     unsafe { classifier.as_ref() }.ok_or_else(|| Error::invalid_argument("classifier is NULL"))
 }
@@ -276,11 +288,11 @@ mod tests {
     use std::ffi::CStr;
     use std::ptr::{null, null_mut};
 
-    fn options_for(bytes: &[u8]) -> COptions {
-        let mut options = std::mem::MaybeUninit::<COptions>::uninit();
-        // SAFETY: the pointer covers a whole COptions.
+    fn options_for(bytes: &[u8]) -> gemma_cyber_options {
+        let mut options = std::mem::MaybeUninit::<gemma_cyber_options>::uninit();
+        // SAFETY: the pointer covers a whole gemma_cyber_options.
         let mut options = unsafe {
-            gemma_cyber_options_init(options.as_mut_ptr(), size_of::<COptions>());
+            gemma_cyber_options_init(options.as_mut_ptr(), size_of::<gemma_cyber_options>());
             options.assume_init()
         };
         options.model_data = bytes.as_ptr();

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 /// the fields you need. Later ABI versions only append fields; `struct_size` tells the library which
 /// of them the caller knows.
 #[repr(C)]
-pub struct COptions {
+#[allow(non_camel_case_types)] // named as C sees it, like every type only the C ABI has
+pub struct gemma_cyber_options {
     /// `sizeof(gemma_cyber_options)` as the caller compiled it; set by `gemma_cyber_options_init`.
     pub struct_size: u32,
     /// Which backend; `GEMMA_CYBER_BACKEND_AUTO` lets the library choose.
@@ -52,13 +53,16 @@ pub struct COptions {
 }
 
 /// Size of the first version-1 struct (up to `onnxruntime_library`): the least a caller may pass.
-pub(crate) const OPTIONS_V1_SIZE: usize = offset_of!(COptions, model_sha256);
+pub(crate) const OPTIONS_V1_SIZE: usize = offset_of!(gemma_cyber_options, model_sha256);
 
 /// Writes defaults into at most `struct_size` bytes of `options` and sets its `struct_size`.
 ///
 /// # Safety
 /// `options` must point to at least `struct_size` writable bytes.
-pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) -> Result<()> {
+pub(crate) unsafe fn write_defaults(
+    options: *mut gemma_cyber_options,
+    struct_size: usize,
+) -> Result<()> {
     if options.is_null() {
         return Err(Error::invalid_argument("options is NULL"));
     }
@@ -67,7 +71,7 @@ pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) 
             "struct_size is {struct_size}; pass sizeof(gemma_cyber_options)"
         )));
     }
-    let defaults = COptions {
+    let defaults = gemma_cyber_options {
         struct_size: u32::try_from(struct_size).unwrap_or(u32::MAX),
         backend: BackendKind::Auto,
         model_path: std::ptr::null(),
@@ -82,7 +86,7 @@ pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) 
         plugin_settings: std::ptr::null(),
     };
     let bytes = options.cast::<u8>();
-    let known = struct_size.min(size_of::<COptions>());
+    let known = struct_size.min(size_of::<gemma_cyber_options>());
     // SAFETY: the caller provides `struct_size` writable bytes; we write `known` <= that from a
     // padding-free #[repr(C)] value, and zero fields of later versions we do not know.
     unsafe {
@@ -110,7 +114,7 @@ macro_rules! field {
 /// `options` must be NULL or point to a readable struct of at least its own `struct_size` bytes,
 /// whose string fields are NULL or NUL-terminated and whose `model_data` is NULL or readable for
 /// `model_data_len` bytes.
-pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
+pub(crate) unsafe fn read(options: *const gemma_cyber_options) -> Result<Options> {
     if options.is_null() {
         return Err(Error::invalid_argument(
             "options is NULL; fill one with gemma_cyber_options_init(&o, sizeof o)",
@@ -136,25 +140,27 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
     let threshold = field!(options.threshold);
     // Fields appended within version 1 are read only when the caller's struct has them.
     let covers = |end: usize| struct_size >= end;
-    let sha256 = if covers(offset_of!(COptions, model_sha256) + size_of::<*const u8>()) {
+    let sha256 = if covers(offset_of!(gemma_cyber_options, model_sha256) + size_of::<*const u8>()) {
         field!(options.model_sha256)
     } else {
         std::ptr::null()
     };
-    let plugin_dir = if covers(offset_of!(COptions, plugin_dir) + size_of::<*const c_char>()) {
-        let text = field!(options.plugin_dir);
-        // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
-        unsafe { path_field(text, "plugin_dir") }?
-    } else {
-        None
-    };
-    let plugin_name = if covers(offset_of!(COptions, plugin_name) + size_of::<*const c_char>()) {
-        let text = field!(options.plugin_name);
-        // SAFETY: as above.
-        unsafe { text_field(text, "plugin_name") }?
-    } else {
-        None
-    };
+    let plugin_dir =
+        if covers(offset_of!(gemma_cyber_options, plugin_dir) + size_of::<*const c_char>()) {
+            let text = field!(options.plugin_dir);
+            // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
+            unsafe { path_field(text, "plugin_dir") }?
+        } else {
+            None
+        };
+    let plugin_name =
+        if covers(offset_of!(gemma_cyber_options, plugin_name) + size_of::<*const c_char>()) {
+            let text = field!(options.plugin_name);
+            // SAFETY: as above.
+            unsafe { text_field(text, "plugin_name") }?
+        } else {
+            None
+        };
     Ok(Options {
         backend,
         model,
@@ -174,7 +180,7 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
 ///
 /// # Safety
 /// As for [`read`], with `options` not NULL.
-unsafe fn read_model(options: *const COptions) -> Result<ModelSource> {
+unsafe fn read_model(options: *const gemma_cyber_options) -> Result<ModelSource> {
     let text = field!(options.model_path);
     // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
     let model_path = unsafe { path_field(text, "model_path") }?;
@@ -229,7 +235,7 @@ unsafe fn read_model(options: *const COptions) -> Result<ModelSource> {
 /// # Safety
 /// As for [`read`], with `options` not NULL and `struct_size` its own.
 unsafe fn read_plugin_settings(
-    options: *const COptions,
+    options: *const gemma_cyber_options,
     struct_size: usize,
 ) -> Result<Vec<String>> {
     let mut plugin_settings = Vec::new();
@@ -240,7 +246,9 @@ unsafe fn read_plugin_settings(
     if let Some(library) = library {
         plugin_settings.push(format!("onnxruntime.library={library}"));
     }
-    if struct_size >= offset_of!(COptions, plugin_settings) + size_of::<*const *const c_char>() {
+    if struct_size
+        >= offset_of!(gemma_cyber_options, plugin_settings) + size_of::<*const *const c_char>()
+    {
         let mut item = field!(options.plugin_settings);
         if !item.is_null() {
             // SAFETY: the caller promised a NULL-terminated array of NUL-terminated strings, so
