@@ -87,7 +87,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         model: args.model.clone(),
         threshold: None,
         num_threads: args.num_threads,
-        sha256: None,
+        model_sha256: None,
         plugin: None,
         plugins: Default::default(),
     };

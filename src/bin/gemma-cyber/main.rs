@@ -106,8 +106,8 @@ struct Setup {
     #[arg(long, alias = "threads", default_value_t = 0, value_parser = num_threads_parser())]
     num_threads: usize,
     /// Refuse the model unless its file has this SHA-256 (64 hex digits).
-    #[arg(long, value_parser = parse_sha256)]
-    sha256: Option<[u8; 32]>,
+    #[arg(long, alias = "sha256", value_parser = parse_model_sha256)]
+    model_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -192,7 +192,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+fn parse_model_sha256(text: &str) -> Result<[u8; 32], String> {
     let digits = text.trim();
     if digits.len() != 64 || !digits.is_ascii() {
         return Err("expected 64 hexadecimal digits".into());
@@ -244,7 +244,7 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
             .map_or(ModelSource::Builtin, ModelSource::Path),
         threshold: setup.threshold,
         num_threads: setup.num_threads,
-        model_sha256: setup.sha256,
+        model_sha256: setup.model_sha256,
         plugin_name: setup.plugin.clone(),
         plugin_dir: setup.plugins.plugin_dir(),
         plugin_settings: setup.plugins.plugin_settings.clone(),
