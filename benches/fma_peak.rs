@@ -66,7 +66,8 @@ unsafe fn fma_chains(iterations: u64) -> f32 {
     let mut lanes = [0.0f32; 8];
     let mut sum = 0.0;
     for a in acc {
-        _mm256_storeu_ps(lanes.as_mut_ptr(), a);
+        // SAFETY: `lanes` holds the 8 floats written.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
         sum += lanes[0];
     }
     sum

@@ -26,13 +26,17 @@ const SECONDS_PER_BATCH: f64 = 2.0;
 /// Threads classifying at once on one classifier, for the pool measurement.
 const CONCURRENT_CALLERS: usize = 6;
 
-struct Classifier(*mut ClassifierHandle);
+struct Classifier(*mut gemma_cyber_classifier);
 
+// SAFETY: the C ABI documents classify and the accessors as safe to call from many threads at
+// once on one classifier.
 unsafe impl Send for Classifier {}
+// SAFETY: as above.
 unsafe impl Sync for Classifier {}
 
 impl Drop for Classifier {
     fn drop(&mut self) {
+        // SAFETY: a classifier from gemma_cyber_create, destroyed only here, once.
         unsafe { gemma_cyber_destroy(self.0) }
     }
 }
@@ -41,9 +45,12 @@ impl Classifier {
     fn new(backend: BackendKind, model: &Path, library: &Path, threads: u32) -> Classifier {
         let model = CString::new(model.to_str().unwrap()).unwrap();
         let library = CString::new(library.to_str().unwrap()).unwrap();
+        // SAFETY: zeroed bytes are valid options (NULL pointers, AUTO backend), which options_init
+        // then fills; the strings outlive the call; handle is writable; the last error is the
+        // library's own NUL-terminated string.
         unsafe {
-            let mut options = std::mem::zeroed::<COptions>();
-            gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+            let mut options = std::mem::zeroed::<gemma_cyber_options>();
+            gemma_cyber_options_init(&mut options, std::mem::size_of::<gemma_cyber_options>());
             options.backend = backend;
             options.model_path = model.as_ptr();
             options.onnxruntime_library = library.as_ptr();
@@ -61,6 +68,8 @@ impl Classifier {
     }
 
     fn classify(&self, embeddings: &[f32], dim: usize, probabilities: &mut [f32]) {
+        assert!(probabilities.len() >= embeddings.len() / dim);
+        // SAFETY: a live classifier; the input holds the rows passed, the output a value for each.
         let status = unsafe {
             gemma_cyber_classify(
                 self.0,
@@ -75,6 +84,7 @@ impl Classifier {
     }
 
     fn device_name(&self) -> String {
+        // SAFETY: a live classifier's device name, a NUL-terminated string it owns.
         unsafe { CStr::from_ptr(gemma_cyber_device_name(self.0)) }
             .to_string_lossy()
             .into_owned()
@@ -278,6 +288,8 @@ fn json_number(json: &str, key: &str) -> f64 {
     json[at..end].trim().parse().expect(key)
 }
 
+// A benchmark's script, its steps in the order they run and print: clearer whole than split.
+#[allow(clippy::too_many_lines)]
 fn main() {
     // `cargo test --all-targets` runs bench targets too, without `--bench`: timing is no test.
     if !std::env::args().any(|a| a == "--bench") {

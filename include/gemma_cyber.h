@@ -7,6 +7,20 @@
  *
  * Errors: every fallible call returns a gemma_cyber_status; on failure it writes nothing to its
  * outputs and gemma_cyber_last_error() describes the failure on the calling thread.
+ *
+ * Environment: the library and its plugins read these variables, during gemma_cyber_create only;
+ * unset or empty, each has no effect, and the option or plugin setting named beside it wins.
+ *   GEMMA_CYBER_PLUGIN_DIR       a directory searched for plugins after options.plugin_dir and
+ *                                before the directory holding this library
+ *   GEMMA_CYBER_CPU_KERNEL       the cpu backend's kernel: auto (the default), portable or avx2
+ *   GEMMA_CYBER_ONNXRUNTIME_LIB  ONNX Runtime's shared library for the onnxruntime plugin
+ *                                (setting onnxruntime.library, options.onnxruntime_library)
+ *   ORT_DYLIB_PATH               the same, read after GEMMA_CYBER_ONNXRUNTIME_LIB
+ *   GEMMA_CYBER_WGPU_ADAPTER     the wgpu plugin's adapter, by part of its name (wgpu.adapter)
+ *   GEMMA_CYBER_WGPU_BACKENDS    the graphics APIs the wgpu plugin tries (wgpu.backends)
+ *   GEMMA_CYBER_WGPU_KERNEL      the wgpu plugin's shader kernel: auto, vector or tiled
+ *                                (wgpu.kernel)
+ * ONNX Runtime and the graphics drivers the plugins load read variables of their own.
  */
 
 #ifndef GEMMA_CYBER_H

@@ -36,7 +36,7 @@ pub struct Options {
     /// `num_threads` setting.
     pub num_threads: usize,
     /// The SHA-256 the model file must have; a mismatch is MODEL_INVALID and loads nothing.
-    pub expected_sha256: Option<[u8; 32]>,
+    pub model_sha256: Option<[u8; 32]>,
     /// Searched first for plugin libraries, before `GEMMA_CYBER_PLUGIN_DIR` and the directory of
     /// the core library itself.
     pub plugin_dir: Option<PathBuf>,
@@ -83,10 +83,7 @@ impl Classifier {
                 options.num_threads
             )));
         }
-        let model = Arc::new(Model::load(
-            &options.model,
-            options.expected_sha256.as_ref(),
-        )?);
+        let model = Arc::new(Model::load(&options.model, options.model_sha256.as_ref())?);
         check_plugin_options(options)?;
         let mut skipped = Vec::new();
         let backend = start_backend(options, &model, &mut skipped)?;

@@ -8,6 +8,9 @@ mod classifier;
 // Rust-only: none of the converter's constants or types belong in the C header.
 /// cbindgen:ignore
 #[cfg(feature = "convert")]
+// `pickle::Machine::run` (one match over the pickle opcodes) is the one function over the length
+// limit; it becomes an opcode enum with short handlers, and this `allow` goes with it.
+#[allow(clippy::too_many_lines)]
 pub mod convert;
 pub mod error;
 pub mod ffi;

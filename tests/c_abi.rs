@@ -10,23 +10,26 @@ use common::*;
 use gemma_cyber::ffi::*;
 use gemma_cyber::{BackendKind, Status};
 
-fn default_options() -> COptions {
-    let mut options = std::mem::MaybeUninit::<COptions>::uninit();
+fn default_options() -> gemma_cyber_options {
+    let mut options = std::mem::MaybeUninit::<gemma_cyber_options>::uninit();
+    // SAFETY: the pointer covers a whole gemma_cyber_options, which options_init fills before it is read.
     unsafe {
-        gemma_cyber_options_init(options.as_mut_ptr(), size_of::<COptions>());
+        gemma_cyber_options_init(options.as_mut_ptr(), size_of::<gemma_cyber_options>());
         options.assume_init()
     }
 }
 
 fn last_error() -> String {
+    // SAFETY: the library's own NUL-terminated string, valid until this thread's next failing call.
     unsafe { CStr::from_ptr(gemma_cyber_last_error()) }
         .to_string_lossy()
         .into_owned()
 }
 
 /// Creates a classifier or returns the status and message.
-fn create(options: &COptions) -> Result<*mut ClassifierHandle, (Status, String)> {
+fn create(options: &gemma_cyber_options) -> Result<*mut gemma_cyber_classifier, (Status, String)> {
     let mut handle = null_mut();
+    // SAFETY: options is a filled struct of its own struct_size and handle is writable.
     match unsafe { gemma_cyber_create(options, &mut handle) } {
         Status::Ok => Ok(handle),
         status => {
@@ -36,27 +39,30 @@ fn create(options: &COptions) -> Result<*mut ClassifierHandle, (Status, String)>
     }
 }
 
-fn create_with_model_bytes(bytes: &[u8]) -> Result<*mut ClassifierHandle, (Status, String)> {
+fn create_with_model_bytes(bytes: &[u8]) -> Result<*mut gemma_cyber_classifier, (Status, String)> {
     let mut options = default_options();
     options.model_data = bytes.as_ptr();
     options.model_data_len = bytes.len();
     create(&options)
 }
 
-struct Handle(*mut ClassifierHandle);
+struct Handle(*mut gemma_cyber_classifier);
 
-// The C ABI documents classify and the accessors as safe to call from many threads at once.
+// SAFETY: the C ABI documents classify and the accessors as safe to call from many threads at
+// once on one classifier.
 unsafe impl Send for Handle {}
+// SAFETY: as above.
 unsafe impl Sync for Handle {}
 
 impl Handle {
-    fn ptr(&self) -> *mut ClassifierHandle {
+    fn ptr(&self) -> *mut gemma_cyber_classifier {
         self.0
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // SAFETY: a classifier from gemma_cyber_create, destroyed only here, once.
         unsafe { gemma_cyber_destroy(self.0) }
     }
 }
@@ -70,7 +76,10 @@ const SENTINEL: f32 = -7.0;
 #[test]
 fn options_init_writes_documented_defaults() {
     let options = default_options();
-    assert_eq!(options.struct_size as usize, size_of::<COptions>());
+    assert_eq!(
+        options.struct_size as usize,
+        size_of::<gemma_cyber_options>()
+    );
     assert_eq!(options.backend as u32, BackendKind::Auto as u32);
     assert!(
         options.model_path.is_null()
@@ -89,6 +98,7 @@ fn options_init_writes_documented_defaults() {
 #[test]
 fn options_init_never_writes_past_struct_size() {
     let mut buffer = [0xAAu8; 64];
+    // SAFETY: the buffer has 64 writable bytes, more than the 12 passed.
     unsafe { gemma_cyber_options_init(buffer.as_mut_ptr().cast(), 12) };
     assert_eq!(u32::from_ne_bytes(buffer[..4].try_into().unwrap()), 12);
     assert!(
@@ -97,26 +107,33 @@ fn options_init_never_writes_past_struct_size() {
     );
 
     // A caller from a later version with a larger struct: our fields set, the rest zeroed.
-    let later = size_of::<COptions>() + 32;
+    let later = size_of::<gemma_cyber_options>() + 32;
     let mut larger = [0xAAu8; 256];
+    // SAFETY: the buffer has 256 writable bytes, more than the later size passed.
     unsafe { gemma_cyber_options_init(larger.as_mut_ptr().cast(), later) };
     assert_eq!(
         u32::from_ne_bytes(larger[..4].try_into().unwrap()) as usize,
         later
     );
-    assert!(larger[size_of::<COptions>()..later].iter().all(|&b| b == 0));
+    assert!(larger[size_of::<gemma_cyber_options>()..later]
+        .iter()
+        .all(|&b| b == 0));
     assert!(larger[later..].iter().all(|&b| b == 0xAA));
-    unsafe { gemma_cyber_options_init(null_mut(), size_of::<COptions>()) };
+    // SAFETY: NULL is documented to be refused without a write.
+    unsafe { gemma_cyber_options_init(null_mut(), size_of::<gemma_cyber_options>()) };
     assert!(last_error().contains("options is NULL"));
 }
 
 #[test]
 fn builtin_model_classifies_golden_inputs_through_the_c_abi() {
     let handle = builtin();
+    // SAFETY: a live classifier.
     assert_eq!(unsafe { gemma_cyber_input_dim(handle.0) }, 768);
     // AUTO resolves to a concrete backend, whichever this machine offers.
+    // SAFETY: a live classifier.
     let backend = unsafe { gemma_cyber_active_backend(handle.0) };
     assert_ne!(backend as u32, BackendKind::Auto as u32);
+    // SAFETY: a live classifier; its device name is a NUL-terminated string it owns while alive.
     let device = unsafe { CStr::from_ptr(gemma_cyber_device_name(handle.0)) };
     assert!(!device.to_bytes().is_empty());
 
@@ -124,6 +141,8 @@ fn builtin_model_classifies_golden_inputs_through_the_c_abi() {
     let rows = inputs.len() / dim;
     let mut probabilities = vec![SENTINEL; rows];
     let mut labels = vec![9u8; rows];
+    // SAFETY: the input holds rows * dim floats and each output holds rows values, on a live
+    // classifier.
     let status = unsafe {
         gemma_cyber_classify(
             handle.0,
@@ -144,6 +163,8 @@ fn builtin_model_classifies_golden_inputs_through_the_c_abi() {
 
     // Labels are optional.
     let mut again = vec![SENTINEL; rows];
+    // SAFETY: the input holds rows * dim floats and each output holds rows values, on a live
+    // classifier.
     let status = unsafe {
         gemma_cyber_classify(
             handle.0,
@@ -166,6 +187,8 @@ fn threshold_option_overrides_the_models_own() {
     let (inputs, dim) = npy_f32("tests/golden/default.inputs.npy");
     let mut probabilities = vec![0.0; 4];
     let mut labels = vec![0u8; 4];
+    // SAFETY: the input holds rows * dim floats and each output holds rows values, on a live
+    // classifier.
     let status = unsafe {
         gemma_cyber_classify(
             handle.0,
@@ -193,7 +216,7 @@ fn null_pointers_are_invalid_arguments_and_write_nothing() {
     let input = vec![0.1f32; 768];
     let mut probabilities = [SENTINEL];
     let mut labels = [9u8];
-    let cases: [(&str, *mut ClassifierHandle, *const f32, *mut f32); 3] = [
+    let cases: [(&str, *mut gemma_cyber_classifier, *const f32, *mut f32); 3] = [
         (
             "classifier is NULL",
             null_mut(),
@@ -214,6 +237,8 @@ fn null_pointers_are_invalid_arguments_and_write_nothing() {
         ),
     ];
     for (needle, classifier, embeddings, output) in cases {
+        // SAFETY: each case has one NULL pointer, which the call must refuse before reading any;
+        // the others are valid for one row.
         let status = unsafe {
             gemma_cyber_classify(classifier, embeddings, 1, 768, output, labels.as_mut_ptr())
         };
@@ -231,11 +256,13 @@ fn null_pointers_are_invalid_arguments_and_write_nothing() {
     }
     let mut out = null_mut();
     assert_eq!(
+        // SAFETY: NULL options are documented to be refused; out is writable.
         unsafe { gemma_cyber_create(null(), &mut out) },
         Status::InvalidArgument
     );
     assert!(last_error().contains("options is NULL"));
     assert_eq!(
+        // SAFETY: a filled options struct; NULL out is documented to be refused.
         unsafe { gemma_cyber_create(&default_options(), null_mut()) },
         Status::InvalidArgument
     );
@@ -244,6 +271,7 @@ fn null_pointers_are_invalid_arguments_and_write_nothing() {
 
 #[test]
 fn accessors_and_destroy_accept_null() {
+    // SAFETY: NULL is documented to be accepted by every accessor and by destroy.
     unsafe {
         assert_eq!(
             gemma_cyber_active_backend(null()) as u32,
@@ -268,6 +296,8 @@ fn wrong_dim_is_dimension_mismatch_naming_both() {
     let handle = builtin();
     let input = vec![0.1f32; 767 * 2];
     let mut probabilities = [SENTINEL; 2];
+    // SAFETY: the input holds two rows of 767 floats, read only after the dimension check refuses
+    // them; the output holds two values.
     let status = unsafe {
         gemma_cyber_classify(
             handle.0,
@@ -297,6 +327,7 @@ fn size_overflow_is_invalid_argument() {
         (usize::MAX / 768 + 1, 768),
         (usize::MAX / 2048, 768),
     ] {
+        // SAFETY: the sizes overflow on purpose and must be refused before any pointer is read.
         let status = unsafe {
             gemma_cyber_classify(
                 handle.0,
@@ -326,6 +357,8 @@ fn nan_or_infinity_anywhere_is_non_finite_input_and_writes_nothing() {
         input[position] = bad;
         let mut probabilities = [SENTINEL; 5];
         let mut labels = [9u8; 5];
+        // SAFETY: the input holds rows * dim floats and each output holds rows values, on a live
+        // classifier.
         let status = unsafe {
             gemma_cyber_classify(
                 handle.0,
@@ -349,8 +382,10 @@ fn nan_or_infinity_anywhere_is_non_finite_input_and_writes_nothing() {
 #[test]
 fn zero_rows_is_a_no_op_that_reads_no_pointer() {
     let handle = builtin();
+    // SAFETY: with zero rows no pointer but the classifier is read.
     let status = unsafe { gemma_cyber_classify(handle.0, null(), 0, 768, null_mut(), null_mut()) };
     assert_eq!(status, Status::Ok);
+    // SAFETY: as above.
     let status = unsafe { gemma_cyber_classify(handle.0, null(), 0, 5, null_mut(), null_mut()) };
     assert_eq!(status, Status::Ok, "rows == 0 succeeds whatever dim says");
 }
@@ -360,6 +395,7 @@ fn successful_calls_leave_the_last_error_alone() {
     let handle = builtin();
     let input = [f32::NAN; 768];
     let mut out = [0.0f32];
+    // SAFETY: one row of 768 floats in, one value out.
     unsafe {
         gemma_cyber_classify(
             handle.0,
@@ -377,6 +413,7 @@ fn successful_calls_leave_the_last_error_alone() {
     );
     let good = [0.5f32; 768];
     assert_eq!(
+        // SAFETY: one row of 768 floats in, one value out.
         unsafe {
             gemma_cyber_classify(
                 handle.0,
@@ -416,6 +453,7 @@ fn model_path_loads_a_fixture() {
     .unwrap();
     options.model_path = path.as_ptr();
     let handle = Handle(create(&options).unwrap());
+    // SAFETY: a live classifier.
     assert_eq!(unsafe { gemma_cyber_input_dim(handle.0) }, 16);
 }
 
@@ -470,6 +508,8 @@ fn bad_options_are_invalid_arguments() {
 
     // Write an out-of-range backend value as an integer, the way a C caller could.
     let mut unknown = default_options();
+    // SAFETY: the field is written as the 32-bit integer a C caller could store there; nothing
+    // reads it as the enum.
     unsafe {
         std::ptr::addr_of_mut!(unknown.backend)
             .cast::<u32>()
@@ -513,6 +553,8 @@ fn concurrent_classify_on_one_handle_is_bit_identical() {
     let inputs = random_embeddings(300, 768, 11);
     let classify = |rows: usize| {
         let mut out = vec![0.0f32; rows];
+        // SAFETY: the input holds 300 rows of 768 floats (rows is at most that) and out holds rows
+        // values.
         let status = unsafe {
             gemma_cyber_classify(
                 handle.ptr(),
@@ -545,7 +587,7 @@ fn sha256_of(bytes: &[u8]) -> [u8; 32] {
 }
 
 #[test]
-fn expected_sha256_accepts_the_right_model_and_refuses_any_other() {
+fn model_sha256_accepts_the_right_model_and_refuses_any_other() {
     let bytes = std::fs::read(repo_path("models/default.safetensors")).unwrap();
     let good = sha256_of(&bytes);
     let mut options = default_options();
@@ -579,7 +621,7 @@ fn fields_past_struct_size_are_never_read() {
     // A caller built against the first version-1 header knows nothing of model_sha256: whatever
     // lies past its struct_size must be ignored, here a pointer that would crash if read.
     let mut options = default_options();
-    options.struct_size = std::mem::offset_of!(COptions, model_sha256) as u32;
+    options.struct_size = std::mem::offset_of!(gemma_cyber_options, model_sha256) as u32;
     options.model_sha256 = 8 as *const u8;
     drop(Handle(
         create(&options).expect("older callers' struct_size works"),

@@ -242,7 +242,7 @@ fn non_finite_and_bad_npy_are_refused() {
 }
 
 #[test]
-fn sha256_pins_the_model() {
+fn model_sha256_pins_the_model_and_sha256_is_its_alias() {
     use sha2::Digest;
     let bytes = std::fs::read(repo_path("tests/fixtures/small_f16.safetensors")).unwrap();
     let hex: String = sha2::Sha256::digest(&bytes)
@@ -250,7 +250,7 @@ fn sha256_pins_the_model() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let model = "tests/fixtures/small_f16.safetensors";
-    let good = run(&["info", "--model", model, "--sha256", &hex], None);
+    let good = run(&["info", "--model", model, "--model-sha256", &hex], None);
     assert!(good.status.success(), "{}", stderr(&good));
     let wrong = "0".repeat(64);
     let bad = run(&["info", "--model", model, "--sha256", &wrong], None);

@@ -112,7 +112,7 @@ fn out_of_range_flags_are_command_line_errors() {
         &["classify", "--threshold", "1.5", sample],
         &["classify", "--threshold=-0.1", sample],
         &["classify", "--threshold", "NaN", sample],
-        &["classify", "--threads", "5000", sample],
+        &["classify", "--num-threads", "5000", sample],
         &["info", "--threads", "1025"],
         &["evaluate", sample, "--labels", labels, "--threshold", "inf"],
         &[
@@ -162,7 +162,14 @@ fn out_of_range_flags_are_command_line_errors() {
     );
     // The ends of the ranges are in them.
     for args in [
-        &["classify", "--threshold", "1", "--threads", "1024", sample][..],
+        &[
+            "classify",
+            "--threshold",
+            "1",
+            "--num-threads",
+            "1024",
+            sample,
+        ][..],
         &["classify", "--threshold", "0", "--threads", "0", sample],
     ] {
         let output = run(args, b"");
@@ -628,7 +635,7 @@ fn a_large_npy_is_held_once() {
         "classify",
         "--backend",
         "cpu",
-        "--threads",
+        "--num-threads",
         "2",
         file.path(),
     ]);

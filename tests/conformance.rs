@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::backends::{all_targets, Classify, Target};
 use common::{npy_f32, npy_f64, random_embeddings, repo_path, GOLDEN, TOLERANCE};
@@ -21,7 +21,7 @@ fn default_model() -> PathBuf {
 }
 
 /// Runs `check` on every backend, through the Rust API and through the C ABI.
-fn for_every_backend_and_api(model: &PathBuf, check: impl Fn(&str, &dyn Classify)) {
+fn for_every_backend_and_api(model: &Path, check: impl Fn(&str, &dyn Classify)) {
     for target in all_targets() {
         let rust = target.rust(model);
         check(&format!("{} (Rust API)", target.name), &rust);
@@ -113,7 +113,13 @@ fn a_rows_result_does_not_depend_on_its_batch() {
     });
 }
 
+/// One bad call: what it tests, the embeddings (None: NULL), rows, dim, whether probabilities are
+/// given, and the status expected.
+type BadCall<'a> = (&'a str, Option<&'a [f32]>, usize, usize, bool, Status);
+
 #[test]
+// A table of bad calls and its one loop read best together.
+#[allow(clippy::too_many_lines)]
 fn every_bad_input_gets_cpus_status_and_nothing_is_written() {
     use gemma_cyber::ffi::gemma_cyber_classify;
     let model = default_model();
@@ -124,7 +130,7 @@ fn every_bad_input_gets_cpus_status_and_nothing_is_written() {
     infinity[3] = f32::NEG_INFINITY;
     let good = random_embeddings(2, dim, 13);
     // (what, embeddings or NULL, rows, dim, probabilities given, expected status)
-    let calls: Vec<(&str, Option<&[f32]>, usize, usize, bool, Status)> = vec![
+    let calls: Vec<BadCall> = vec![
         (
             "NULL embeddings",
             None,

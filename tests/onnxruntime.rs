@@ -34,9 +34,11 @@ fn try_create(
 ) -> Result<Classifier, (Status, String)> {
     let model = CString::new(model.to_str().unwrap()).unwrap();
     let library = library.map(|l| CString::new(l.to_str().unwrap()).unwrap());
+    // SAFETY: zeroed bytes are valid options (NULL pointers, AUTO backend), which options_init then
+    // fills; the strings outlive the call; handle is writable.
     unsafe {
-        let mut options = std::mem::zeroed::<COptions>();
-        gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+        let mut options = std::mem::zeroed::<gemma_cyber_options>();
+        gemma_cyber_options_init(&mut options, std::mem::size_of::<gemma_cyber_options>());
         options.backend = backend;
         options.model_path = model.as_ptr();
         options.onnxruntime_library = library.as_ref().map_or(ptr::null(), |l| l.as_ptr());
@@ -153,9 +155,10 @@ fn try_create_with_threads(
 ) -> Result<Classifier, (Status, String)> {
     let model = CString::new(model.to_str().unwrap()).unwrap();
     let library = CString::new(library.to_str().unwrap()).unwrap();
+    // SAFETY: as in try_create.
     unsafe {
-        let mut options = std::mem::zeroed::<COptions>();
-        gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+        let mut options = std::mem::zeroed::<gemma_cyber_options>();
+        gemma_cyber_options_init(&mut options, std::mem::size_of::<gemma_cyber_options>());
         options.backend = BackendKind::Onnxruntime;
         options.model_path = model.as_ptr();
         options.onnxruntime_library = library.as_ptr();

@@ -13,7 +13,7 @@ use common::backends::{
     build_c_plugin, build_c_plugin_with, example_c_plugin_dir, onnxruntime_library, scratch_dir,
 };
 use common::{random_embeddings, repo_path};
-use gemma_cyber::ffi::{gemma_cyber_set_log_callback, LogCallback};
+use gemma_cyber::ffi::{gemma_cyber_log_callback, gemma_cyber_set_log_callback};
 use gemma_cyber::log::LogLevel;
 use gemma_cyber::{BackendKind, Classifier, Error, Options, Status};
 
@@ -304,7 +304,7 @@ unsafe extern "C" fn record(_user_data: *mut c_void, level: LogLevel, message: *
 fn the_log_callback_receives_autos_reasons_and_the_backend_started() {
     let dir = scratch_dir("log-broken-wgpu");
     std::fs::write(dir.join("libgemma_cyber_wgpu.so"), "not a library").unwrap();
-    let callback: LogCallback = Some(record);
+    let callback: gemma_cyber_log_callback = Some(record);
     // SAFETY: `record` may be called from any thread; user_data is unused.
     unsafe { gemma_cyber_set_log_callback(callback, std::ptr::null_mut()) };
     let options = Options {

@@ -99,12 +99,12 @@ fn c_api_refuses_special_files_as_model_path() {
         let shown = path.display().to_string();
         let (status, message) = within_patience(&shown, move || {
             let c_path = CString::new(path.to_str().unwrap()).unwrap();
-            let mut options = std::mem::MaybeUninit::<COptions>::uninit();
+            let mut options = std::mem::MaybeUninit::<gemma_cyber_options>::uninit();
             let mut handle = std::ptr::null_mut();
             // SAFETY: options is initialised by the library before use; the path outlives the
             // call; the message is the library's NUL-terminated string, copied at once.
             unsafe {
-                gemma_cyber_options_init(options.as_mut_ptr(), size_of::<COptions>());
+                gemma_cyber_options_init(options.as_mut_ptr(), size_of::<gemma_cyber_options>());
                 let mut options = options.assume_init();
                 options.model_path = c_path.as_ptr();
                 let status = gemma_cyber_create(&options, &mut handle);

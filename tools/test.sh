@@ -10,6 +10,15 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 export GEMMA_CYBER_ONNXRUNTIME_LIB="${GEMMA_CYBER_ONNXRUNTIME_LIB:-$PWD/$(cat .ort/LIBRARY_PATH)}"
 export RUST_BACKTRACE=0
 
+# Lints first: the workspace lints (unsafe operations only in documented unsafe blocks, the
+# function length limit) and clippy's defaults on every target, and the formatting.
+if cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1; then
+  cargo clippy --release --workspace --all-targets -- -D warnings
+  cargo fmt --all --check
+else
+  echo "== clippy and rustfmt NOT run: rustup component add clippy rustfmt" >&2
+fi
+
 # The workspace: the core, the wgpu and onnxruntime plugins and the plugin SDK, every target.
 cargo test --release --workspace --all-targets
 # The core library without the command line's features: the C ABI as an appliance links it.

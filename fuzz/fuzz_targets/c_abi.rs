@@ -17,19 +17,19 @@ use libfuzzer_sys::fuzz_target;
 const SENTINEL: f32 = -7.0;
 
 /// The built-in model's classifier, shared by every run that asks for it (never destroyed).
-struct Shared(*mut ClassifierHandle);
+struct Shared(*mut gemma_cyber_classifier);
 // The C API allows classify from any thread on one classifier.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 static BUILTIN: OnceLock<Shared> = OnceLock::new();
 
-fn builtin() -> *mut ClassifierHandle {
+fn builtin() -> *mut gemma_cyber_classifier {
     BUILTIN
         .get_or_init(|| {
-            let mut options = std::mem::MaybeUninit::<COptions>::uninit();
+            let mut options = std::mem::MaybeUninit::<gemma_cyber_options>::uninit();
             let mut handle = null_mut();
             unsafe {
-                gemma_cyber_options_init(options.as_mut_ptr(), std::mem::size_of::<COptions>());
+                gemma_cyber_options_init(options.as_mut_ptr(), std::mem::size_of::<gemma_cyber_options>());
                 let mut options = options.assume_init();
                 options.backend = gemma_cyber::BackendKind::Cpu;
                 assert_eq!(gemma_cyber_create(&options, &mut handle), Status::Ok);
@@ -42,14 +42,14 @@ fn builtin() -> *mut ClassifierHandle {
 fuzz_target!(|data: &[u8]| {
     let Some((header, rest)) = data.split_first_chunk::<6>() else { return };
     let [size_byte, backend, flags, rows, dim_delta, threshold] = *header;
-    let mut options = std::mem::MaybeUninit::<COptions>::uninit();
+    let mut options = std::mem::MaybeUninit::<gemma_cyber_options>::uninit();
     let mut options = unsafe {
-        gemma_cyber_options_init(options.as_mut_ptr(), std::mem::size_of::<COptions>());
+        gemma_cyber_options_init(options.as_mut_ptr(), std::mem::size_of::<gemma_cyber_options>());
         options.assume_init()
     };
     // struct_size around the real one, smaller ones included; backend as a raw integer (only cpu
     // and invalid values: AUTO and the others would load system libraries).
-    options.struct_size = (std::mem::size_of::<COptions>() as u32).saturating_sub(u32::from(size_byte % 64));
+    options.struct_size = (std::mem::size_of::<gemma_cyber_options>() as u32).saturating_sub(u32::from(size_byte % 64));
     let backend_value: u32 = if backend % 4 == 0 { u32::from(backend) + 4 } else { 1 };
     unsafe { std::ptr::addr_of_mut!(options.backend).cast::<u32>().write(backend_value) };
     options.threshold = match threshold % 4 {

@@ -1,6 +1,11 @@
 //! The C ABI (version 1). Translation only: pointers and sizes become slices and options, results
 //! become statuses; the model logic lives in the Rust API.
 //!
+//! Types only this ABI has carry their C names (`gemma_cyber_options`, `gemma_cyber_classifier`,
+//! `gemma_cyber_log_callback`), so Rust and C read alike. The enums it shares with the Rust API
+//! (`Status`, `BackendKind`, `LogLevel`) keep their Rust names, which every Rust caller matches
+//! on; the header gives them their C names (`cbindgen.toml`).
+//!
 //! Thread safety: every function may be called from any thread. `gemma_cyber_classify` and the
 //! accessors may run concurrently on one classifier; `gemma_cyber_destroy` must not overlap any
 //! other use of that classifier.
@@ -12,7 +17,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::mem::size_of;
 use std::sync::Arc;
 
-pub use options::COptions;
+pub use options::gemma_cyber_options;
 
 use crate::backend::BackendKind;
 use crate::classifier::Classifier;
@@ -24,7 +29,8 @@ pub const GEMMA_CYBER_ABI_VERSION: u32 = 1;
 
 /// A loaded model bound to a backend. Opaque; create with `gemma_cyber_create`, free with
 /// `gemma_cyber_destroy`.
-pub struct ClassifierHandle {
+#[allow(non_camel_case_types)] // named as C sees it, like every type only the C ABI has
+pub struct gemma_cyber_classifier {
     classifier: Classifier,
     device_name: CString,
 }
@@ -36,9 +42,13 @@ pub struct ClassifierHandle {
 ///
 /// # Safety
 /// `options` must be NULL or point to `struct_size` writable bytes.
-#[no_mangle]
-pub unsafe extern "C" fn gemma_cyber_options_init(options: *mut COptions, struct_size: usize) {
-    boundary::guard(|| options::write_defaults(options, struct_size));
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gemma_cyber_options_init(
+    options: *mut gemma_cyber_options,
+    struct_size: usize,
+) {
+    // SAFETY: the caller promised `options` is NULL or writable for `struct_size` bytes.
+    boundary::guard(|| unsafe { options::write_defaults(options, struct_size) });
 }
 
 /// Loads the model the options name and starts the backend they ask for, storing the new
@@ -50,22 +60,25 @@ pub unsafe extern "C" fn gemma_cyber_options_init(options: *mut COptions, struct
 /// # Safety
 /// `options` must be NULL or a struct filled by `gemma_cyber_options_init` and valid for its
 /// `struct_size`; `out` must be NULL or writable.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_create(
-    options: *const COptions,
-    out: *mut *mut ClassifierHandle,
+    options: *const gemma_cyber_options,
+    out: *mut *mut gemma_cyber_classifier,
 ) -> Status {
     boundary::guard(|| {
         if out.is_null() {
             return Err(Error::invalid_argument("out is NULL"));
         }
-        let classifier = Classifier::new(&options::read(options)?)?;
+        // SAFETY: the caller promised `options` is NULL or valid for its `struct_size`.
+        let classifier = Classifier::new(&unsafe { options::read(options) }?)?;
         let device_name =
             CString::new(classifier.device_name().replace('\0', " ")).expect("NULs were replaced");
-        out.write(Box::into_raw(Box::new(ClassifierHandle {
+        let handle = Box::into_raw(Box::new(gemma_cyber_classifier {
             classifier,
             device_name,
-        })));
+        }));
+        // SAFETY: `out` is not NULL (checked above) and the caller promised it is writable.
+        unsafe { out.write(handle) };
         Ok(())
     })
 }
@@ -83,9 +96,9 @@ pub unsafe extern "C" fn gemma_cyber_create(
 /// `classifier` must be NULL or a live classifier; `embeddings` must be readable for
 /// `rows * dim` floats; `probabilities` (and `labels` unless NULL) writable for `rows` values;
 /// outputs must not overlap the input.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_classify(
-    classifier: *mut ClassifierHandle,
+    classifier: *mut gemma_cyber_classifier,
     embeddings: *const f32,
     rows: usize,
     dim: usize,
@@ -93,7 +106,8 @@ pub unsafe extern "C" fn gemma_cyber_classify(
     labels: *mut u8,
 ) -> Status {
     boundary::guard(|| {
-        let handle = handle_ref(classifier)?;
+        // SAFETY: the caller promised `classifier` is NULL or live.
+        let handle = unsafe { handle_ref(classifier) }?;
         if rows == 0 {
             return Ok(());
         }
@@ -114,10 +128,15 @@ pub unsafe extern "C" fn gemma_cyber_classify(
         if probabilities.is_null() {
             return Err(Error::invalid_argument("probabilities is NULL"));
         }
-        // `values` fits in isize bytes, so `rows` floats do too.
-        let embeddings = std::slice::from_raw_parts(embeddings, values);
-        let probabilities = std::slice::from_raw_parts_mut(probabilities, rows);
-        let labels = (!labels.is_null()).then(|| std::slice::from_raw_parts_mut(labels, rows));
+        // SAFETY: the pointers are not NULL (checked above) and the caller promised they are
+        // valid for `rows * dim` floats in and `rows` values out, without overlap; `values` fits
+        // in isize bytes, so `rows` floats and labels do too.
+        let embeddings = unsafe { std::slice::from_raw_parts(embeddings, values) };
+        // SAFETY: as above.
+        let probabilities = unsafe { std::slice::from_raw_parts_mut(probabilities, rows) };
+        // SAFETY: as above; `labels` is used only when not NULL.
+        let labels =
+            (!labels.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(labels, rows) });
         handle
             .classifier
             .classify(embeddings, dim, probabilities, labels)
@@ -128,11 +147,13 @@ pub unsafe extern "C" fn gemma_cyber_classify(
 ///
 /// # Safety
 /// `classifier` must be NULL or a classifier from `gemma_cyber_create` not yet destroyed.
-#[no_mangle]
-pub unsafe extern "C" fn gemma_cyber_destroy(classifier: *mut ClassifierHandle) {
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gemma_cyber_destroy(classifier: *mut gemma_cyber_classifier) {
     boundary::guard(|| {
         if !classifier.is_null() {
-            drop(Box::from_raw(classifier));
+            // SAFETY: the caller promised a classifier from `gemma_cyber_create` (a leaked Box),
+            // not yet destroyed and not in use.
+            drop(unsafe { Box::from_raw(classifier) });
         }
         Ok(())
     });
@@ -141,7 +162,7 @@ pub unsafe extern "C" fn gemma_cyber_destroy(classifier: *mut ClassifierHandle) 
 /// This thread's most recent failure as "STATUS_NAME: message", or "" if none. The string is
 /// owned by the library and stays valid until this thread's next failing call; successful calls
 /// leave it as it was.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn gemma_cyber_last_error() -> *const c_char {
     boundary::last_error()
 }
@@ -150,12 +171,13 @@ pub extern "C" fn gemma_cyber_last_error() -> *const c_char {
 ///
 /// # Safety
 /// `classifier` must be NULL or a live classifier.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_active_backend(
-    classifier: *const ClassifierHandle,
+    classifier: *const gemma_cyber_classifier,
 ) -> BackendKind {
     boundary::guard_value(BackendKind::Auto, || {
-        handle_ref(classifier).map_or(BackendKind::Auto, |h| h.classifier.backend())
+        // SAFETY: the caller promised `classifier` is NULL or live.
+        unsafe { handle_ref(classifier) }.map_or(BackendKind::Auto, |h| h.classifier.backend())
     })
 }
 
@@ -164,12 +186,13 @@ pub unsafe extern "C" fn gemma_cyber_active_backend(
 ///
 /// # Safety
 /// `classifier` must be NULL or a live classifier.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_device_name(
-    classifier: *const ClassifierHandle,
+    classifier: *const gemma_cyber_classifier,
 ) -> *const c_char {
     boundary::guard_value(c"".as_ptr(), || {
-        handle_ref(classifier).map_or(c"".as_ptr(), |h| h.device_name.as_ptr())
+        // SAFETY: the caller promised `classifier` is NULL or live.
+        unsafe { handle_ref(classifier) }.map_or(c"".as_ptr(), |h| h.device_name.as_ptr())
     })
 }
 
@@ -177,21 +200,22 @@ pub unsafe extern "C" fn gemma_cyber_device_name(
 ///
 /// # Safety
 /// `classifier` must be NULL or a live classifier.
-#[no_mangle]
-pub unsafe extern "C" fn gemma_cyber_input_dim(classifier: *const ClassifierHandle) -> usize {
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gemma_cyber_input_dim(classifier: *const gemma_cyber_classifier) -> usize {
     boundary::guard_value(0, || {
-        handle_ref(classifier).map_or(0, |h| h.classifier.input_dim())
+        // SAFETY: the caller promised `classifier` is NULL or live.
+        unsafe { handle_ref(classifier) }.map_or(0, |h| h.classifier.input_dim())
     })
 }
 
 /// The library's version, e.g. "0.1.0" (static string).
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn gemma_cyber_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
 /// The C ABI version this library implements: `GEMMA_CYBER_ABI_VERSION`.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn gemma_cyber_abi_version() -> u32 {
     GEMMA_CYBER_ABI_VERSION
 }
@@ -199,7 +223,8 @@ pub extern "C" fn gemma_cyber_abi_version() -> u32 {
 /// A log callback: receives the `user_data` given to `gemma_cyber_set_log_callback`, the level
 /// and a one-line NUL-terminated message valid during the call only. It may be called from any
 /// thread the library runs on, also concurrently, and must not call back into the library.
-pub type LogCallback =
+#[allow(non_camel_case_types)] // named as C sees it, like every type only the C ABI has
+pub type gemma_cyber_log_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, level: LogLevel, message: *const c_char)>;
 
 /// Sends the library's messages to `callback`: which backend AUTO picked and why it passed over
@@ -210,9 +235,9 @@ pub type LogCallback =
 /// # Safety
 /// `callback` must be NULL or a function safe to call from any thread with `user_data` until it
 /// is replaced.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_set_log_callback(
-    callback: LogCallback,
+    callback: gemma_cyber_log_callback,
     user_data: *mut c_void,
 ) {
     boundary::guard(|| {
@@ -242,10 +267,16 @@ pub unsafe extern "C" fn gemma_cyber_set_log_callback(
     });
 }
 
-unsafe fn handle_ref<'a>(classifier: *const ClassifierHandle) -> Result<&'a ClassifierHandle> {
-    classifier
-        .as_ref()
-        .ok_or_else(|| Error::invalid_argument("classifier is NULL"))
+/// The classifier behind a C handle; INVALID_ARGUMENT for NULL.
+///
+/// # Safety
+/// `classifier` must be NULL or a live classifier from `gemma_cyber_create`, not destroyed while
+/// the returned reference is used.
+unsafe fn handle_ref<'a>(
+    classifier: *const gemma_cyber_classifier,
+) -> Result<&'a gemma_cyber_classifier> {
+    // SAFETY: NULL or live, as the caller promised.
+    unsafe { classifier.as_ref() }.ok_or_else(|| Error::invalid_argument("classifier is NULL"))
 }
 
 #[cfg(test)]
@@ -257,11 +288,11 @@ mod tests {
     use std::ffi::CStr;
     use std::ptr::{null, null_mut};
 
-    fn options_for(bytes: &[u8]) -> COptions {
-        let mut options = std::mem::MaybeUninit::<COptions>::uninit();
-        // SAFETY: the pointer covers a whole COptions.
+    fn options_for(bytes: &[u8]) -> gemma_cyber_options {
+        let mut options = std::mem::MaybeUninit::<gemma_cyber_options>::uninit();
+        // SAFETY: the pointer covers a whole gemma_cyber_options.
         let mut options = unsafe {
-            gemma_cyber_options_init(options.as_mut_ptr(), size_of::<COptions>());
+            gemma_cyber_options_init(options.as_mut_ptr(), size_of::<gemma_cyber_options>());
             options.assume_init()
         };
         options.model_data = bytes.as_ptr();
@@ -283,7 +314,7 @@ mod tests {
         let bytes = tiny_model_bytes(&[]);
         let options = options_for(&bytes);
         let mut handle = null_mut();
-        // SAFETY (whole test): every pointer passed is valid for what the C API documents, or
+        // SAFETY: (the whole test) every pointer passed is valid for what the C API documents, or
         // NULL/out of range on purpose.
         unsafe {
             assert_eq!(gemma_cyber_create(&options, &mut handle), Status::Ok);

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 /// the fields you need. Later ABI versions only append fields; `struct_size` tells the library which
 /// of them the caller knows.
 #[repr(C)]
-pub struct COptions {
+#[allow(non_camel_case_types)] // named as C sees it, like every type only the C ABI has
+pub struct gemma_cyber_options {
     /// `sizeof(gemma_cyber_options)` as the caller compiled it; set by `gemma_cyber_options_init`.
     pub struct_size: u32,
     /// Which backend; `GEMMA_CYBER_BACKEND_AUTO` lets the library choose.
@@ -52,13 +53,16 @@ pub struct COptions {
 }
 
 /// Size of the first version-1 struct (up to `onnxruntime_library`): the least a caller may pass.
-pub(crate) const OPTIONS_V1_SIZE: usize = offset_of!(COptions, model_sha256);
+pub(crate) const OPTIONS_V1_SIZE: usize = offset_of!(gemma_cyber_options, model_sha256);
 
 /// Writes defaults into at most `struct_size` bytes of `options` and sets its `struct_size`.
 ///
 /// # Safety
 /// `options` must point to at least `struct_size` writable bytes.
-pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) -> Result<()> {
+pub(crate) unsafe fn write_defaults(
+    options: *mut gemma_cyber_options,
+    struct_size: usize,
+) -> Result<()> {
     if options.is_null() {
         return Err(Error::invalid_argument("options is NULL"));
     }
@@ -67,7 +71,7 @@ pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) 
             "struct_size is {struct_size}; pass sizeof(gemma_cyber_options)"
         )));
     }
-    let defaults = COptions {
+    let defaults = gemma_cyber_options {
         struct_size: u32::try_from(struct_size).unwrap_or(u32::MAX),
         backend: BackendKind::Auto,
         model_path: std::ptr::null(),
@@ -82,12 +86,25 @@ pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) 
         plugin_settings: std::ptr::null(),
     };
     let bytes = options.cast::<u8>();
-    let known = struct_size.min(size_of::<COptions>());
+    let known = struct_size.min(size_of::<gemma_cyber_options>());
     // SAFETY: the caller provides `struct_size` writable bytes; we write `known` <= that from a
     // padding-free #[repr(C)] value, and zero fields of later versions we do not know.
-    std::ptr::copy_nonoverlapping(addr_of!(defaults).cast::<u8>(), bytes, known);
-    std::ptr::write_bytes(bytes.add(known), 0, struct_size - known);
+    unsafe {
+        std::ptr::copy_nonoverlapping(addr_of!(defaults).cast::<u8>(), bytes, known);
+        std::ptr::write_bytes(bytes.add(known), 0, struct_size - known);
+    }
     Ok(())
+}
+
+/// Reads one field of the caller's struct by value, without forming a reference to the struct.
+/// Used only inside the functions below, whose callers promise a readable struct of its own
+/// `struct_size` bytes, and only for fields that size covers.
+macro_rules! field {
+    ($options:ident . $name:ident) => {
+        // SAFETY: `$options` is not NULL and is readable for `struct_size` bytes (the enclosing
+        // function's contract), and the field lies within them.
+        unsafe { addr_of!((*$options).$name).read() }
+    };
 }
 
 /// Reads and checks the caller's options without ever forming a reference to them, so an
@@ -97,33 +114,83 @@ pub(crate) unsafe fn write_defaults(options: *mut COptions, struct_size: usize) 
 /// `options` must be NULL or point to a readable struct of at least its own `struct_size` bytes,
 /// whose string fields are NULL or NUL-terminated and whose `model_data` is NULL or readable for
 /// `model_data_len` bytes.
-pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
+pub(crate) unsafe fn read(options: *const gemma_cyber_options) -> Result<Options> {
     if options.is_null() {
         return Err(Error::invalid_argument(
             "options is NULL; fill one with gemma_cyber_options_init(&o, sizeof o)",
         ));
     }
-    let struct_size = addr_of!((*options).struct_size).read() as usize;
+    let struct_size = field!(options.struct_size) as usize;
     if struct_size < OPTIONS_V1_SIZE {
         return Err(Error::invalid_argument(format!(
             "options.struct_size is {struct_size}, smaller than version 1's {OPTIONS_V1_SIZE}; \
              fill the options with gemma_cyber_options_init(&o, sizeof o)"
         )));
     }
-    let backend_value = addr_of!((*options).backend).cast::<u32>().read();
+    // SAFETY: within version 1's size, checked above; read as the integer a C caller stores, so
+    // that a value outside the enum is refused instead of being undefined behaviour.
+    let backend_value = unsafe { addr_of!((*options).backend).cast::<u32>().read() };
     let backend = BackendKind::from_c(backend_value).ok_or_else(|| {
         Error::invalid_argument(format!(
             "options.backend is {backend_value}, not a gemma_cyber_backend value"
         ))
     })?;
-    let model_path = path_field(addr_of!((*options).model_path).read(), "model_path")?;
-    let model_data = addr_of!((*options).model_data).read();
-    let model_data_len = addr_of!((*options).model_data_len).read();
-    let model = match (model_path, model_data.is_null()) {
+    // SAFETY: the caller's promises, passed on.
+    let model = unsafe { read_model(options) }?;
+    let threshold = field!(options.threshold);
+    // Fields appended within version 1 are read only when the caller's struct has them.
+    let covers = |end: usize| struct_size >= end;
+    let sha256 = if covers(offset_of!(gemma_cyber_options, model_sha256) + size_of::<*const u8>()) {
+        field!(options.model_sha256)
+    } else {
+        std::ptr::null()
+    };
+    let plugin_dir =
+        if covers(offset_of!(gemma_cyber_options, plugin_dir) + size_of::<*const c_char>()) {
+            let text = field!(options.plugin_dir);
+            // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
+            unsafe { path_field(text, "plugin_dir") }?
+        } else {
+            None
+        };
+    let plugin_name =
+        if covers(offset_of!(gemma_cyber_options, plugin_name) + size_of::<*const c_char>()) {
+            let text = field!(options.plugin_name);
+            // SAFETY: as above.
+            unsafe { text_field(text, "plugin_name") }?
+        } else {
+            None
+        };
+    Ok(Options {
+        backend,
+        model,
+        threshold: (!threshold.is_nan()).then_some(threshold),
+        num_threads: field!(options.num_threads) as usize,
+        // SAFETY: a caller that sets the field provides 32 readable bytes there.
+        model_sha256: (!sha256.is_null())
+            .then(|| unsafe { sha256.cast::<[u8; 32]>().read_unaligned() }),
+        plugin_dir,
+        plugin_name,
+        // SAFETY: the caller's promises, passed on.
+        plugin_settings: unsafe { read_plugin_settings(options, struct_size) }?,
+    })
+}
+
+/// The model the options name: a path, a copy of the caller's buffer, or the built-in model.
+///
+/// # Safety
+/// As for [`read`], with `options` not NULL.
+unsafe fn read_model(options: *const gemma_cyber_options) -> Result<ModelSource> {
+    let text = field!(options.model_path);
+    // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
+    let model_path = unsafe { path_field(text, "model_path") }?;
+    let model_data = field!(options.model_data);
+    let model_data_len = field!(options.model_data_len);
+    Ok(match (model_path, model_data.is_null()) {
         (Some(_), false) => {
             return Err(Error::invalid_argument(
                 "options set both model_path and model_data; set one",
-            ))
+            ));
         }
         (Some(path), true) => ModelSource::Path(path),
         (None, false) => {
@@ -146,74 +213,71 @@ pub(crate) unsafe fn read(options: *const COptions) -> Result<Options> {
                     "not enough memory to copy the {model_data_len} bytes of model data"
                 ))
             })?;
-            copy.extend_from_slice(std::slice::from_raw_parts(model_data, model_data_len));
+            // SAFETY: not NULL, and the caller promised `model_data_len` readable bytes, at most
+            // isize::MAX (checked above).
+            copy.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(model_data, model_data_len)
+            });
             ModelSource::Bytes(copy)
         }
         (None, true) if model_data_len != 0 => {
             return Err(Error::invalid_argument(format!(
                 "options.model_data is NULL but model_data_len is {model_data_len}"
-            )))
+            )));
         }
         (None, true) => ModelSource::Builtin,
-    };
-    let threshold = addr_of!((*options).threshold).read();
-    // Fields appended within version 1 are read only when the caller's struct has them.
-    let covers = |end: usize| struct_size >= end;
-    let sha256 = if covers(offset_of!(COptions, model_sha256) + size_of::<*const u8>()) {
-        addr_of!((*options).model_sha256).read()
-    } else {
-        std::ptr::null()
-    };
-    let plugin_dir = if covers(offset_of!(COptions, plugin_dir) + size_of::<*const c_char>()) {
-        path_field(addr_of!((*options).plugin_dir).read(), "plugin_dir")?
-    } else {
-        None
-    };
-    let plugin_name = if covers(offset_of!(COptions, plugin_name) + size_of::<*const c_char>()) {
-        text_field(addr_of!((*options).plugin_name).read(), "plugin_name")?
-    } else {
-        None
-    };
-    let mut plugin_settings = Vec::new();
-    // The first version's ONNX Runtime path is now a setting of the onnxruntime plugin.
-    if let Some(library) = text_field(
-        addr_of!((*options).onnxruntime_library).read(),
-        "onnxruntime_library",
-    )? {
-        plugin_settings.push(format!("onnxruntime.library={library}"));
-    }
-    if covers(offset_of!(COptions, plugin_settings) + size_of::<*const *const c_char>()) {
-        let mut item = addr_of!((*options).plugin_settings).read();
-        if !item.is_null() {
-            while !item.read().is_null() {
-                let setting =
-                    text_field(item.read(), "plugin_settings entry")?.ok_or_else(|| {
-                        Error::invalid_argument("options.plugin_settings holds an empty string")
-                    })?;
-                plugin_settings.push(setting);
-                item = item.add(1);
-            }
-        }
-    }
-    Ok(Options {
-        backend,
-        model,
-        threshold: (!threshold.is_nan()).then_some(threshold),
-        num_threads: addr_of!((*options).num_threads).read() as usize,
-        // SAFETY: a caller that sets the field provides 32 readable bytes there.
-        expected_sha256: (!sha256.is_null()).then(|| sha256.cast::<[u8; 32]>().read_unaligned()),
-        plugin_dir,
-        plugin_name,
-        plugin_settings,
     })
 }
 
+/// The plugin settings: the first version's `onnxruntime_library` as the onnxruntime plugin's
+/// `library` setting, then the entries of `plugin_settings` when the caller's struct has it.
+///
+/// # Safety
+/// As for [`read`], with `options` not NULL and `struct_size` its own.
+unsafe fn read_plugin_settings(
+    options: *const gemma_cyber_options,
+    struct_size: usize,
+) -> Result<Vec<String>> {
+    let mut plugin_settings = Vec::new();
+    // The first version's ONNX Runtime path is now a setting of the onnxruntime plugin.
+    let text = field!(options.onnxruntime_library);
+    // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
+    let library = unsafe { text_field(text, "onnxruntime_library") }?;
+    if let Some(library) = library {
+        plugin_settings.push(format!("onnxruntime.library={library}"));
+    }
+    if struct_size
+        >= offset_of!(gemma_cyber_options, plugin_settings) + size_of::<*const *const c_char>()
+    {
+        let mut item = field!(options.plugin_settings);
+        if !item.is_null() {
+            // SAFETY: the caller promised a NULL-terminated array of NUL-terminated strings, so
+            // every item up to and including the NULL one is readable.
+            while let Some(entry) = unsafe { item.read().as_ref() } {
+                // SAFETY: a non-NULL entry is a NUL-terminated string (as above).
+                let setting =
+                    unsafe { text_field(entry, "plugin_settings entry") }?.ok_or_else(|| {
+                        Error::invalid_argument("options.plugin_settings holds an empty string")
+                    })?;
+                plugin_settings.push(setting);
+                // SAFETY: the array goes on at least to its NULL entry, not reached yet.
+                item = unsafe { item.add(1) };
+            }
+        }
+    }
+    Ok(plugin_settings)
+}
+
 /// A C string field as UTF-8 text; NULL is `None`.
+///
+/// # Safety
+/// `text` must be NULL or a NUL-terminated string.
 unsafe fn text_field(text: *const c_char, field: &str) -> Result<Option<String>> {
     if text.is_null() {
         return Ok(None);
     }
-    let bytes = CStr::from_ptr(text).to_bytes();
+    // SAFETY: not NULL, so NUL-terminated (the caller's promise).
+    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
     if bytes.is_empty() {
         return Err(Error::invalid_argument(format!(
             "options.{field} is an empty string; use NULL for none"
@@ -225,11 +289,15 @@ unsafe fn text_field(text: *const c_char, field: &str) -> Result<Option<String>>
 }
 
 /// A C string field as a path; NULL is `None`.
+///
+/// # Safety
+/// `text` must be NULL or a NUL-terminated string.
 unsafe fn path_field(text: *const c_char, field: &str) -> Result<Option<PathBuf>> {
     if text.is_null() {
         return Ok(None);
     }
-    let bytes = CStr::from_ptr(text).to_bytes();
+    // SAFETY: not NULL, so NUL-terminated (the caller's promise).
+    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
     if bytes.is_empty() {
         return Err(Error::invalid_argument(format!(
             "options.{field} is an empty string; use NULL for none"

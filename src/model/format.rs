@@ -51,9 +51,9 @@ impl Model {
         Model::load(&ModelSource::Path(path.to_path_buf()), None)
     }
 
-    /// Loads a model from any source. With `expected_sha256`, the file's bytes must hash to it
+    /// Loads a model from any source. With `model_sha256`, the file's bytes must hash to it
     /// (checked before anything is parsed), else `ModelInvalid`.
-    pub fn load(source: &ModelSource, expected_sha256: Option<&[u8; 32]>) -> Result<Model> {
+    pub fn load(source: &ModelSource, model_sha256: Option<&[u8; 32]>) -> Result<Model> {
         let (bytes, name): (Cow<'_, [u8]>, Cow<'_, str>) = match source {
             ModelSource::Builtin => (Cow::Borrowed(BUILTIN_MODEL), "built-in model".into()),
             ModelSource::Path(path) => (
@@ -63,7 +63,7 @@ impl Model {
             ModelSource::Bytes(bytes) => (Cow::Borrowed(bytes), "model data".into()),
         };
         let verified = || -> Result<Model> {
-            if let Some(expected) = expected_sha256 {
+            if let Some(expected) = model_sha256 {
                 let actual: [u8; 32] = Sha256::digest(&bytes).into();
                 if &actual != expected {
                     return Err(Error::model_invalid(format!(

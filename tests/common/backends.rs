@@ -162,8 +162,8 @@ impl Target {
             .map(|d| CString::new(d.to_str().unwrap()).unwrap());
         // SAFETY: the options are initialised by the library and every string outlives create.
         unsafe {
-            let mut options = std::mem::zeroed::<COptions>();
-            gemma_cyber_options_init(&mut options, std::mem::size_of::<COptions>());
+            let mut options = std::mem::zeroed::<gemma_cyber_options>();
+            gemma_cyber_options_init(&mut options, std::mem::size_of::<gemma_cyber_options>());
             options.backend = self.backend;
             options.model_path = model.as_ptr();
             options.plugin_name = plugin_name
@@ -188,7 +188,7 @@ pub fn last_error() -> String {
 }
 
 /// A classifier made through the C ABI, destroyed on drop.
-pub struct CClassifier(pub *mut ClassifierHandle);
+pub struct CClassifier(pub *mut gemma_cyber_classifier);
 
 // SAFETY: the C ABI allows classify and the accessors from many threads at once.
 unsafe impl Send for CClassifier {}

@@ -47,7 +47,7 @@ def unit_rows(rows, dim, seed=7):
 def gemma_cyber(binary, backends, batches, seconds, threads, model):
     command = [binary, "bench", "--json", "--backends", ",".join(backends),
                "--batches", ",".join(map(str, batches)), "--seconds", str(seconds),
-               "--threads", str(threads)]
+               "--num-threads", str(threads)]
     if model:
         command += ["--model", model]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout

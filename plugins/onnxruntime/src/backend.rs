@@ -70,17 +70,17 @@ pub struct OnnxruntimeBackend {
     input_dim: usize,
     /// Intra-op threads of each session.
     threads: usize,
-    pool: Mutex<Pool>,
+    pool: Mutex<SessionPool>,
     /// Signalled when a session goes back into an exhausted pool.
     returned: Condvar,
     max_sessions: usize,
     device_name: CString,
 }
 
-/// Idle sessions, and how many exist in all (idle or lent out).
-struct Pool {
+/// Idle sessions, and how many are live in all (idle or lent out).
+struct SessionPool {
     idle: Vec<Session>,
-    created: usize,
+    live: usize,
 }
 
 impl OnnxruntimeBackend {
@@ -107,9 +107,9 @@ impl OnnxruntimeBackend {
             graph: graph::onnx_model(model),
             input_dim: model.input_dim(),
             threads,
-            pool: Mutex::new(Pool {
+            pool: Mutex::new(SessionPool {
                 idle: Vec::new(),
-                created: 0,
+                live: 0,
             }),
             returned: Condvar::new(),
             max_sessions,
@@ -124,7 +124,7 @@ impl OnnxruntimeBackend {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
         pool.idle.push(first);
-        pool.created = 1;
+        pool.live = 1;
         Ok(backend)
     }
 
@@ -142,7 +142,7 @@ impl OnnxruntimeBackend {
             .map_err(session_failure)
     }
 
-    fn pool(&self) -> MutexGuard<'_, Pool> {
+    fn pool(&self) -> MutexGuard<'_, SessionPool> {
         // A panic while the pool was locked cannot leave it inconsistent: every change is one push,
         // one pop or one counter update.
         self.pool.lock().unwrap_or_else(PoisonError::into_inner)
@@ -156,10 +156,10 @@ impl OnnxruntimeBackend {
             if let Some(session) = pool.idle.pop() {
                 return Ok(session);
             }
-            if pool.created < self.max_sessions {
-                pool.created += 1;
+            if pool.live < self.max_sessions {
+                pool.live += 1;
                 drop(pool);
-                return self.new_session().inspect_err(|_| self.pool().created -= 1);
+                return self.new_session().inspect_err(|_| self.pool().live -= 1);
             }
             pool = self
                 .returned
@@ -169,14 +169,14 @@ impl OnnxruntimeBackend {
     }
 }
 
-/// A session borrowed from the pool; it goes back when dropped, also when `run` panicked (a
-/// session keeps no state between runs).
-struct Lease<'a> {
+/// A session borrowed from the pool; dropping the lease returns the session to the pool, also
+/// when `run` failed or panicked (a session keeps no state between runs).
+struct SessionLease<'a> {
     backend: &'a OnnxruntimeBackend,
     session: Option<Session>,
 }
 
-impl Drop for Lease<'_> {
+impl Drop for SessionLease<'_> {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
             self.backend.pool().idle.push(session);
@@ -224,7 +224,7 @@ impl Backend for OnnxruntimeBackend {
     }
 
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
-        let mut lease = Lease {
+        let mut lease = SessionLease {
             backend: self,
             session: Some(self.borrow_session()?),
         };

@@ -230,6 +230,7 @@ mod tests {
     fn messages_are_cut_to_fit_at_a_character_boundary() {
         let mut buffer = [0x55 as std::ffi::c_char; 8];
         write_message(buffer.as_mut_ptr(), buffer.len(), "héllo wörld");
+        // SAFETY: write_message always leaves a NUL-terminated string in the buffer.
         let text = unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) };
         assert_eq!(text.to_str().unwrap(), "héllo ");
         write_message(buffer.as_mut_ptr(), 1, "x");

@@ -215,16 +215,17 @@ struct Submitted {
     count: usize,
 }
 
-/// Workspaces not in use, and how many exist.
+/// Idle workspaces, and how many are live in all (idle or lent out).
 #[derive(Default)]
-struct PoolState {
+struct WorkspacePool {
     idle: Vec<Workspace>,
     live: usize,
 }
 
-/// A pool slot held by one call. [`Lease::give_back`] returns its workspace for reuse; dropped
-/// otherwise (a failure, a panic) it retires the workspace, so the slot is never lost.
-struct Lease<'a> {
+/// A workspace borrowed from the pool by one call. [`WorkspaceLease::give_back`] returns the
+/// workspace for reuse; dropping the lease instead (a failure, a panic) retires the workspace,
+/// since the device may still be using its buffers, and frees its slot, so none is ever lost.
+struct WorkspaceLease<'a> {
     backend: &'a WgpuBackend,
     /// `None` only while the workspace is being made.
     workspace: Option<Workspace>,
@@ -232,7 +233,7 @@ struct Lease<'a> {
     held: bool,
 }
 
-impl Lease<'_> {
+impl WorkspaceLease<'_> {
     fn get(&self) -> &Workspace {
         self.workspace
             .as_ref()
@@ -251,7 +252,7 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
+impl Drop for WorkspaceLease<'_> {
     fn drop(&mut self) {
         if self.held {
             self.workspace = None;
@@ -290,7 +291,7 @@ pub struct WgpuBackend {
     kernel: Kernel,
     timeout: Duration,
     events: Arc<DeviceEvents>,
-    pool: Mutex<PoolState>,
+    pool: Mutex<WorkspacePool>,
     returned: Condvar,
     /// Last, so it runs after the device and everything on it are dropped.
     _trim: TrimHeapOnDrop,
@@ -300,6 +301,12 @@ pub struct WgpuBackend {
 /// its pipelines allocates tens of MiB in the driver (lavapipe: LLVM); freed from several threads
 /// at once, glibc keeps it in per-thread arenas, and a process that creates and destroys
 /// classifiers concurrently grew by ~150 MiB over 72 of them without this (flat with it).
+///
+/// Kept on rather than opt-in: without it that growth is what every long-running host creating
+/// classifiers from several threads gets, and the call is cheap next to what it follows (it runs
+/// once per destroyed wgpu backend, never in a classify call). It is process-wide, but it only
+/// returns free pages; it changes no allocation of the host. glibc only (the growth measured is
+/// glibc's arenas; other C libraries have no `malloc_trim`): elsewhere this does nothing.
 struct TrimHeapOnDrop;
 
 impl Drop for TrimHeapOnDrop {
@@ -476,7 +483,7 @@ impl WgpuBackend {
             kernel: settings.kernel,
             timeout: settings.timeout,
             events,
-            pool: Mutex::new(PoolState::default()),
+            pool: Mutex::new(WorkspacePool::default()),
             returned: Condvar::new(),
             _trim: TrimHeapOnDrop,
         })
@@ -548,7 +555,7 @@ impl WgpuBackend {
     /// while the device works on one, the next is copied into the other's upload buffer.
     fn run_pieces(
         &self,
-        leases: &mut [Lease<'_>],
+        leases: &mut [WorkspaceLease<'_>],
         embeddings: &[f32],
         piece: usize,
         results: &mut [f32],
@@ -725,17 +732,17 @@ impl WgpuBackend {
 
     /// A workspace for `rows` rows (up to a chunk): an idle one if one is big enough. Waits while
     /// every workspace is in a call.
-    fn workspace(&self, rows: usize) -> Result<Lease<'_>> {
+    fn workspace(&self, rows: usize) -> Result<WorkspaceLease<'_>> {
         self.lease(rows, true)
             .map(|lease| lease.expect("a waiting lease always gets a workspace"))
     }
 
     /// Like [`WgpuBackend::workspace`], but `None` instead of waiting.
-    fn try_workspace(&self, rows: usize) -> Result<Option<Lease<'_>>> {
+    fn try_workspace(&self, rows: usize) -> Result<Option<WorkspaceLease<'_>>> {
         self.lease(rows, false)
     }
 
-    fn lease(&self, rows: usize, wait: bool) -> Result<Option<Lease<'_>>> {
+    fn lease(&self, rows: usize, wait: bool) -> Result<Option<WorkspaceLease<'_>>> {
         let wanted = rows.clamp(1, self.chunk_rows);
         let reused = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -755,7 +762,7 @@ impl WgpuBackend {
             }
         };
         // From here the slot is this call's: the lease gives it back however the call ends.
-        let mut lease = Lease {
+        let mut lease = WorkspaceLease {
             backend: self,
             workspace: None,
             held: true,
@@ -898,6 +905,9 @@ struct Setup {
 }
 
 impl Setup {
+    // Layouts, pipelines and per-layer buffers built in the order the device needs them; to be
+    // split with the rest of this file.
+    #[allow(clippy::too_many_lines)]
     fn new(device: &wgpu::Device, model: &Model<'_>, kernel: Kernel) -> Result<Setup> {
         let norm_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("layer norm"),

@@ -209,11 +209,15 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
     for i in 0..k {
         let mut wv = [[_mm256_setzero_ps(); 2]; PANELS];
         for (p, v) in wv.iter_mut().enumerate() {
-            v[0] = _mm256_loadu_ps(w.add((p * k + i) * NR));
-            v[1] = _mm256_loadu_ps(w.add((p * k + i) * NR + 8));
+            // SAFETY: `(p * k + i) * NR + 16 <= PANELS * k * NR <= weights.len()` (asserted above).
+            unsafe {
+                v[0] = _mm256_loadu_ps(w.add((p * k + i) * NR));
+                v[1] = _mm256_loadu_ps(w.add((p * k + i) * NR + 8));
+            }
         }
         for (r, row) in acc.iter_mut().enumerate() {
-            let xi = _mm256_broadcast_ss(&*x.add(r * k + i));
+            // SAFETY: `r * k + i < ROWS * k <= input.len()` (asserted above).
+            let xi = _mm256_broadcast_ss(unsafe { &*x.add(r * k + i) });
             for (sums, v) in row.iter_mut().zip(&wv) {
                 sums[0] = _mm256_fmadd_ps(xi, v[0], sums[0]);
                 sums[1] = _mm256_fmadd_ps(xi, v[1], sums[1]);
@@ -223,8 +227,11 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
     for (r, row) in acc.iter().enumerate() {
         for (p, sums) in row.iter().enumerate() {
             let out = tile[r * PANELS + p].as_mut_ptr();
-            _mm256_storeu_ps(out, sums[0]);
-            _mm256_storeu_ps(out.add(8), sums[1]);
+            // SAFETY: `out` is a row of NR = 16 floats, written as two vectors of 8.
+            unsafe {
+                _mm256_storeu_ps(out, sums[0]);
+                _mm256_storeu_ps(out.add(8), sums[1]);
+            }
         }
     }
 }

@@ -35,6 +35,8 @@ unsafe extern "C" fn onnxruntime_entry(
 }
 
 /// The entries of the compiled-in backends, each with its name.
+// One push per backend compiled in, each under its own feature: no single `vec![]` fits them all.
+#[allow(clippy::vec_init_then_push)]
 fn entries() -> Vec<(&'static str, gemma_cyber_plugin_entry_fn)> {
     #[allow(unused_mut)]
     let mut entries: Vec<(&'static str, gemma_cyber_plugin_entry_fn)> = Vec::new();

@@ -24,8 +24,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
     seconds: f64,
     /// Threads per call, at most 1024; 0 lets the library decide.
-    #[arg(long, default_value_t = 0, value_parser = crate::threads_parser())]
-    threads: usize,
+    #[arg(long, alias = "threads", default_value_t = 0, value_parser = crate::num_threads_parser())]
+    num_threads: usize,
     /// Model file; the built-in model when left out.
     #[arg(long)]
     model: Option<std::path::PathBuf>,
@@ -77,7 +77,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
                 .model
                 .clone()
                 .map_or(ModelSource::Builtin, ModelSource::Path),
-            num_threads: args.threads,
+            num_threads: args.num_threads,
             ..Options::default()
         })?;
         if !args.json {

@@ -9,8 +9,8 @@ use gemma_cyber::metrics::{choose_threshold, Metrics, Target};
 use gemma_cyber::{BackendKind, Classifier, Model};
 
 use super::{
-    json_float, open_classifier, parse_backend, parse_unit_interval, read_embeddings,
-    threads_parser, Failure, ReportFormat, Setup,
+    json_float, num_threads_parser, open_classifier, parse_backend, parse_unit_interval,
+    read_embeddings, Failure, ReportFormat, Setup,
 };
 use crate::terminal::{self, escape};
 
@@ -59,8 +59,8 @@ pub struct ThresholdArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Threads per call, at most 1024; 0 lets the library decide.
-    #[arg(long, default_value_t = 0, value_parser = threads_parser())]
-    threads: usize,
+    #[arg(long, alias = "threads", default_value_t = 0, value_parser = num_threads_parser())]
+    num_threads: usize,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
@@ -86,8 +86,8 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         backend: args.backend,
         model: args.model.clone(),
         threshold: None,
-        threads: args.threads,
-        sha256: None,
+        num_threads: args.num_threads,
+        model_sha256: None,
         plugin: None,
         plugins: Default::default(),
     };

@@ -107,11 +107,11 @@ struct Setup {
     #[arg(long, value_parser = parse_threshold)]
     threshold: Option<f32>,
     /// Threads per call, at most 1024; 0 lets the library decide.
-    #[arg(long, default_value_t = 0, value_parser = threads_parser())]
-    threads: usize,
+    #[arg(long, alias = "threads", default_value_t = 0, value_parser = num_threads_parser())]
+    num_threads: usize,
     /// Refuse the model unless its file has this SHA-256 (64 hex digits).
-    #[arg(long, value_parser = parse_sha256)]
-    sha256: Option<[u8; 32]>,
+    #[arg(long, alias = "sha256", value_parser = parse_model_sha256)]
+    model_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+fn parse_model_sha256(text: &str) -> Result<[u8; 32], String> {
     let digits = text.trim();
     if digits.len() != 64 || !digits.is_ascii() {
         return Err("expected 64 hexadecimal digits".into());
@@ -237,8 +237,8 @@ fn parse_threshold(text: &str) -> Result<f32, String> {
         .map_err(|e| format!("{e}; leave --threshold out for the model's own"))
 }
 
-/// `--threads`: 0 to the library's limit.
-pub(crate) fn threads_parser() -> RangedU64ValueParser<usize> {
+/// `--num-threads`: 0 to the library's limit.
+pub(crate) fn num_threads_parser() -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::new().range(0..=MAX_THREADS as u64)
 }
 
@@ -254,8 +254,8 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
             .clone()
             .map_or(ModelSource::Builtin, ModelSource::Path),
         threshold: setup.threshold,
-        num_threads: setup.threads,
-        expected_sha256: setup.sha256,
+        num_threads: setup.num_threads,
+        model_sha256: setup.model_sha256,
         plugin_name: setup.plugin.clone(),
         plugin_dir: setup.plugins.plugin_dir(),
         plugin_settings: setup.plugins.plugin_settings.clone(),

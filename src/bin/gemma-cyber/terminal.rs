@@ -44,29 +44,6 @@ pub(crate) fn json(value: &serde_json::Value) -> String {
     escaped
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn controls_are_escaped_and_text_kept() {
-        assert_eq!(escape("plain: é ü"), "plain: é ü");
-        assert_eq!(
-            escape("a\u{1b}[31mb\nc\0d\u{9b}e\u{202e}f\u{7f}"),
-            "a\\u{1b}[31mb\\u{a}c\\u{0}d\\u{9b}e\\u{202e}f\\u{7f}"
-        );
-    }
-
-    #[test]
-    fn json_stays_valid_and_inert() {
-        let value = serde_json::json!({"k\u{9b}": "v\u{1b}\u{202e}\n"});
-        let line = json(&value);
-        assert!(line.is_ascii(), "{line}");
-        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, value);
-    }
-}
-
 /// Runs `start` with file descriptor 2 pointed at an unlinked temporary file, so what graphics
 /// drivers print while AUTO probes for a GPU (older Mesa writes "XDG_RUNTIME_DIR is invalid or not
 /// set" from inside the Vulkan loader, whatever the outcome) never reaches the user: the library
@@ -124,4 +101,27 @@ pub(crate) fn without_driver_noise<T>(start: impl FnOnce() -> T) -> T {
 #[cfg(not(unix))]
 pub(crate) fn without_driver_noise<T>(start: impl FnOnce() -> T) -> T {
     start()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_and_text_kept() {
+        assert_eq!(escape("plain: é ü"), "plain: é ü");
+        assert_eq!(
+            escape("a\u{1b}[31mb\nc\0d\u{9b}e\u{202e}f\u{7f}"),
+            "a\\u{1b}[31mb\\u{a}c\\u{0}d\\u{9b}e\\u{202e}f\\u{7f}"
+        );
+    }
+
+    #[test]
+    fn json_stays_valid_and_inert() {
+        let value = serde_json::json!({"k\u{9b}": "v\u{1b}\u{202e}\n"});
+        let line = json(&value);
+        assert!(line.is_ascii(), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, value);
+    }
 }
