@@ -1,4 +1,4 @@
-// What follows a dense layer; shared by both dense kernels (concatenated in front of them).
+// What follows a dense layer (concatenated in front of dense_vector.wgsl).
 
 const ACTIVATION_NONE: u32 = 0u;
 const ACTIVATION_RELU: u32 = 1u;

@@ -9,14 +9,15 @@ use super::loader::{check, Plugin};
 use gemma_cyber_plugin::abi::gemma_cyber_plugin_backend;
 use gemma_cyber_plugin::abi::gemma_cyber_plugin_entry_fn;
 
-// The plugins' Rust-only extras (benchmark hooks) go unused here.
+// The plugins' Rust-only extras go unused here, and their features (the wgpu plugin's
+// `bench-hooks`) are not the core's.
 #[cfg(feature = "static-onnxruntime")]
 #[path = "../../../plugins/onnxruntime/src/backend.rs"]
 #[allow(dead_code)]
 mod onnxruntime;
 #[cfg(feature = "static-wgpu")]
-#[path = "../../../plugins/wgpu/src/backend.rs"]
-#[allow(dead_code)]
+#[path = "../../../plugins/wgpu/src/backend/mod.rs"]
+#[allow(dead_code, unused_imports, unexpected_cfgs)]
 mod wgpu;
 
 #[cfg(feature = "static-wgpu")]
