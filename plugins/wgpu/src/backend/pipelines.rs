@@ -14,11 +14,6 @@ const LAYER_NORM_WGSL: &str = include_str!("../../../../shaders/layer_norm.wgsl"
 const ACTIVATION_WGSL: &str = include_str!("../../../../shaders/activation.wgsl");
 const DENSE_VECTOR_WGSL: &str = include_str!("../../../../shaders/dense_vector.wgsl");
 
-/// Values of `ACTIVATION` in `activation.wgsl`.
-const ACTIVATION_NONE: f64 = 0.0;
-const ACTIVATION_RELU: f64 = 1.0;
-const ACTIVATION_SIGMOID: f64 = 2.0;
-
 /// One dense layer on the device, padded so every row is a whole number of vec4s.
 pub(super) struct Layer {
     /// Outputs per row, padded to a multiple of 4 except for the last layer.
@@ -99,13 +94,6 @@ fn upload_layer(
     }
     let mut bias = layer.bias.to_vec();
     bias.resize(outputs, 0.0);
-    let activation = if last {
-        ACTIVATION_SIGMOID
-    } else if layer.relu {
-        ACTIVATION_RELU
-    } else {
-        ACTIVATION_NONE
-    };
     let upload = |label: &str, values: &[f32]| {
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
@@ -123,7 +111,8 @@ fn upload_layer(
                 ("ROWS", VECTOR_ROWS as f64),
                 ("K4", (inputs / 4) as f64),
                 ("N", outputs as f64),
-                ("ACTIVATION", activation),
+                ("RELU", f64::from(u8::from(layer.relu && !last))),
+                ("SIGMOID", f64::from(u8::from(last))),
             ],
         ),
         weight: upload("weight", &weight),
