@@ -37,13 +37,15 @@ unsafe extern "C" fn onnxruntime_entry(
 
 /// The entries of the compiled-in backends, each with its name.
 fn entries() -> Vec<(&'static str, gemma_cyber_plugin_entry_fn)> {
-    #[allow(unused_mut)]
-    let mut entries: Vec<(&'static str, gemma_cyber_plugin_entry_fn)> = Vec::new();
-    #[cfg(feature = "static-wgpu")]
-    entries.push(("wgpu", wgpu_entry));
-    #[cfg(feature = "static-onnxruntime")]
-    entries.push(("onnxruntime", onnxruntime_entry));
-    entries
+    vec![
+        #[cfg(feature = "static-wgpu")]
+        ("wgpu", wgpu_entry as gemma_cyber_plugin_entry_fn),
+        #[cfg(feature = "static-onnxruntime")]
+        (
+            "onnxruntime",
+            onnxruntime_entry as gemma_cyber_plugin_entry_fn,
+        ),
+    ]
 }
 
 /// Every compiled-in backend, checked like a loaded plugin.
