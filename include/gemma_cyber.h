@@ -18,8 +18,6 @@
  *   ORT_DYLIB_PATH               the same, read after GEMMA_CYBER_ONNXRUNTIME_LIB
  *   GEMMA_CYBER_WGPU_ADAPTER     the wgpu plugin's adapter, by part of its name (wgpu.adapter)
  *   GEMMA_CYBER_WGPU_BACKENDS    the graphics APIs the wgpu plugin tries (wgpu.backends)
- *   GEMMA_CYBER_WGPU_KERNEL      the wgpu plugin's shader kernel: auto, vector or tiled
- *                                (wgpu.kernel)
  * ONNX Runtime and the graphics drivers the plugins load read variables of their own.
  */
 

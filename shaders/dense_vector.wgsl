@@ -1,8 +1,8 @@
-// Dense layer without workgroup memory: each invocation computes one output column for 4
+// Dense layer without workgroup memory: each invocation computes one output column for ROWS
 // consecutive rows, reading the input as vec4s and the transposed weights so that neighbouring
-// invocations (neighbouring columns) read neighbouring addresses. Best for tiny batches, for the
-// one-output last layer (fused with the sigmoid), and on software adapters (lavapipe), where LLVM
-// vectorises it better than the tiled kernel.
+// invocations (neighbouring columns) read neighbouring addresses. The backend's only dense kernel,
+// also for the one-output last layer (fused with the sigmoid): a tiled kernel in workgroup memory
+// measured slower at every batch size, on lavapipe and on an NVIDIA H200 (docs/BENCHMARKS.md).
 //
 // output[row, col] = activate(dot(input[row, :], weight_t[:, col]) + bias[col])
 
@@ -23,13 +23,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
-const THREADS: u32 = 64u;
-// Rows per invocation: each weight value loaded serves this many rows.
-const ROWS: u32 = 4u;
+// Invocations per workgroup; set by the backend, whose dispatch depends on it.
+override THREADS: u32;
+// Rows per invocation, a multiple of 4: each weight value loaded serves this many rows. Set by
+// the backend, whose dispatch depends on it.
+override ROWS: u32;
 
-// Workgroup (x, y) computes columns 64 x … 64 x + 63 of rows 4 y … 4 y + 3: the rows are the
-// same for the whole workgroup, so compilers can load the input once for all of its invocations.
-@compute @workgroup_size(64)
+// Workgroup (x, y) computes columns THREADS x … THREADS x + THREADS - 1 of rows ROWS y …
+// ROWS y + ROWS - 1: the rows are the same for the whole workgroup, so compilers can load the
+// input once for all of its invocations.
+@compute @workgroup_size(THREADS)
 fn main(
     @builtin(workgroup_id) group: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
@@ -41,25 +44,28 @@ fn main(
     }
     let b = bias[col];
     if row0 + ROWS <= params.rows {
-        let a0 = row0 * K4;
-        let a1 = a0 + K4;
-        let a2 = a1 + K4;
-        let a3 = a2 + K4;
-        var acc = vec4<f32>(0.0);
-        for (var k = 0u; k < K4; k = k + 1u) {
-            let w = weight_column(k, col);
-            acc = acc + vec4<f32>(
-                dot(input[a0 + k], w),
-                dot(input[a1 + k], w),
-                dot(input[a2 + k], w),
-                dot(input[a3 + k], w),
-            );
-        }
-        for (var i = 0u; i < ROWS; i = i + 1u) {
-            output[(row0 + i) * N + col] = activate(acc[i] + b);
+        // Four rows at a time, one vec4 of sums.
+        for (var r = row0; r < row0 + ROWS; r = r + 4u) {
+            let a0 = r * K4;
+            let a1 = a0 + K4;
+            let a2 = a1 + K4;
+            let a3 = a2 + K4;
+            var acc = vec4<f32>(0.0);
+            for (var k = 0u; k < K4; k = k + 1u) {
+                let w = weight_column(k, col);
+                acc = acc + vec4<f32>(
+                    dot(input[a0 + k], w),
+                    dot(input[a1 + k], w),
+                    dot(input[a2 + k], w),
+                    dot(input[a3 + k], w),
+                );
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                output[(r + i) * N + col] = activate(acc[i] + b);
+            }
         }
     } else {
-        // The chunk's last, partial group of rows (all of a batch under 4 rows): one at a time,
+        // The chunk's last, partial group of rows (all of a batch under ROWS rows): one at a time,
         // so a single row costs one pass over the weights, not four.
         for (var row = row0; row < params.rows; row = row + 1u) {
             let a = row * K4;

@@ -7,21 +7,10 @@ use crate::backend::{plugin, Backend, BackendKind, CpuBackend, PluginBackend};
 use crate::error::{Error, Result, Status};
 use crate::log::{self, LogLevel};
 use crate::model::Model;
+pub use crate::model::ModelSource;
 
 /// Most threads accepted in `num_threads`; more is a mistake, not a machine.
 pub const MAX_THREADS: usize = 1024;
-
-/// Where the model comes from.
-#[derive(Clone, Debug, Default)]
-pub enum ModelSource {
-    /// The model compiled into the library.
-    #[default]
-    Builtin,
-    /// A safetensors file on disk.
-    Path(PathBuf),
-    /// A whole safetensors file already in memory.
-    Bytes(Vec<u8>),
-}
 
 /// How to build a [`Classifier`].
 #[derive(Clone, Debug, Default)]

@@ -106,44 +106,86 @@ pub fn dict_entries(pickle: &Pickle, id: ValueId) -> Option<Vec<(&str, ValueId)>
         .collect()
 }
 
-/// What one module of the state dict is, by the names and shapes of its tensors.
-#[derive(Clone, Debug)]
-pub enum Role<'p> {
-    /// `weight` and `bias`, both `[width]`, no running statistics.
-    LayerNorm {
-        /// γ
-        weight: &'p Tensor,
-        /// β
-        bias: &'p Tensor,
-    },
-    /// `weight` `[outputs, inputs]`, `bias` `[outputs]` (absent for `bias=False`).
-    Linear {
-        /// `[outputs, inputs]`
-        weight: &'p Tensor,
-        /// `[outputs]`
-        bias: Option<&'p Tensor>,
-    },
-    /// `running_mean`, `running_var` (and `weight`, `bias` unless `affine=False`);
-    /// `num_batches_tracked` is ignored.
-    BatchNorm {
-        /// γ, absent for `affine=False`.
-        weight: Option<&'p Tensor>,
-        /// β, absent for `affine=False`.
-        bias: Option<&'p Tensor>,
-        /// Running mean.
-        mean: &'p Tensor,
-        /// Running (unbiased) variance.
-        var: &'p Tensor,
-    },
+/// A LayerNorm's parameters: `weight` and `bias`, both `[width]`, no running statistics.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNorm<'p> {
+    /// γ
+    pub weight: &'p Tensor,
+    /// β
+    pub bias: &'p Tensor,
 }
 
-/// A module of the state dict: its path (`hidden.0`, `3`, `fc1`) and its role.
-#[derive(Clone, Debug)]
-pub struct Module<'p> {
+/// A Linear's parameters: `weight` `[outputs, inputs]`, `bias` `[outputs]` (absent for
+/// `bias=False`).
+#[derive(Clone, Copy, Debug)]
+pub struct Linear<'p> {
+    /// `[outputs, inputs]`
+    pub weight: &'p Tensor,
+    /// `[outputs]`
+    pub bias: Option<&'p Tensor>,
+}
+
+/// A BatchNorm1d's parameters: `running_mean`, `running_var` (and `weight`, `bias` unless
+/// `affine=False`); `num_batches_tracked` is ignored.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNorm<'p> {
+    /// γ, absent for `affine=False`.
+    pub weight: Option<&'p Tensor>,
+    /// β, absent for `affine=False`.
+    pub bias: Option<&'p Tensor>,
+    /// Running mean.
+    pub mean: &'p Tensor,
+    /// Running (unbiased) variance.
+    pub var: &'p Tensor,
+}
+
+/// What one module of the state dict is, by the names and shapes of its tensors.
+#[derive(Clone, Copy, Debug)]
+pub enum Role<'p> {
+    /// A LayerNorm.
+    LayerNorm(LayerNorm<'p>),
+    /// A Linear.
+    Linear(Linear<'p>),
+    /// A BatchNorm1d.
+    BatchNorm(BatchNorm<'p>),
+}
+
+impl<'p> From<LayerNorm<'p>> for Role<'p> {
+    fn from(params: LayerNorm<'p>) -> Self {
+        Role::LayerNorm(params)
+    }
+}
+
+impl<'p> From<Linear<'p>> for Role<'p> {
+    fn from(params: Linear<'p>) -> Self {
+        Role::Linear(params)
+    }
+}
+
+impl<'p> From<BatchNorm<'p>> for Role<'p> {
+    fn from(params: BatchNorm<'p>) -> Self {
+        Role::BatchNorm(params)
+    }
+}
+
+/// A module of the state dict: its path (`hidden.0`, `3`, `fc1`) and its role: any [`Role`]
+/// while the state dict is read, one known kind once [`arrange`] has placed it.
+#[derive(Clone, Copy, Debug)]
+pub struct Module<'p, R = Role<'p>> {
     /// Everything before the tensor's own name.
     pub path: &'p str,
     /// What it is.
-    pub role: Role<'p>,
+    pub role: R,
+}
+
+impl<'p, R: Copy + Into<Role<'p>>> Module<'p, R> {
+    /// This module as one of any role.
+    fn any(&self) -> Module<'p> {
+        Module {
+            path: self.path,
+            role: self.role.into(),
+        }
+    }
 }
 
 impl Module<'_> {
@@ -161,14 +203,14 @@ impl Module<'_> {
             other => format!("shape {other:?}"),
         };
         match &self.role {
-            Role::LayerNorm { weight, .. } => {
+            Role::LayerNorm(LayerNorm { weight, .. }) => {
                 format!("{path}: LayerNorm({})", width(&weight.shape))
             }
-            Role::Linear { weight, .. } => match weight.shape[..] {
+            Role::Linear(Linear { weight, .. }) => match weight.shape[..] {
                 [outputs, inputs] => format!("{path}: Linear({inputs}→{outputs})"),
                 ref other => format!("{path}: Linear(shape {other:?})"),
             },
-            Role::BatchNorm { mean, .. } => {
+            Role::BatchNorm(BatchNorm { mean, .. }) => {
                 format!("{path}: BatchNorm1d({})", width(&mean.shape))
             }
         }
@@ -178,22 +220,27 @@ impl Module<'_> {
 /// The model's modules in order, each given a role.
 pub struct Layers<'p> {
     /// The input LayerNorm.
-    pub input_norm: Module<'p>,
+    pub input_norm: Module<'p, LayerNorm<'p>>,
     /// `(Linear, BatchNorm)` of each hidden block.
-    pub blocks: Vec<(Module<'p>, Module<'p>)>,
+    pub blocks: Vec<(Module<'p, Linear<'p>>, Module<'p, BatchNorm<'p>>)>,
     /// The `Linear(_ → 1)` before the sigmoid.
-    pub output: Module<'p>,
+    pub output: Module<'p, Linear<'p>>,
     /// Tensors that play no part (`num_batches_tracked`).
     pub ignored: Vec<&'p str>,
 }
 
 impl fmt::Display for Layers<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.input_norm.describe())?;
+        write!(f, "{}", self.input_norm.any().describe())?;
         for (linear, norm) in &self.blocks {
-            write!(f, " → {} + {}", linear.describe(), norm.describe())?;
+            write!(
+                f,
+                " → {} + {}",
+                linear.any().describe(),
+                norm.any().describe()
+            )?;
         }
-        write!(f, " → {}", self.output.describe())
+        write!(f, " → {}", self.output.any().describe())
     }
 }
 
@@ -219,14 +266,14 @@ pub fn modules<'p>(tensors: &[(&'p str, &'p Tensor)]) -> Result<(Vec<Module<'p>>
             ["bias", "weight"] | ["weight"] => {
                 let weight = get("weight").expect("listed");
                 match weight.shape.len() {
-                    2 => Role::Linear {
+                    2 => Role::Linear(Linear {
                         weight,
                         bias: get("bias"),
-                    },
-                    1 if names.len() == 2 => Role::LayerNorm {
+                    }),
+                    1 if names.len() == 2 => Role::LayerNorm(LayerNorm {
                         weight,
                         bias: get("bias").expect("listed"),
-                    },
+                    }),
                     _ => {
                         return Err(Error::model_invalid(format!(
                             "module {path:?}: weight of shape {:?} is neither a Linear's nor a \
@@ -243,12 +290,12 @@ pub fn modules<'p>(tensors: &[(&'p str, &'p Tensor)]) -> Result<(Vec<Module<'p>>
                 if get("num_batches_tracked").is_some() {
                     ignored.push(path);
                 }
-                Role::BatchNorm {
+                Role::BatchNorm(BatchNorm {
                     weight: get("weight"),
                     bias: get("bias"),
                     mean: get("running_mean").expect("listed"),
                     var: get("running_var").expect("listed"),
-                }
+                })
             }
             _ => {
                 return Err(Error::model_invalid(format!(
@@ -282,9 +329,10 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
     if modules.len() < 4 || modules.len() % 2 != 0 {
         return Err(fail(format!("{} modules with weights", modules.len())));
     }
-    let Role::LayerNorm { weight, bias } = &modules[0].role else {
+    let Role::LayerNorm(input_norm) = modules[0].role else {
         return Err(fail("the first module is not a LayerNorm".into()));
     };
+    let LayerNorm { weight, bias } = input_norm;
     let [input_dim] = weight.shape[..] else {
         return Err(fail(
             "the first module's weight is not one-dimensional".into(),
@@ -296,9 +344,10 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
     let last = modules.len() - 1;
     for pair in modules[1..last].chunks_exact(2) {
         let (linear, norm) = (&pair[0], &pair[1]);
-        let Role::Linear { weight, bias } = &linear.role else {
+        let Role::Linear(linear_params) = linear.role else {
             return Err(fail(format!("{} is not a Linear", linear.describe())));
         };
+        let Linear { weight, bias } = linear_params;
         let [outputs, inputs] = weight.shape[..] else {
             return Err(fail(format!(
                 "{} is not two-dimensional",
@@ -314,13 +363,7 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
         if let Some(bias) = bias {
             check_shape(linear, "bias", bias, &[outputs])?;
         }
-        let Role::BatchNorm {
-            weight,
-            bias,
-            mean,
-            var,
-        } = &norm.role
-        else {
+        let Role::BatchNorm(norm_params) = norm.role else {
             // A BatchNorm without its buffers looks like a LayerNorm: say what is likely wrong.
             let hint = if matches!(norm.role, Role::LayerNorm { .. }) {
                 " (it has no running_mean/running_var: were only the parameters saved? \
@@ -334,23 +377,39 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
                 linear.describe()
             )));
         };
-        for (name, tensor) in [("weight", *weight), ("bias", *bias)] {
+        let BatchNorm {
+            weight,
+            bias,
+            mean,
+            var,
+        } = norm_params;
+        for (name, tensor) in [("weight", weight), ("bias", bias)] {
             if let Some(tensor) = tensor {
                 check_shape(norm, name, tensor, &[outputs])?;
             }
         }
         check_shape(norm, "running_mean", mean, &[outputs])?;
         check_shape(norm, "running_var", var, &[outputs])?;
-        blocks.push((linear.clone(), norm.clone()));
+        blocks.push((
+            Module {
+                path: linear.path,
+                role: linear_params,
+            },
+            Module {
+                path: norm.path,
+                role: norm_params,
+            },
+        ));
         width = outputs;
     }
     let output = &modules[last];
-    let Role::Linear { weight, bias } = &output.role else {
+    let Role::Linear(output_params) = output.role else {
         return Err(fail(format!(
             "the last module {} is not a Linear",
             output.describe()
         )));
     };
+    let Linear { weight, bias } = output_params;
     if weight.shape[..] != [1, width] {
         return Err(fail(format!(
             "the last module {} is not Linear({width}→1)",
@@ -361,9 +420,15 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
         check_shape(output, "bias", bias, &[1])?;
     }
     Ok(Layers {
-        input_norm: modules[0].clone(),
+        input_norm: Module {
+            path: modules[0].path,
+            role: input_norm,
+        },
         blocks,
-        output: output.clone(),
+        output: Module {
+            path: output.path,
+            role: output_params,
+        },
         ignored,
     })
 }

@@ -72,13 +72,11 @@ fn teardown_message(status: Status) -> &'static CStr {
 }
 
 fn panic_error(payload: Box<dyn Any + Send>) -> Error {
-    let detail = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message");
     Error::new(
         Status::Panic,
-        format!("internal error in gemma-cyber (please report it): {detail}"),
+        format!(
+            "internal error in gemma-cyber (please report it): {}",
+            gemma_cyber_plugin::panic_message(payload.as_ref())
+        ),
     )
 }

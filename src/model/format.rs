@@ -9,8 +9,7 @@ use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
-use super::{Dense, Model, NormOrder};
-use crate::classifier::ModelSource;
+use super::{Dense, Model, ModelSource, NormOrder};
 use crate::error::{Error, Result, Status};
 use crate::fs::ReadError;
 

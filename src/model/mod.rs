@@ -10,6 +10,19 @@ mod format;
 pub use format::{MAX_FILE_BYTES, MAX_HEADER_BYTES};
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where the model comes from.
+#[derive(Clone, Debug, Default)]
+pub enum ModelSource {
+    /// The model compiled into the library.
+    #[default]
+    Builtin,
+    /// A safetensors file on disk.
+    Path(PathBuf),
+    /// A whole safetensors file already in memory.
+    Bytes(Vec<u8>),
+}
 
 /// Where BatchNorm sits relative to ReLU in each hidden block; the original training code is not
 /// public, so the file records it.

@@ -1,13 +1,12 @@
-//! Rows per second of the wgpu backend by batch size, with each kernel, against the cpu backend.
+//! Rows per second of the wgpu backend by batch size, against the cpu backend.
 //!
 //! `cargo bench -p gemma-cyber-wgpu --bench kernels` prints a Markdown table for docs/BENCHMARKS.md. "end to end" is one
 //! `classify` call: upload, every kernel, read-back. "device" is the kernels alone (submit to
 //! finish, no transfers), scaled to the whole batch when it runs in several chunks.
 //!
 //! Options (after `--`): `--min-rows N`, `--max-rows N` (batch sizes 1 … 65536 by default),
-//! `--kernels vector,tiled` (default both), `--piece-rows N` (rows per submission when a call is
-//! split; default the library's), `--budget-s S` (stop growing a kernel's
-//! batch once one call takes longer; default 20). Adapter choice as in the library
+//! `--piece-rows N` (rows per submission when a call is split; default the library's),
+//! `--budget-s S` (stop growing the batch once one call takes longer; default 20). Adapter choice as in the library
 //! (`GEMMA_CYBER_WGPU_ADAPTER`, `GEMMA_CYBER_WGPU_BACKENDS`). Under `cargo test` (no `--bench`
 //! argument) it only checks that it runs, on tiny batches.
 
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use gemma_cyber::backend::{Backend as _, CpuBackend};
 use gemma_cyber::Model;
 use gemma_cyber_plugin::Backend as _;
-use gemma_cyber_wgpu::backend::{Kernel, WgpuBackend, WgpuSettings};
+use gemma_cyber_wgpu::backend::{WgpuBackend, WgpuSettings};
 
 const BATCHES: [usize; 9] = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536];
 
@@ -39,82 +38,60 @@ fn main() {
     let min_rows = value("--min-rows", 1.0) as usize;
     let budget = Duration::from_secs_f64(value("--budget-s", 20.0));
     let piece_rows = value("--piece-rows", 0.0) as usize;
-    let wanted_kernels = args
-        .iter()
-        .position(|a| a == "--kernels")
-        .and_then(|i| args.get(i + 1))
-        .map_or("vector,tiled".to_owned(), String::clone);
 
     let model = Arc::new(Model::builtin().expect("built-in model"));
     let cpu = CpuBackend::new(&model, 0).expect("cpu backend");
     let view = model.plugin_view().expect("plugin view");
-    let start = |kernel| {
-        let settings = WgpuSettings {
-            kernel,
-            piece_rows,
-            ..WgpuSettings::default()
-        }
-        .with_env()
-        .expect("settings");
-        WgpuBackend::new(&view, &settings).unwrap_or_else(|e| {
-            panic!("{e}\n(install a Vulkan driver, e.g. tools/setup.sh for Mesa's lavapipe)")
-        })
-    };
-    let kernels: Vec<(&str, WgpuBackend)> = [("vector", Kernel::Vector), ("tiled", Kernel::Tiled)]
-        .into_iter()
-        .filter(|(name, _)| wanted_kernels.split(',').any(|k| k == *name))
-        .map(|(name, kernel)| (name, start(kernel)))
-        .collect();
-    let device = kernels[0].1.device_name().to_string_lossy().into_owned();
+    let settings = WgpuSettings {
+        piece_rows,
+        ..WgpuSettings::default()
+    }
+    .with_env();
+    let backend = WgpuBackend::new(&view, &settings).unwrap_or_else(|e| {
+        panic!("{e}\n(install a Vulkan driver, e.g. tools/setup.sh for Mesa's lavapipe)")
+    });
+    let device = backend.device_name().to_string_lossy().into_owned();
     println!("adapter: {device}");
     println!(
         "software adapter: {}; chunk: {} rows; cpu reference: {}",
-        kernels[0].1.is_software(),
-        kernels[0].1.chunk_rows(),
+        backend.is_software(),
+        backend.chunk_rows(),
         cpu.device_name()
     );
     println!();
-    println!("| kernel | rows | end to end rows/s | device rows/s | device share | cpu rows/s | max abs diff vs cpu |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| rows | end to end rows/s | device rows/s | device share | cpu rows/s | max abs diff vs cpu |");
+    println!("|---:|---:|---:|---:|---:|---:|");
 
     let dim = model.input_dim();
-    let mut cpu_rate = Vec::new();
-    for (name, backend) in &kernels {
-        let batches = BATCHES
+    let batches = BATCHES
+        .iter()
+        .filter(|&&r| (min_rows..=max_rows).contains(&r));
+    for &rows in batches {
+        let input = random_rows(rows, dim);
+        let mut wgpu_out = vec![0.0f32; rows];
+        let mut cpu_out = vec![0.0f32; rows];
+        let (seconds, _) = time(budget, smoke, || {
+            backend.classify(&input, rows, &mut wgpu_out).expect("wgpu")
+        });
+        let device = device_seconds(&backend, rows);
+        let (cpu_seconds, _) = time(budget, smoke, || {
+            cpu.classify(&input, rows, &mut cpu_out).expect("cpu")
+        });
+        let diff = wgpu_out
             .iter()
-            .filter(|&&r| (min_rows..=max_rows).contains(&r));
-        for (index, &rows) in batches.enumerate() {
-            let input = random_rows(rows, dim);
-            let mut wgpu_out = vec![0.0f32; rows];
-            let mut cpu_out = vec![0.0f32; rows];
-            let (seconds, _) = time(budget, smoke, || {
-                backend.classify(&input, rows, &mut wgpu_out).expect("wgpu")
-            });
-            let device = device_seconds(backend, rows);
-            if cpu_rate.len() <= index {
-                let (cpu_seconds, _) = time(budget, smoke, || {
-                    cpu.classify(&input, rows, &mut cpu_out).expect("cpu")
-                });
-                cpu_rate.push(rows as f64 / cpu_seconds);
-            } else {
-                cpu.classify(&input, rows, &mut cpu_out).expect("cpu");
-            }
-            let diff = wgpu_out
-                .iter()
-                .zip(&cpu_out)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            println!(
-                "| {name} | {rows} | {:.0} | {:.0} | {:.0}% | {:.0} | {diff:.1e} |",
-                rows as f64 / seconds,
-                rows as f64 / device,
-                100.0 * (device / seconds).min(1.0),
-                cpu_rate[index],
-            );
-            if seconds > budget.as_secs_f64() {
-                println!("| {name} | … | stopped: one call took {seconds:.1} s | | | | |");
-                break;
-            }
+            .zip(&cpu_out)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "| {rows} | {:.0} | {:.0} | {:.0}% | {:.0} | {diff:.1e} |",
+            rows as f64 / seconds,
+            rows as f64 / device,
+            100.0 * (device / seconds).min(1.0),
+            rows as f64 / cpu_seconds,
+        );
+        if seconds > budget.as_secs_f64() {
+            println!("| … | stopped: one call took {seconds:.1} s | | | | |");
+            break;
         }
     }
 }

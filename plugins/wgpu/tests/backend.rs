@@ -1,5 +1,5 @@
 //! The wgpu backend's own machinery, driven directly (not through the core): chunks, pieces,
-//! workspace reuse, timeouts, device loss and the kernel rule, each checked against the cpu
+//! workspace reuse, timeouts and device loss, each checked against the cpu
 //! backend. Run for real: in CI on Mesa's lavapipe (software Vulkan). No adapter is a failure that
 //! says how to get one, never a skip. What every backend owes (golden sets, bad inputs,
 //! concurrency, the C ABI) is in the core's tests/conformance.rs.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gemma_cyber::backend::{Backend as _, CpuBackend};
 use gemma_cyber::Model;
 use gemma_cyber_plugin::{Backend as _, Status};
-use gemma_cyber_wgpu::backend::{Kernel, WgpuBackend, WgpuSettings};
+use gemma_cyber_wgpu::backend::{WgpuBackend, WgpuSettings};
 
 /// Every backend agrees with cpu (and the float64 reference) to this, absolute, on probabilities.
 const TOLERANCE: f32 = 1e-5;
@@ -21,11 +21,10 @@ fn builtin() -> Model {
     Model::builtin().expect("the built-in model loads")
 }
 
-fn wgpu_backend(model: &Model, kernel: Kernel, max_chunk_rows: usize) -> WgpuBackend {
+fn wgpu_backend(model: &Model, max_chunk_rows: usize) -> WgpuBackend {
     wgpu_backend_with(
         model,
         &WgpuSettings {
-            kernel,
             max_chunk_rows,
             ..WgpuSettings::default()
         },
@@ -89,19 +88,13 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 #[test]
 fn batches_larger_than_a_chunk_are_split_and_match_cpu() {
     let model = builtin();
-    for kernel in [Kernel::Vector, Kernel::Tiled] {
-        // 1000 rows in chunks of 96: ten full chunks and a partial one.
-        let backend = wgpu_backend(&model, kernel, 96);
-        assert_eq!(backend.chunk_rows(), 96);
-        let input = random_rows(1000, model.input_dim(), 42);
-        let mut got = vec![f32::NAN; 1000];
-        backend.classify(&input, 1000, &mut got).unwrap();
-        assert_close(
-            &format!("{kernel:?} kernel in chunks"),
-            &got,
-            &cpu_probabilities(&model, &input),
-        );
-    }
+    // 1000 rows in chunks of 96: ten full chunks and a partial one.
+    let backend = wgpu_backend(&model, 96);
+    assert_eq!(backend.chunk_rows(), 96);
+    let input = random_rows(1000, model.input_dim(), 42);
+    let mut got = vec![f32::NAN; 1000];
+    backend.classify(&input, 1000, &mut got).unwrap();
+    assert_close("in chunks", &got, &cpu_probabilities(&model, &input));
 }
 
 #[test]
@@ -128,7 +121,7 @@ fn calls_split_in_pieces_overlap_and_match_cpu() {
 #[test]
 fn buffers_are_reused_across_calls_of_different_sizes() {
     let model = builtin();
-    let backend = wgpu_backend(&model, Kernel::Auto, 0);
+    let backend = wgpu_backend(&model, 0);
     // Growing, shrinking and growing again exercises both reuse and reallocation.
     for (seed, rows) in [3usize, 200, 5, 64, 300, 1].into_iter().enumerate() {
         let input = random_rows(rows, model.input_dim(), 100 + seed as u64);
@@ -171,7 +164,7 @@ fn a_device_that_does_not_finish_in_time_is_backend_failure_not_a_hang() {
 #[test]
 fn a_lost_device_is_backend_failure() {
     let model = builtin();
-    let backend = wgpu_backend(&model, Kernel::Auto, 0);
+    let backend = wgpu_backend(&model, 0);
     let input = random_rows(2, model.input_dim(), 4);
     let mut got = vec![-1.0f32; 2];
     backend.classify(&input, 2, &mut got).unwrap();
@@ -181,14 +174,4 @@ fn a_lost_device_is_backend_failure() {
     assert_eq!(error.status(), Status::BackendFailure, "{error}");
     assert!(error.message().contains("lost"), "{error}");
     assert_eq!(got, [-1.0; 2]);
-}
-
-#[test]
-fn kernel_choice_follows_the_documented_rule() {
-    // The vector kernel measured faster everywhere (lavapipe and an H200): AUTO takes it; the
-    // tiled one runs only when asked for by name.
-    let model = builtin();
-    assert!(!wgpu_backend(&model, Kernel::Auto, 0).uses_tiled_kernel());
-    assert!(wgpu_backend(&model, Kernel::Tiled, 0).uses_tiled_kernel());
-    assert!(!wgpu_backend(&model, Kernel::Vector, 0).uses_tiled_kernel());
 }

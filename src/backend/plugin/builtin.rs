@@ -9,14 +9,15 @@ use super::loader::{check, Plugin};
 use gemma_cyber_plugin::abi::gemma_cyber_plugin_backend;
 use gemma_cyber_plugin::abi::gemma_cyber_plugin_entry_fn;
 
-// The plugins' Rust-only extras (benchmark hooks) go unused here.
+// The plugins' Rust-only extras go unused here, and their features (the wgpu plugin's
+// `bench-hooks`) are not the core's.
 #[cfg(feature = "static-onnxruntime")]
 #[path = "../../../plugins/onnxruntime/src/backend.rs"]
 #[allow(dead_code)]
 mod onnxruntime;
 #[cfg(feature = "static-wgpu")]
-#[path = "../../../plugins/wgpu/src/backend.rs"]
-#[allow(dead_code)]
+#[path = "../../../plugins/wgpu/src/backend/mod.rs"]
+#[allow(dead_code, unused_imports, unexpected_cfgs)]
 mod wgpu;
 
 #[cfg(feature = "static-wgpu")]
@@ -38,13 +39,15 @@ unsafe extern "C" fn onnxruntime_entry(
 // One push per backend compiled in, each under its own feature: no single `vec![]` fits them all.
 #[allow(clippy::vec_init_then_push)]
 fn entries() -> Vec<(&'static str, gemma_cyber_plugin_entry_fn)> {
-    #[allow(unused_mut)]
-    let mut entries: Vec<(&'static str, gemma_cyber_plugin_entry_fn)> = Vec::new();
-    #[cfg(feature = "static-wgpu")]
-    entries.push(("wgpu", wgpu_entry));
-    #[cfg(feature = "static-onnxruntime")]
-    entries.push(("onnxruntime", onnxruntime_entry));
-    entries
+    vec![
+        #[cfg(feature = "static-wgpu")]
+        ("wgpu", wgpu_entry as gemma_cyber_plugin_entry_fn),
+        #[cfg(feature = "static-onnxruntime")]
+        (
+            "onnxruntime",
+            onnxruntime_entry as gemma_cyber_plugin_entry_fn,
+        ),
+    ]
 }
 
 /// Every compiled-in backend, checked like a loaded plugin.
