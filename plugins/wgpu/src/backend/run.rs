@@ -8,7 +8,7 @@ use gemma_cyber_plugin::{Error, Result};
 
 use super::errors::ErrorScopes;
 use super::pipelines::{VECTOR_ROWS, VECTOR_THREADS};
-use super::workspace::{WorkspaceLease, Workspace};
+use super::workspace::{Workspace, WorkspaceLease};
 use super::{WgpuBackend, MIN_PIECE_ROWS};
 
 /// A piece on its way through the device: its submission and the mapping of its results.
