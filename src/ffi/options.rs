@@ -268,50 +268,53 @@ unsafe fn read_plugin_settings(
     Ok(plugin_settings)
 }
 
+/// The bytes of a C string field; NULL is `None`, an empty string an error.
+///
+/// # Safety
+/// `text` must be NULL or a NUL-terminated string that outlives `'a`.
+unsafe fn field_bytes<'a>(text: *const c_char, field: &str) -> Result<Option<&'a [u8]>> {
+    if text.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: not NULL, so NUL-terminated and alive for 'a (the caller's promise).
+    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid_argument(format!(
+            "options.{field} is an empty string; use NULL for none"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
 /// A C string field as UTF-8 text; NULL is `None`.
 ///
 /// # Safety
 /// `text` must be NULL or a NUL-terminated string.
 unsafe fn text_field(text: *const c_char, field: &str) -> Result<Option<String>> {
-    if text.is_null() {
+    // SAFETY: the caller's promise, passed on.
+    let Some(bytes) = (unsafe { field_bytes(text, field) })? else {
         return Ok(None);
-    }
-    // SAFETY: not NULL, so NUL-terminated (the caller's promise).
-    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
-    if bytes.is_empty() {
-        return Err(Error::invalid_argument(format!(
-            "options.{field} is an empty string; use NULL for none"
-        )));
-    }
+    };
     std::str::from_utf8(bytes)
         .map(|text| Some(text.to_owned()))
         .map_err(|_| Error::invalid_argument(format!("options.{field} is not valid UTF-8")))
 }
 
-/// A C string field as a path; NULL is `None`.
+/// A C string field as a path (the platform's bytes on Unix, UTF-8 elsewhere); NULL is `None`.
 ///
 /// # Safety
 /// `text` must be NULL or a NUL-terminated string.
 unsafe fn path_field(text: *const c_char, field: &str) -> Result<Option<PathBuf>> {
-    if text.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: not NULL, so NUL-terminated (the caller's promise).
-    let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
-    if bytes.is_empty() {
-        return Err(Error::invalid_argument(format!(
-            "options.{field} is an empty string; use NULL for none"
-        )));
-    }
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
-        Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(bytes))))
+        // SAFETY: the caller's promise, passed on.
+        let bytes = unsafe { field_bytes(text, field) }?;
+        Ok(bytes.map(|bytes| PathBuf::from(std::ffi::OsStr::from_bytes(bytes))))
     }
     #[cfg(not(unix))]
     {
-        std::str::from_utf8(bytes)
-            .map(|text| Some(PathBuf::from(text)))
-            .map_err(|_| Error::invalid_argument(format!("options.{field} is not valid UTF-8")))
+        // SAFETY: the caller's promise, passed on.
+        Ok(unsafe { text_field(text, field) }?.map(PathBuf::from))
     }
 }
