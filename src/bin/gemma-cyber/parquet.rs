@@ -374,16 +374,15 @@ fn classify_shard(
         .build();
     let mut writer = ArrowWriter::try_new(&file, out_schema.clone(), Some(properties))
         .map_err(|e| cannot_write(&e))?;
-    write_rows(
+    let job = ShardJob {
         shard,
-        reader,
         layout,
         columns,
         classifier,
-        &out_schema,
-        &mut writer,
+        out_schema: &out_schema,
         progress,
-    )?;
+    };
+    write_rows(&job, reader, &mut writer)?;
     writer.close().map_err(|e| cannot_write(&e))?;
     // Durable before it is visible under its final name: a crash never leaves a torn output that
     // the next run would take as finished.
@@ -399,16 +398,20 @@ fn classify_shard(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_rows(
-    shard: &Path,
-    reader: ParquetRecordBatchReader,
+/// What scoring one shard needs besides its batches and the writer.
+struct ShardJob<'a> {
+    shard: &'a Path,
     layout: Layout,
-    columns: &Columns,
-    classifier: &Classifier,
-    out_schema: &SchemaRef,
+    columns: &'a Columns<'a>,
+    classifier: &'a Classifier,
+    out_schema: &'a SchemaRef,
+    progress: &'a ProgressBar,
+}
+
+fn write_rows(
+    job: &ShardJob<'_>,
+    reader: ParquetRecordBatchReader,
     writer: &mut ArrowWriter<&File>,
-    progress: &ProgressBar,
 ) -> Result<(), Failure> {
     // Decoding runs one batch ahead on its own thread, so reading and converting Parquet overlaps
     // classification instead of adding to it; the channel holds one batch, so memory stays flat.
@@ -421,30 +424,16 @@ fn write_rows(
                 }
             }
         });
-        classify_batches(
-            shard,
-            batches.into_iter(),
-            layout,
-            columns,
-            classifier,
-            out_schema,
-            writer,
-            progress,
-        )
+        classify_batches(job, batches.into_iter(), writer)
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn classify_batches(
-    shard: &Path,
+    job: &ShardJob<'_>,
     batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
-    layout: Layout,
-    columns: &Columns,
-    classifier: &Classifier,
-    out_schema: &SchemaRef,
     writer: &mut ArrowWriter<&File>,
-    progress: &ProgressBar,
 ) -> Result<(), Failure> {
+    let (shard, layout, columns, classifier) = (job.shard, job.layout, job.columns, job.classifier);
     let dim = classifier.input_dim();
     let mut widened: Vec<f32> = Vec::new();
     let mut first_row = 0usize;
@@ -534,13 +523,13 @@ fn classify_batches(
         out.push(Arc::new(BooleanArray::from_iter(
             labels.iter().map(|&l| Some(l == 1)),
         )));
-        let out = RecordBatch::try_new(out_schema.clone(), out)
+        let out = RecordBatch::try_new(job.out_schema.clone(), out)
             .map_err(|e| output_failure(format!("{}: {e}", shard.display())))?;
         writer.write(&out).map_err(|e| {
             output_failure(format!("cannot write output for {}: {e}", shard.display()))
         })?;
         first_row += rows;
-        progress.inc(rows as u64);
+        job.progress.inc(rows as u64);
     }
     Ok(())
 }

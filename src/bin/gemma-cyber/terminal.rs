@@ -9,20 +9,27 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// `text` with every control character written as `\u{hex}`.
-pub(crate) fn escape(text: &str) -> Cow<'_, str> {
+/// `text` with each character [`needs_escape`] picks written by `write` instead; `None` when
+/// there is none.
+fn escape_with(text: &str, write: fn(&mut String, u32)) -> Option<String> {
     if !text.chars().any(needs_escape) {
-        return Cow::Borrowed(text);
+        return None;
     }
     let mut escaped = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if needs_escape(c) {
-            escaped.push_str(&format!("\\u{{{:x}}}", c as u32));
+            write(&mut escaped, c as u32);
         } else {
             escaped.push(c);
         }
     }
-    Cow::Owned(escaped)
+    Some(escaped)
+}
+
+/// `text` with every control character written as `\u{hex}`.
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
+    escape_with(text, |out, c| out.push_str(&format!("\\u{{{c:x}}}")))
+        .map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
 /// One JSON value on one line. serde_json escapes C0 controls itself; DEL, C1 and the
@@ -30,18 +37,7 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
 /// (outside strings serde_json writes only ASCII, so every such character is inside one).
 pub(crate) fn json(value: &serde_json::Value) -> String {
     let text = value.to_string();
-    if !text.chars().any(needs_escape) {
-        return text;
-    }
-    let mut escaped = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if needs_escape(c) {
-            escaped.push_str(&format!("\\u{:04x}", c as u32));
-        } else {
-            escaped.push(c);
-        }
-    }
-    escaped
+    escape_with(&text, |out, c| out.push_str(&format!("\\u{c:04x}"))).unwrap_or(text)
 }
 
 /// Runs `start` with file descriptor 2 pointed at an unlinked temporary file, so what graphics
