@@ -13,17 +13,7 @@
 
 static int passed, failed;
 
-#define CHECK(cond, ...)                                     \
-    do {                                                     \
-        if (cond) {                                          \
-            passed++;                                        \
-        } else {                                             \
-            failed++;                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                    \
-            fprintf(stderr, "\n");                           \
-        }                                                    \
-    } while (0)
+#include "check.h"
 
 /* Reads the data of a version-1 .npy file (fixed-size little-endian elements) into a new buffer. */
 static void *read_npy(const char *root, const char *name, size_t element_size, size_t *count) {
