@@ -183,6 +183,46 @@ def test_bad_inputs_exit_with_their_code_and_write_nothing(tmp_path):
     assert pq.read_table(good).num_rows == 20  # the input refused as output is untouched
 
 
+@pytest.mark.parametrize("nullable", [True, False])
+@pytest.mark.parametrize("fixed", [True, False])
+def test_embedding_problems_are_found_at_their_row_in_any_row_group(tmp_path, fixed, nullable):
+    """Rows far into a shard, in a later row group and batch, with lists and values that may or may
+    not be nullable (the Parquet levels differ): each problem is reported at its shard row."""
+    rows = 5000  # row groups of 1,500 rows, batches of 2,048: both boundaries are crossed
+    item = pa.field("item", pa.float32(), nullable=nullable)
+    list_type = pa.list_(item, DIM) if fixed else pa.list_(item)
+    x = embeddings(rows, seed=9)
+    out = tmp_path / "out.parquet"
+
+    def shard(name, values):
+        schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("embedding", list_type, nullable=nullable)])
+        table = pa.table({"id": np.arange(rows), "embedding": pa.array(values, list_type)}, schema=schema)
+        path = tmp_path / name
+        pq.write_table(table, path, row_group_size=1500)
+        return path
+
+    clean = shard("clean.parquet", list(x))
+    assert run_cli("classify", clean, "-o", out, "--keep", "id", "--backend", "cpu").returncode == 0
+    probabilities = pq.read_table(out)["probability"].to_numpy()
+    np.testing.assert_allclose(probabilities, reference(x)[0], atol=1e-6)
+    out.unlink()
+
+    if nullable:
+        values = list(x)
+        values[4321] = None
+        expect_failure(3, "classify", shard("null-row.parquet", values), "-o", out, fragments=("row 4321", "the embedding is null"))
+        values = [list(map(float, row)) for row in x[:rows]]
+        values[3210][17] = None
+        expect_failure(3, "classify", shard("null-value.parquet", values), "-o", out, fragments=("row 3210", "value 17 of the embedding is null"))
+    if not fixed:
+        values = list(x)
+        values[2100] = x[2100][:700]
+        expect_failure(12, "classify", shard("short.parquet", values), "-o", out, fragments=("row 2100", "700 values", "768"))
+        values[2100] = []
+        expect_failure(12, "classify", shard("empty.parquet", values), "-o", out, fragments=("row 2100", "0 values"))
+    assert not out.exists()
+
+
 def test_progress_bar_on_a_terminal(tmp_path):
     import os
     import pty

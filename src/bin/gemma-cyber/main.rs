@@ -8,6 +8,7 @@ mod evaluate;
 mod input;
 mod parquet;
 mod plugins;
+mod shard_reader;
 mod terminal;
 
 // The same graph the onnxruntime plugin runs; its constants serve the plugin only.

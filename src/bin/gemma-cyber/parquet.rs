@@ -11,19 +11,17 @@ use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float16Type, Float32Type};
-use arrow_array::{Array, ArrayRef, BooleanArray, Float32Array, RecordBatch};
+use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::Args;
 use gemma_cyber::{Classifier, Status};
-use half::slice::HalfFloatSliceExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use crate::shard_reader::{Embeddings, FloatColumn, ShardReader};
 use crate::Failure;
 
 /// Rows decoded and classified at a time: 2,048 rows of 768 float32 are 6 MiB (fits a 32 MiB L3
@@ -256,9 +254,10 @@ fn open_shard(shard: &Path) -> Result<(ParquetRecordBatchReaderBuilder<File>, u6
 /// The embedding column's layout, checked against the model before anything is written.
 #[derive(Clone, Copy)]
 enum Layout {
-    FixedF32,
-    FixedF16,
-    ListF32,
+    /// `FixedSizeList<float32>` or `List<float32>`: both are Parquet lists of floats.
+    Float32,
+    /// `FixedSizeList<float16>`.
+    FixedFloat16,
 }
 
 fn embedding_layout(
@@ -285,8 +284,8 @@ fn embedding_layout(
     match field.data_type() {
         DataType::FixedSizeList(item, size) => {
             let layout = match item.data_type() {
-                DataType::Float32 => Layout::FixedF32,
-                DataType::Float16 => Layout::FixedF16,
+                DataType::Float32 => Layout::Float32,
+                DataType::Float16 => Layout::FixedFloat16,
                 _ => return Err(unsupported()),
             };
             if usize::try_from(*size).ok() != Some(dim) {
@@ -300,7 +299,7 @@ fn embedding_layout(
             }
             Ok(layout)
         }
-        DataType::List(item) if item.data_type() == &DataType::Float32 => Ok(Layout::ListF32),
+        DataType::List(item) if item.data_type() == &DataType::Float32 => Ok(Layout::Float32),
         _ => Err(unsupported()),
     }
 }
@@ -330,8 +329,9 @@ fn classify_shard(
     let dim = classifier.input_dim();
     let schema = builder.schema().clone();
     let layout = embedding_layout(shard, &schema, columns.embedding, dim)?;
+    let embedding_root = schema.index_of(columns.embedding).expect("checked above");
     let mut kept = Vec::with_capacity(columns.keep.len());
-    let mut roots = vec![schema.index_of(columns.embedding).expect("checked above")];
+    let mut roots = Vec::with_capacity(columns.keep.len() + 1);
     for name in columns.keep {
         let index = schema.index_of(name).map_err(|_| {
             Failure::input(format!("{}: no column {name:?} to keep", shard.display()))
@@ -339,12 +339,24 @@ fn classify_shard(
         roots.push(index);
         kept.push(Arc::new(schema.field(index).clone()));
     }
+    let embeddings = match layout {
+        Layout::Float32 => {
+            Embeddings::Float32(float_column(shard, &builder, columns.embedding, dim)?)
+        }
+        Layout::FixedFloat16 => {
+            roots.push(embedding_root);
+            Embeddings::Float16 {
+                column: columns.embedding.to_owned(),
+            }
+        }
+    };
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder
+    let batches = builder
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| Failure::input(format!("{}: {e}", shard.display())))?;
+    let reader = ShardReader::new(shard, dim, batches, embeddings);
 
     let mut fields: Vec<Arc<Field>> = kept;
     fields.push(Arc::new(Field::new(
@@ -376,7 +388,6 @@ fn classify_shard(
         .map_err(|e| cannot_write(&e))?;
     let job = ShardJob {
         shard,
-        layout,
         columns,
         classifier,
         out_schema: &out_schema,
@@ -401,7 +412,6 @@ fn classify_shard(
 /// What scoring one shard needs besides its batches and the writer.
 struct ShardJob<'a> {
     shard: &'a Path,
-    layout: Layout,
     columns: &'a Columns<'a>,
     classifier: &'a Classifier,
     out_schema: &'a SchemaRef,
@@ -410,104 +420,53 @@ struct ShardJob<'a> {
 
 fn write_rows(
     job: &ShardJob<'_>,
-    reader: ParquetRecordBatchReader,
+    mut reader: ShardReader<'_>,
     writer: &mut ArrowWriter<&File>,
 ) -> Result<(), Failure> {
     // Decoding runs one batch ahead on its own thread, so reading and converting Parquet overlaps
-    // classification instead of adding to it; the channel holds one batch, so memory stays flat.
+    // classification instead of adding to it. The channel holds one batch and embedding buffers
+    // come back for reuse, so memory stays flat: at most three batches exist at once.
     std::thread::scope(|scope| {
-        let (sender, batches) = std::sync::mpsc::sync_channel(1);
+        let (sender, decoded) = std::sync::mpsc::sync_channel(1);
+        let (recycle, spare) = std::sync::mpsc::channel::<Vec<f32>>();
         scope.spawn(move || {
-            for batch in reader {
-                if sender.send(batch).is_err() {
-                    break; // the consumer failed and stopped listening
+            loop {
+                let mut values = spare.try_recv().unwrap_or_default();
+                let Some(next) = reader.next_batch(&mut values) else {
+                    break;
+                };
+                let failed = next.is_err();
+                // A send fails when the consumer failed and stopped listening.
+                if sender.send(next.map(|batch| (batch, values))).is_err() || failed {
+                    break;
                 }
             }
         });
-        classify_batches(job, batches.into_iter(), writer)
+        classify_batches(job, decoded.into_iter(), &recycle, writer)
     })
 }
 
 fn classify_batches(
     job: &ShardJob<'_>,
-    batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
+    batches: impl Iterator<Item = Result<(RecordBatch, Vec<f32>), Failure>>,
+    recycle: &std::sync::mpsc::Sender<Vec<f32>>,
     writer: &mut ArrowWriter<&File>,
 ) -> Result<(), Failure> {
-    let (shard, layout, columns, classifier) = (job.shard, job.layout, job.columns, job.classifier);
+    let (shard, columns, classifier) = (job.shard, job.columns, job.classifier);
     let dim = classifier.input_dim();
-    let mut widened: Vec<f32> = Vec::new();
     let mut first_row = 0usize;
-    for batch in batches {
-        let batch = batch.map_err(|e| Failure::input(format!("{}: {e}", shard.display())))?;
+    for decoded in batches {
+        let (batch, values) = decoded?;
         let rows = batch.num_rows();
-        let at = |row: usize| format!("{} row {}", shard.display(), first_row + row);
-        let column = batch
-            .column_by_name(columns.embedding)
-            .expect("projected column");
-        if let Some(row) = (0..rows).find(|&r| column.is_null(r)) {
-            return Err(Failure::input(format!(
-                "{}: the embedding is null",
-                at(row)
-            )));
-        }
-        let values: &[f32] = match layout {
-            Layout::FixedF32 | Layout::FixedF16 => {
-                let list = column.as_fixed_size_list();
-                let items = list.values();
-                if items.null_count() > 0 {
-                    let index = (0..items.len()).find(|&i| items.is_null(i)).unwrap_or(0);
-                    return Err(Failure::input(format!(
-                        "{}: value {} of the embedding is null",
-                        at(index / dim),
-                        index % dim
-                    )));
-                }
-                // A FixedSizeListArray's values are sliced with it: row 0 starts at value 0.
-                let range = 0..rows * dim;
-                if let Layout::FixedF32 = layout {
-                    &items.as_primitive::<Float32Type>().values()[range]
-                } else {
-                    let halves = &items.as_primitive::<Float16Type>().values()[range];
-                    widened.resize(halves.len(), 0.0);
-                    halves.convert_to_f32_slice(&mut widened);
-                    &widened
-                }
-            }
-            Layout::ListF32 => {
-                let list = column.as_list::<i32>();
-                let offsets = list.value_offsets();
-                if let Some(row) =
-                    (0..rows).find(|&r| (offsets[r + 1] - offsets[r]) as usize != dim)
-                {
-                    return Err(Failure {
-                        message: format!(
-                            "{}: the embedding has {} values but the model expects {dim}",
-                            at(row),
-                            offsets[row + 1] - offsets[row]
-                        ),
-                        code: 10 + Status::DimensionMismatch as u8,
-                    });
-                }
-                let items = list.values();
-                let (start, end) = (offsets[0] as usize, offsets[rows] as usize);
-                let has_nulls = items.slice(start, end - start).null_count() > 0;
-                if let Some(i) = (start..end).find(|&i| has_nulls && items.is_null(i)) {
-                    return Err(Failure::input(format!(
-                        "{}: value {} of the embedding is null",
-                        at((i - start) / dim),
-                        (i - start) % dim
-                    )));
-                }
-                &items.as_primitive::<Float32Type>().values()[start..end]
-            }
-        };
         let mut probabilities = vec![0.0f32; rows];
         let mut labels = vec![0u8; rows];
         classifier
-            .classify(values, dim, &mut probabilities, Some(&mut labels))
+            .classify(&values, dim, &mut probabilities, Some(&mut labels))
             .map_err(|e| {
                 Failure::from(e.context(format!("{} rows from {}", shard.display(), first_row)))
             })?;
+        // The decoding thread may have finished: then the buffer is simply dropped.
+        let _ = recycle.send(values);
 
         let mut out: Vec<ArrayRef> = columns
             .keep
@@ -532,6 +491,33 @@ fn classify_batches(
         job.progress.inc(rows as u64);
     }
     Ok(())
+}
+
+/// The reader of a float32 embedding column, whose leaf column is the one under `name`.
+fn float_column(
+    shard: &Path,
+    builder: &ParquetRecordBatchReaderBuilder<File>,
+    name: &str,
+    dim: usize,
+) -> Result<Box<FloatColumn>, Failure> {
+    let leaf = builder
+        .parquet_schema()
+        .columns()
+        .iter()
+        .position(|column| column.path().parts().first().map(String::as_str) == Some(name))
+        .expect("the Arrow schema's column has a Parquet leaf");
+    let unreadable =
+        |e: &dyn std::fmt::Display| Failure::input(format!("{}: {e}", shard.display()));
+    let file = File::open(shard)
+        .map_err(|e| Failure::input(format!("cannot read {}: {e}", shard.display())))?;
+    FloatColumn::new(file, leaf, dim)
+        .map_err(|e| unreadable(&e))?
+        .ok_or_else(|| {
+            unreadable(&format!(
+                "column {name:?} is nested in a way this reader does not know"
+            ))
+        })
+        .map(Box::new)
 }
 
 /// Rows, rows/s and ETA on standard error, only when it is a terminal.

@@ -1,0 +1,325 @@
+//! Batches of a Parquet shard: the columns to carry through as Arrow record batches, and the
+//! embedding column as one contiguous `f32` buffer, checked row by row.
+//!
+//! A float32 embedding column (`List<float32>` or `FixedSizeList<float32>`, what pyarrow, pandas
+//! and Spark write) is decoded with parquet's column reader straight into a buffer that the
+//! classifying thread hands back for reuse. Arrow's list reader would rebuild every batch from
+//! empty, growing it page by page (each growth a copy of all values so far), and then compute list
+//! offsets from every value's levels: a fifth of the command's time at one classify thread. Float16
+//! columns, rarer and half the bytes, go through Arrow and are widened here.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float16Type;
+use arrow_array::{Array, RecordBatch};
+use gemma_cyber::Status;
+use half::slice::HalfFloatSliceExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use parquet::column::reader::{get_typed_column_reader, ColumnReaderImpl};
+use parquet::data_type::FloatType;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+use crate::Failure;
+
+/// Where a shard's embeddings come from.
+pub(crate) enum Embeddings {
+    /// A float32 column decoded by [`FloatColumn`]; the record batches hold the kept columns only.
+    Float32(Box<FloatColumn>),
+    /// A float16 `FixedSizeList` column, inside the record batches next to the kept columns.
+    Float16 { column: String },
+}
+
+/// A shard read batch by batch: each [`ShardReader::next_batch`] gives the kept columns of the
+/// next rows and fills the caller's buffer with their embeddings.
+pub(crate) struct ShardReader<'a> {
+    shard: &'a Path,
+    dim: usize,
+    batches: ParquetRecordBatchReader,
+    embeddings: Embeddings,
+    /// Rows of the shard read so far: error messages number rows from the shard's start.
+    first_row: usize,
+}
+
+impl<'a> ShardReader<'a> {
+    pub(crate) fn new(
+        shard: &'a Path,
+        dim: usize,
+        batches: ParquetRecordBatchReader,
+        embeddings: Embeddings,
+    ) -> ShardReader<'a> {
+        ShardReader {
+            shard,
+            dim,
+            batches,
+            embeddings,
+            first_row: 0,
+        }
+    }
+
+    /// The next batch with its embeddings in `values` (replacing what was there), or `None` at the
+    /// end of the shard.
+    pub(crate) fn next_batch(
+        &mut self,
+        values: &mut Vec<f32>,
+    ) -> Option<Result<RecordBatch, Failure>> {
+        let batch = match self.batches.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(self.failure(e))),
+        };
+        let rows = batch.num_rows();
+        let filled = match &mut self.embeddings {
+            Embeddings::Float32(column) => column
+                .read(rows, values)
+                .map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim)),
+            Embeddings::Float16 { column } => widen(&batch, column, self.dim, values)
+                .map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim)),
+        };
+        self.first_row += rows;
+        Some(filled.map(|()| batch))
+    }
+
+    fn failure(&self, e: impl std::fmt::Display) -> Failure {
+        Failure::input(format!("{}: {e}", self.shard.display()))
+    }
+}
+
+/// What is wrong with a batch's embeddings, by row within the batch.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Problem {
+    NullEmbedding {
+        row: usize,
+    },
+    NullValue {
+        row: usize,
+        index: usize,
+    },
+    WrongLength {
+        row: usize,
+        values: usize,
+    },
+    /// The column ended before the other columns did, or parquet could not decode it.
+    Unreadable(String),
+}
+
+impl Problem {
+    fn into_failure(self, shard: &Path, first_row: usize, dim: usize) -> Failure {
+        let at = |row: usize| format!("{} row {}", shard.display(), first_row + row);
+        match self {
+            Problem::NullEmbedding { row } => {
+                Failure::input(format!("{}: the embedding is null", at(row)))
+            }
+            Problem::NullValue { row, index } => Failure::input(format!(
+                "{}: value {index} of the embedding is null",
+                at(row)
+            )),
+            Problem::WrongLength { row, values } => Failure {
+                message: format!(
+                    "{}: the embedding has {values} values but the model expects {dim}",
+                    at(row)
+                ),
+                code: 10 + Status::DimensionMismatch as u8,
+            },
+            Problem::Unreadable(e) => Failure::input(format!("{}: {e}", shard.display())),
+        }
+    }
+}
+
+/// The float16 embeddings of `batch`, widened into `values`.
+fn widen(
+    batch: &RecordBatch,
+    column: &str,
+    dim: usize,
+    values: &mut Vec<f32>,
+) -> Result<(), Problem> {
+    let list = batch
+        .column_by_name(column)
+        .expect("the embedding column is projected")
+        .as_fixed_size_list();
+    if let Some(row) = (0..list.len()).find(|&r| list.is_null(r)) {
+        return Err(Problem::NullEmbedding { row });
+    }
+    let items = list.values();
+    if items.null_count() > 0 {
+        let at = (0..items.len()).find(|&i| items.is_null(i)).unwrap_or(0);
+        return Err(Problem::NullValue {
+            row: at / dim,
+            index: at % dim,
+        });
+    }
+    // A FixedSizeListArray's values are sliced with it: row 0 starts at value 0.
+    let halves = &items.as_primitive::<Float16Type>().values()[..list.len() * dim];
+    values.resize(halves.len(), 0.0);
+    halves.convert_to_f32_slice(values);
+    Ok(())
+}
+
+/// A float32 list column read across row groups with parquet's column reader, one level per
+/// value: a row starts where the repetition level is 0, and a value is present where the
+/// definition level is the column's maximum.
+pub(crate) struct FloatColumn {
+    file: Arc<SerializedFileReader<File>>,
+    /// The column's index among the file's leaf columns.
+    leaf: usize,
+    next_row_group: usize,
+    reader: Option<ColumnReaderImpl<FloatType>>,
+    dim: usize,
+    /// Definition level of a present value.
+    max_definition: i16,
+    /// Definition level of a present but empty list; below it the list itself is null.
+    empty_list: i16,
+    definition: Vec<i16>,
+    repetition: Vec<i16>,
+}
+
+impl FloatColumn {
+    /// The reader of leaf column `leaf`, a float32 list of the usual three-level shape (optional
+    /// or required list, repeated group, optional or required float); `None` for any other shape.
+    pub(crate) fn new(
+        file: File,
+        leaf: usize,
+        dim: usize,
+    ) -> parquet::errors::Result<Option<Self>> {
+        let file = Arc::new(SerializedFileReader::new(file)?);
+        let column = file.metadata().file_metadata().schema_descr().column(leaf);
+        let value_optional = column.self_type().is_optional();
+        let max_definition = column.max_def_level();
+        let empty_list = max_definition - 1 - i16::from(value_optional);
+        if column.max_rep_level() != 1 || empty_list < 0 {
+            return Ok(None);
+        }
+        Ok(Some(FloatColumn {
+            file,
+            leaf,
+            next_row_group: 0,
+            reader: None,
+            dim,
+            max_definition,
+            empty_list,
+            definition: Vec::new(),
+            repetition: Vec::new(),
+        }))
+    }
+
+    /// Reads the next `rows` rows into `values` (replacing what was there): `rows × dim` values,
+    /// or the first problem found.
+    fn read(&mut self, rows: usize, values: &mut Vec<f32>) -> Result<(), Problem> {
+        values.clear();
+        let unreadable = |e: parquet::errors::ParquetError| Problem::Unreadable(e.to_string());
+        let mut done = 0;
+        while done < rows {
+            let reader = match &mut self.reader {
+                Some(reader) => reader,
+                None => {
+                    if self.next_row_group == self.file.num_row_groups() {
+                        return Err(Problem::Unreadable(format!(
+                            "the embedding column ends after {} rows of this batch of {rows}",
+                            done
+                        )));
+                    }
+                    let row_group = self
+                        .file
+                        .get_row_group(self.next_row_group)
+                        .map_err(unreadable)?;
+                    self.next_row_group += 1;
+                    let column = row_group.get_column_reader(self.leaf).map_err(unreadable)?;
+                    self.reader
+                        .insert(get_typed_column_reader::<FloatType>(column))
+                }
+            };
+            self.definition.clear();
+            self.repetition.clear();
+            let start = values.len();
+            let (records, _, _) = reader
+                .read_records(
+                    rows - done,
+                    Some(&mut self.definition),
+                    Some(&mut self.repetition),
+                    values,
+                )
+                .map_err(unreadable)?;
+            if records == 0 {
+                self.reader = None;
+                continue;
+            }
+            self.check(records, values.len() - start)
+                .map_err(|problem| problem.offset(done))?;
+            done += records;
+        }
+        Ok(())
+    }
+
+    /// Checks the levels of `records` rows just read, which brought `values` values.
+    fn check(&self, records: usize, values: usize) -> Result<(), Problem> {
+        let dim = self.dim;
+        let levels = self.repetition.len();
+        // The common case in one pass each: every row exactly `dim` present values.
+        let all_present =
+            values == levels && self.definition.iter().all(|&d| d == self.max_definition);
+        if all_present
+            && levels == records * dim
+            && self.repetition.iter().step_by(dim).all(|&r| r == 0)
+            && self.repetition.iter().filter(|&&r| r == 0).count() == records
+        {
+            return Ok(());
+        }
+        self.find_problem()
+    }
+
+    /// The first problem among the levels just read, looking for null embeddings first, then wrong
+    /// lengths, then null values: the order in which a caller would fix them.
+    fn find_problem(&self) -> Result<(), Problem> {
+        let mut starts: Vec<usize> = (0..self.repetition.len())
+            .filter(|&i| self.repetition[i] == 0)
+            .collect();
+        let levels = self.repetition.len();
+        starts.push(levels);
+        let rows = starts.windows(2).map(|w| (w[0], w[1]));
+        for (row, (start, _)) in rows.clone().enumerate() {
+            if self.definition[start] < self.empty_list {
+                return Err(Problem::NullEmbedding { row });
+            }
+        }
+        for (row, (start, end)) in rows.clone().enumerate() {
+            let values = if self.definition[start] == self.empty_list {
+                0
+            } else {
+                end - start
+            };
+            if values != self.dim {
+                return Err(Problem::WrongLength { row, values });
+            }
+        }
+        for (row, (start, end)) in rows.enumerate() {
+            if let Some(index) = (start..end).find(|&i| self.definition[i] < self.max_definition) {
+                return Err(Problem::NullValue {
+                    row,
+                    index: index - start,
+                });
+            }
+        }
+        Err(Problem::Unreadable(
+            "the embedding column's levels and values disagree".into(),
+        ))
+    }
+}
+
+impl Problem {
+    /// The same problem with its row counted from `rows` earlier.
+    fn offset(self, rows: usize) -> Problem {
+        match self {
+            Problem::NullEmbedding { row } => Problem::NullEmbedding { row: row + rows },
+            Problem::NullValue { row, index } => Problem::NullValue {
+                row: row + rows,
+                index,
+            },
+            Problem::WrongLength { row, values } => Problem::WrongLength {
+                row: row + rows,
+                values,
+            },
+            Problem::Unreadable(e) => Problem::Unreadable(e),
+        }
+    }
+}
