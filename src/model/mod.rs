@@ -5,7 +5,9 @@
 //! BatchNorm are folded into the adjacent dense layers at load, in float64, so backends never see
 //! them.
 
+mod fold;
 mod format;
+mod settings;
 
 pub use format::{MAX_FILE_BYTES, MAX_HEADER_BYTES};
 

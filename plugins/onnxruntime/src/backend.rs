@@ -191,11 +191,7 @@ fn session_failure(e: impl std::fmt::Display) -> Error {
 
 impl Backend for OnnxruntimeBackend {
     const NAME: &'static CStr = c"onnxruntime";
-    const VERSION: &'static CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(version) => version,
-            Err(_) => panic!("the package version has no NUL"),
-        };
+    const VERSION: &'static CStr = gemma_cyber_plugin::package_version!();
 
     /// Loads ONNX Runtime (see the module docs for where it looks), builds the model's graph and
     /// makes a first session, each session using `num_threads` intra-op threads (0: one a

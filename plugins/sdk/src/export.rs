@@ -222,6 +222,21 @@ macro_rules! export_plugin {
     };
 }
 
+/// The calling crate's package version (`CARGO_PKG_VERSION`) as a `&'static CStr`, for
+/// [`Backend::VERSION`]: `const VERSION: &'static CStr = gemma_cyber_plugin::package_version!();`.
+/// A macro, not a function, so that `env!` reads the version of the crate that expands it.
+#[macro_export]
+macro_rules! package_version {
+    () => {
+        match ::std::ffi::CStr::from_bytes_with_nul(
+            concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+        ) {
+            Ok(version) => version,
+            Err(_) => panic!("the package version has no NUL"),
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::write_message;

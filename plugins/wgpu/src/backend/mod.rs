@@ -202,11 +202,7 @@ impl WgpuBackend {
 
 impl Backend for WgpuBackend {
     const NAME: &'static CStr = c"wgpu";
-    const VERSION: &'static CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(version) => version,
-            Err(_) => panic!("the package version has no NUL"),
-        };
+    const VERSION: &'static CStr = gemma_cyber_plugin::package_version!();
 
     /// Picks an adapter as the settings and the environment say (see [`WgpuSettings`]) and
     /// uploads the model.

@@ -1,193 +1,15 @@
-//! Embedding readers: `.npy` arrays (float32, float16 or float64, read straight into one float32
-//! buffer) and JSON lines (one array of numbers, or one object with an `"embedding"` array, a line).
-//! Every reader bounds what a header or a line can make it allocate.
+//! JSON lines: a line-at-a-time reader (so `classify` can stream rows as a writer sends them)
+//! and a small parser for one line, which accepts Python's `NaN` and `Infinity` tokens.
 
 use std::io::{self, BufRead, Read};
 
-/// Embeddings, row-major, `dim` values a row.
-pub(crate) struct Embeddings {
-    pub values: Vec<f32>,
-    pub dim: usize,
-}
-
-impl Embeddings {
-    pub fn rows(&self) -> usize {
-        self.values.len().checked_div(self.dim).unwrap_or(0)
-    }
-}
-
-/// The first bytes of every `.npy` file.
-pub(crate) const NPY_MAGIC: &[u8] = b"\x93NUMPY";
-
-/// Largest `.npy` header accepted; numpy writes a few hundred bytes.
-const MAX_NPY_HEADER: u64 = 64 * 1024;
-
-/// Bytes converted per read while loading an array.
-const CHUNK_BYTES: usize = 1 << 20;
+use super::Embeddings;
 
 /// Longest JSON line accepted: a 768-d embedding in full float64 precision is ~20 KB.
 pub(crate) const MAX_LINE_BYTES: u64 = 16 << 20;
 
 /// Nesting depth of JSON values skipped inside an object line.
 const MAX_JSON_DEPTH: usize = 64;
-
-/// Reads a 2-D `.npy` array from `reader`, converting to float32 as it goes, so the file's bytes
-/// are never held next to the values. `data_len`, when known (a file), is the number of bytes after
-/// the header, and must be exactly what the header's shape and dtype promise.
-pub(crate) fn read_npy(mut reader: impl Read, data_len: Option<u64>) -> Result<Embeddings, String> {
-    // The header length is checked before npyz allocates it (a version 2 header may claim 4 GiB).
-    let mut prefix = [0u8; 12];
-    reader
-        .read_exact(&mut prefix[..10])
-        .map_err(|_| "not a valid .npy file: shorter than its header".to_owned())?;
-    let (prefix_len, header_len) = match prefix[6] {
-        1 => (10, u64::from(u16::from_le_bytes([prefix[8], prefix[9]]))),
-        2 | 3 => {
-            reader
-                .read_exact(&mut prefix[10..12])
-                .map_err(|_| "not a valid .npy file: shorter than its header".to_owned())?;
-            let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
-            (12, u64::from(len))
-        }
-        version => return Err(format!("not a valid .npy file: format version {version}")),
-    };
-    if header_len > MAX_NPY_HEADER {
-        return Err(format!(
-            "not a valid .npy file: its header claims {header_len} bytes; the limit is {MAX_NPY_HEADER}"
-        ));
-    }
-    let data_len = data_len.map(|len| len.saturating_sub(prefix_len + header_len));
-    let npy = npyz::NpyFile::new(io::Cursor::new(&prefix[..prefix_len as usize]).chain(reader))
-        .map_err(|e| format!("not a valid .npy file: {e}"))?;
-    let shape = npy.shape().to_vec();
-    let [rows, dim] = shape[..] else {
-        return Err(format!(
-            "expected a 2-D array (rows × dim), found shape {shape:?}"
-        ));
-    };
-    if npy.order() == npyz::Order::Fortran {
-        return Err(
-            "the array is in Fortran order; save it C-contiguous (numpy.ascontiguousarray)".into(),
-        );
-    }
-    let dtype = npy.dtype();
-    let unsupported = || {
-        format!(
-            "dtype {} is not supported; expected float32, float16 or float64",
-            dtype.descr()
-        )
-    };
-    let npyz::DType::Plain(type_str) = &dtype else {
-        return Err(unsupported());
-    };
-    let element = match (type_str.type_char(), type_str.size_field()) {
-        (npyz::TypeChar::Float, 2) => Element::F16,
-        (npyz::TypeChar::Float, 4) => Element::F32,
-        (npyz::TypeChar::Float, 8) => Element::F64,
-        _ => return Err(unsupported()),
-    };
-    let big_endian = type_str.endianness() == npyz::Endianness::Big;
-    if dim == 0 {
-        return Err(format!("the array is {rows} × 0: rows have no values"));
-    }
-    if rows == 0 {
-        return Err(format!("the array is 0 × {dim}: no embeddings"));
-    }
-    let too_large = || format!("the header's shape {rows} × {dim} is too large");
-    let count = rows.checked_mul(dim).ok_or_else(too_large)?;
-    let bytes = count
-        .checked_mul(element.size() as u64)
-        .ok_or_else(too_large)?;
-    if let Some(actual) = data_len {
-        if actual != bytes {
-            return Err(format!(
-                "the header promises {rows} × {dim} values ({bytes} bytes of data) but the file holds {actual}"
-            ));
-        }
-    }
-    let count = usize::try_from(count).map_err(|_| too_large())?;
-    let dim = usize::try_from(dim).map_err(|_| too_large())?;
-    let mut reader = npy.into_inner();
-    // A stream's header may lie about its length: capacity grows with the data actually read.
-    let mut values = Vec::with_capacity(if data_len.is_some() {
-        count
-    } else {
-        count.min(CHUNK_BYTES)
-    });
-    let mut chunk = vec![0u8; CHUNK_BYTES];
-    while values.len() < count {
-        let want = ((count - values.len()) * element.size()).min(CHUNK_BYTES);
-        let chunk = &mut chunk[..want];
-        reader.read_exact(chunk).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => {
-                format!("the array data ends before its {count} values (header: {rows} × {dim})")
-            }
-            _ => format!("cannot read the array data: {e}"),
-        })?;
-        element.extend(&mut values, chunk, big_endian);
-    }
-    if data_len.is_none()
-        && reader
-            .read(&mut [0u8])
-            .map_err(|e| format!("cannot read: {e}"))?
-            > 0
-    {
-        return Err(format!(
-            "data continues after the {count} values the header promises ({rows} × {dim})"
-        ));
-    }
-    Ok(Embeddings { values, dim })
-}
-
-#[derive(Clone, Copy)]
-enum Element {
-    F16,
-    F32,
-    F64,
-}
-
-impl Element {
-    fn size(self) -> usize {
-        match self {
-            Element::F16 => 2,
-            Element::F32 => 4,
-            Element::F64 => 8,
-        }
-    }
-
-    /// Appends `bytes` (whole elements) as float32. A float64 beyond float32's range becomes
-    /// ±infinity, which the non-finite check then reports with its row and column.
-    fn extend(self, values: &mut Vec<f32>, bytes: &[u8], big_endian: bool) {
-        match self {
-            Element::F16 => values.extend(bytes.chunks_exact(2).map(|b| {
-                let b = [b[0], b[1]];
-                let bits = if big_endian {
-                    u16::from_be_bytes(b)
-                } else {
-                    u16::from_le_bytes(b)
-                };
-                f32::from(half::f16::from_bits(bits))
-            })),
-            Element::F32 => values.extend(bytes.chunks_exact(4).map(|b| {
-                let b = b.try_into().expect("4 bytes");
-                if big_endian {
-                    f32::from_be_bytes(b)
-                } else {
-                    f32::from_le_bytes(b)
-                }
-            })),
-            Element::F64 => values.extend(bytes.chunks_exact(8).map(|b| {
-                let b = b.try_into().expect("8 bytes");
-                let value = if big_endian {
-                    f64::from_be_bytes(b)
-                } else {
-                    f64::from_le_bytes(b)
-                };
-                value as f32
-            })),
-        }
-    }
-}
 
 /// Reads JSON lines one embedding at a time, numbering lines from 1.
 pub(crate) struct JsonLines<R> {
@@ -528,11 +350,6 @@ impl Parser<'_> {
     }
 }
 
-/// The first NaN or infinity in `values`: its index.
-pub(crate) fn first_non_finite(values: &[f32]) -> Option<usize> {
-    values.iter().position(|v| !v.is_finite())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,60 +396,5 @@ mod tests {
             "]".repeat(100)
         );
         assert!(parse_line(deep.as_bytes()).unwrap_err().contains("nested"));
-    }
-
-    fn npy(header: &str, data: &[u8]) -> Vec<u8> {
-        let mut header = header.to_owned();
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(data);
-        bytes
-    }
-
-    fn read(bytes: &[u8], known_length: bool) -> Result<Embeddings, String> {
-        read_npy(bytes, known_length.then_some(bytes.len() as u64))
-    }
-
-    #[test]
-    fn npy_dtypes_and_byte_orders() {
-        let values = [1.5f64, -2.0, 0.25, 8.0];
-        let f64le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let f32be: Vec<u8> = values
-            .iter()
-            .flat_map(|v| (*v as f32).to_be_bytes())
-            .collect();
-        for (descr, data) in [("<f8", f64le), (">f4", f32be)] {
-            let header =
-                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2, 2), }}");
-            for known in [true, false] {
-                let read = read(&npy(&header, &data), known).unwrap();
-                assert_eq!(read.dim, 2);
-                assert_eq!(read.values, [1.5, -2.0, 0.25, 8.0]);
-            }
-        }
-    }
-
-    #[test]
-    fn npy_shapes_that_lie_are_refused() {
-        let data = vec![0u8; 4 * 768 * 4];
-        for (shape, needle) in [
-            ("(72057594037927940, 768)", "too large"),
-            ("(5, 768)", "promises"),
-            ("(5, 0)", "rows have no values"),
-            ("(0, 768)", "no embeddings"),
-        ] {
-            let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-            let error = read(&npy(&header, &data), true).err().unwrap();
-            assert!(error.contains(needle), "{shape}: {error}");
-        }
-        // Without a known length, a stream that ends early is truncated, not padded.
-        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 768), }";
-        let error = read(&npy(header, &data), false).err().unwrap();
-        assert!(error.contains("ends before"), "{error}");
     }
 }
