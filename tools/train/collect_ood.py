@@ -33,7 +33,6 @@ import gzip
 import hashlib
 import html
 import html.parser
-import io
 import json
 import os
 import random
