@@ -30,7 +30,10 @@ fn main() {
     for width in [Width::Avx2, Width::Avx512] {
         match peak_gflops(width, iterations) {
             Some(gflops) => {
-                println!("one core's {} peak: {gflops:.1} GFLOP/s (best of 5)", width.name());
+                println!(
+                    "one core's {} peak: {gflops:.1} GFLOP/s (best of 5)",
+                    width.name()
+                );
                 widest = Some((width, gflops));
             }
             None => println!("one core's {} peak: this CPU lacks it", width.name()),

@@ -1,5 +1,6 @@
-//! The built-in model against its committed held-out split: the model card's numbers, the
-//! training script's numbers, and the `evaluate` and `threshold` commands.
+//! The built-in model against its committed held-out split and the out-of-distribution set: the
+//! model card's numbers, the training script's numbers, and the `evaluate` and `threshold`
+//! commands.
 
 mod common;
 
@@ -280,4 +281,56 @@ fn demo_texts_are_labelled_as_their_sources_say() {
         .classify(&x, dim, &mut p, Some(&mut labels))
         .unwrap();
     assert_eq!(labels, expected, "probabilities {p:?}");
+}
+
+const OOD_EMBEDDINGS: &str = "models/ood/embeddings.npy";
+const OOD_LABELS: &str = "models/ood/labels.npy";
+
+#[test]
+fn model_card_out_of_distribution_metrics_are_reproduced_exactly() {
+    let labels = common::npy_u8(OOD_LABELS);
+    let p = probabilities(OOD_EMBEDDINGS);
+    assert_eq!(p.len(), labels.len());
+    let rows = card_rows("ood");
+    let own = Model::builtin().unwrap().threshold();
+    assert!(rows.iter().any(|r| r.threshold == 0.5));
+    assert!(rows.iter().any(|r| r.threshold == own), "{own}");
+    for row in &rows {
+        check_row(row, &Metrics::compute(&p, &labels, row.threshold).unwrap());
+    }
+}
+
+#[test]
+fn model_card_false_positive_rates_on_adjacent_negatives_are_reproduced() {
+    let texts = std::fs::read_to_string(repo_path("models/ood/texts.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = texts
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let labels = common::npy_u8(OOD_LABELS);
+    let p = probabilities(OOD_EMBEDDINGS);
+    assert_eq!(rows.len(), p.len());
+    // The texts file and the labels file describe the same rows.
+    for (row, &label) in rows.iter().zip(&labels) {
+        assert_eq!(row["label"].as_u64(), Some(u64::from(label)), "{row}");
+    }
+    let adjacent: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i]["adjacent"].as_bool() == Some(true))
+        .collect();
+    assert!(adjacent.iter().all(|&i| labels[i] == 0));
+    let card = std::fs::read_to_string(repo_path("models/MODEL_CARD.md")).unwrap();
+    let card_rows: Vec<Vec<&str>> = card
+        .lines()
+        .filter(|line| line.starts_with("| ood-adjacent |"))
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(card_rows.len(), 2, "0.5 and the model's own threshold");
+    for cells in card_rows {
+        let threshold: f32 = cells[1].parse().unwrap();
+        let false_positives = adjacent.iter().filter(|&&i| p[i] >= threshold).count();
+        assert_eq!(cells[2], adjacent.len().to_string(), "{cells:?}");
+        assert_eq!(cells[3], false_positives.to_string(), "{cells:?}");
+        let rate = false_positives as f64 / adjacent.len() as f64;
+        assert_eq!(cells[4], format!("{rate:.4}"), "{cells:?}");
+    }
 }
