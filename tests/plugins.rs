@@ -162,7 +162,8 @@ fn misbehaving_plugins_fail_their_calls_and_the_process_carries_on() {
 
 #[test]
 fn a_rust_plugin_that_panics_in_classify_is_backend_failure() {
-    // `cargo test` builds the example target tests/plugins/panicking.rs beside the test binaries.
+    // The example target tests/plugins/panicking.rs, built by tools/test.sh before the tests
+    // (`cargo build --release --example gemma_cyber_panicking`).
     let examples = std::env::current_exe()
         .unwrap()
         .parent()
@@ -175,7 +176,7 @@ fn a_rust_plugin_that_panics_in_classify_is_backend_failure() {
         examples.join("libgemma_cyber_panicking.so"),
         dir.join("libgemma_cyber_panicking.so"),
     )
-    .expect("`cargo test --all-targets` builds the panicking example plugin");
+    .expect("build the panicking example plugin first: cargo build --release --example gemma_cyber_panicking");
     let plugin = Classifier::new(&plugin_options("panicking", &dir)).unwrap();
     assert_eq!(plugin.device_name(), "panicking 0.0.0: nowhere");
     for _ in 0..3 {

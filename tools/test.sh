@@ -19,6 +19,12 @@ else
   echo "== clippy and rustfmt NOT run: rustup component add clippy rustfmt" >&2
 fi
 
+# What the tests load from the build directory, built the way a user builds it: the CLI with the core
+# library and both backend plugins beside it in target/release (the CLI looks for plugins in its
+# own directory), and the panicking example plugin in target/release/examples. `cargo test` alone
+# leaves plugins under deps/ only and builds examples as test programs.
+cargo build --release
+cargo build --release --example gemma_cyber_panicking
 # The workspace: the core, the wgpu and onnxruntime plugins and the plugin SDK, every target.
 cargo test --release --workspace --all-targets
 # The core library without the command line's features: the C ABI as an appliance links it.
