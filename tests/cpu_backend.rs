@@ -9,9 +9,31 @@ use common::*;
 use gemma_cyber::backend::{Backend, CpuBackend, CpuKernel};
 use gemma_cyber::Model;
 
+/// Every kernel this CPU runs. The first call says on standard error which ones these tests cover
+/// on this host (written past the test harness's capture, so that it shows in CI logs: the CI host
+/// may be either kind of x86 machine).
 fn kernels() -> Vec<CpuKernel> {
     let all = [CpuKernel::Portable, CpuKernel::Avx2Fma];
-    all.into_iter().filter(|k| k.is_supported()).collect()
+    let (supported, missing): (Vec<CpuKernel>, Vec<CpuKernel>) =
+        all.into_iter().partition(|k| k.is_supported());
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let names = |kernels: &[CpuKernel]| {
+            let names: Vec<&str> = kernels.iter().map(|k| k.name()).collect();
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        let line = format!(
+            "cpu kernels tested on this host: {}; not supported here: {}\n",
+            names(&supported),
+            names(&missing)
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    });
+    supported
 }
 
 fn run(backend: &CpuBackend, inputs: &[f32], dim: usize) -> Vec<f32> {
