@@ -98,7 +98,7 @@ CHANGELOG_CYBER = re.compile(
     r"(?i)(\bcve-\d{4}-\d+|\bsecurity (fix|issue|update|vulnerabilit|problem|flaw|bug|release|advisor)"
     r"|vulnerab|exploit|buffer overflow|heap[- ]overflow|integer overflow"
     r"|use[- ]after[- ]free|out[- ]of[- ]bounds (read|write|access)|double free|denial[- ]of[- ]service"
-    r"|\bxss\b|cross[- ]site|sql injection|command injection|privilege escalation|arbitrary code"
+    r"|cross[- ]site|sql injection|command injection|privilege escalation|arbitrary code"
     r"|remote code execution|\bdsa[- ]\d|\bdla[- ]\d|symlink attack|information (disclosure|leak)"
     r"|bypass)")
 
@@ -153,10 +153,10 @@ def debian_license(folder, package):
         path = sorted(found)[0]
     with open(path, encoding="utf-8", errors="replace") as f:
         text = f.read()
-    m = re.search(r"^Files: \*\s*$.*?^License: *(.+)$", text, re.M | re.S)
+    m = re.search(r"^Files: \*[ \t]*\n.*?^License: *([^\n]+)", text, re.M | re.S)
     if m:
         return m.group(1).strip() + " (debian/copyright, Files: *)"
-    m = re.search(r"^License: *(.+)$", text, re.M)
+    m = re.search(r"^License: *([^\n]+)", text, re.M)
     return (m.group(1).strip() if m else "see /usr/share/doc/" + package + "/copyright")
 
 
@@ -528,6 +528,13 @@ def upstream_news(debs):
                 yield rec("upstream_news", "neg_release_notes", 0, para, deb, path)
 
 
+ADMIN_DOC_LICENSE = {
+    "debian-faq": "verbatim and modified copying permitted (Software in the Public Interest; "
+                  "debian-faq copyright file)",
+    "installation-guide-amd64": "GPL-2.0-only",
+}
+
+
 def debian_admin_docs(debs):
     """The Debian FAQ and the Debian GNU/Linux installation guide (amd64, English). Rule: not
     cyber (IT operations); any security word drops the paragraph."""
@@ -541,7 +548,8 @@ def debian_admin_docs(debs):
             for para in html_paragraphs_keep_code(path):
                 para = cut(para)
                 if para and fits(para) and prose(para) and not SECURITY_WORDS.search(para):
-                    yield rec("debian_admin_docs", "neg_it_ops", 0, para, deb, path)
+                    yield rec("debian_admin_docs", "neg_it_ops", 0, para, deb, path,
+                              ADMIN_DOC_LICENSE[name])
 
 
 def hledger_manual(debs):
@@ -583,7 +591,8 @@ def debian_governance(debs):
         for para in blocks(text):
             para = cut(para)
             if para and fits(para) and prose(para) and not SECURITY_WORDS.search(para):
-                yield rec("debian_governance", "neg_politics_law", 0, para, deb, path)
+                yield rec("debian_governance", "neg_politics_law", 0, para, deb, path,
+                          "GPL / Open Publication License v1.0 (doc-debian copyright file)")
 
 
 READERS = [ssg_rules, tiger_explanations, kernel_docs, gnome_help, manpages, debian_changelogs,
