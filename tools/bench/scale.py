@@ -7,6 +7,8 @@
    same process setup: CPU-seconds per row of `gemma-cyber classify SHARDS -o OUT --threads 1`
    against CPU-seconds per row of `Classifier(num_threads=1).classify` on 2048-row batches (the
    CLI's batch size). The difference is the cost of reading, converting and writing Parquet.
+   CLI runs and raw runs alternate and the share is taken per pair, so that a slower minute on a
+   shared machine weighs on both sides alike.
 2. Python's `classify` overhead per call: batch-1 calls through the package, next to the same
    call straight through ctypes with preallocated buffers, and `gemma-cyber bench --batches 1`
    (the library without Python).
@@ -51,29 +53,29 @@ def summary(values: list, unit: str) -> str:
 
 
 def bench_cli(shards: pathlib.Path, rows: int, repeats: int, work: pathlib.Path) -> None:
-    cli_rows_per_cpu_s, cli_rows_per_s = [], []
-    for _ in range(repeats):
-        out = work / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        before, start = children_cpu(), time.perf_counter()
-        subprocess.run([str(CLI), "classify", str(shards), "-o", str(out), "--keep", "id,url", "--backend", "cpu", "--threads", "1"], check=True)
-        wall, cpu = time.perf_counter() - start, children_cpu() - before
-        cli_rows_per_cpu_s.append(rows / cpu)
-        cli_rows_per_s.append(rows / wall)
+    """CLI runs and raw classify runs alternate, so that a change in the machine's speed (other
+    tenants, frequency) hits both sides of each pair alike; the share is computed per pair."""
+    cli_rows_per_cpu_s, cli_rows_per_s, raw, shares = [], [], [], []
     x = embeddings(2048, seed=99)
-    raw = []
     with gemma_cyber.Classifier(backend="cpu", num_threads=1) as classifier:
         classifier.classify(x)
         for _ in range(repeats):
+            out = work / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            before, start = children_cpu(), time.perf_counter()
+            subprocess.run([str(CLI), "classify", str(shards), "-o", str(out), "--keep", "id,url", "--backend", "cpu", "--threads", "1"], check=True)
+            wall, cpu = time.perf_counter() - start, children_cpu() - before
+            cli_rows_per_cpu_s.append(rows / cpu)
+            cli_rows_per_s.append(rows / wall)
             calls = max(1, rows // 2048)
             start = time.process_time()
             for _ in range(calls):
                 classifier.classify(x)
             raw.append(calls * 2048 / (time.process_time() - start))
-    cost = [1 - statistics.median(cli_rows_per_cpu_s) / statistics.median(raw)]
+            shares.append(1 - cli_rows_per_cpu_s[-1] / raw[-1])
     print(f"CLI on Parquet, 1 thread: rows/CPU-s {summary(cli_rows_per_cpu_s, '')}; rows/s {summary(cli_rows_per_s, '')}")
     print(f"raw classify, 1 thread, batch 2048: rows/CPU-s {summary(raw, '')}")
-    print(f"I/O and conversion share of the CLI's CPU time (medians): {cost[0] * 100:.1f} %")
+    print(f"I/O and conversion share of the CLI's CPU time, per CLI/raw pair: min {min(shares) * 100:.1f} %, median {statistics.median(shares) * 100:.1f} %, max {max(shares) * 100:.1f} %")
 
 
 def bench_python_overhead(repeats: int) -> None:
