@@ -16,14 +16,14 @@ mod graph;
 use std::ffi::{CStr, CString, OsString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use gemma_cyber_plugin::{panic_message, Backend, Error, Model, Result, Settings};
+use gemma_cyber_plugin::{panic_message, Backend, Error, Model, OnDrop, Pool, Result, Settings};
 
 /// Environment variable naming ONNX Runtime's shared library, read when the settings name none.
 const LIBRARY_ENV: &str = "GEMMA_CYBER_ONNXRUNTIME_LIB";
@@ -70,17 +70,10 @@ pub struct OnnxruntimeBackend {
     input_dim: usize,
     /// Intra-op threads of each session.
     threads: usize,
-    pool: Mutex<SessionPool>,
-    /// Signalled when a session goes back into an exhausted pool.
-    returned: Condvar,
-    max_sessions: usize,
+    /// Sessions, at most cores / threads; a session keeps no state between runs, so one whose
+    /// call failed or panicked goes back too.
+    sessions: Pool<Session>,
     device_name: CString,
-}
-
-/// Idle sessions, and how many are live in all (idle or lent out).
-struct SessionPool {
-    idle: Vec<Session>,
-    live: usize,
 }
 
 impl OnnxruntimeBackend {
@@ -107,24 +100,14 @@ impl OnnxruntimeBackend {
             graph: graph::onnx_model(model),
             input_dim: model.input_dim(),
             threads,
-            pool: Mutex::new(SessionPool {
-                idle: Vec::new(),
-                live: 0,
-            }),
-            returned: Condvar::new(),
-            max_sessions,
+            sessions: Pool::new(max_sessions, OnDrop::Return),
             device_name,
         };
         // One session up front, so a graph ONNX Runtime rejects fails create, not classify.
         let first = backend
             .new_session()
             .map_err(|e| Error::backend_unavailable(e.message()))?;
-        let pool = backend
-            .pool
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        pool.idle.push(first);
-        pool.live = 1;
+        backend.sessions.put(first);
         Ok(backend)
     }
 
@@ -140,48 +123,6 @@ impl OnnxruntimeBackend {
             .map_err(session_failure)?
             .commit_from_memory(&self.graph)
             .map_err(session_failure)
-    }
-
-    fn pool(&self) -> MutexGuard<'_, SessionPool> {
-        // A panic while the pool was locked cannot leave it inconsistent: every change is one push,
-        // one pop or one counter update.
-        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// An idle session, a new one while there are fewer than `max_sessions`, else the next one
-    /// returned.
-    fn borrow_session(&self) -> Result<Session> {
-        let mut pool = self.pool();
-        loop {
-            if let Some(session) = pool.idle.pop() {
-                return Ok(session);
-            }
-            if pool.live < self.max_sessions {
-                pool.live += 1;
-                drop(pool);
-                return self.new_session().inspect_err(|_| self.pool().live -= 1);
-            }
-            pool = self
-                .returned
-                .wait(pool)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-/// A session borrowed from the pool; dropping the lease returns the session to the pool, also
-/// when `run` failed or panicked (a session keeps no state between runs).
-struct SessionLease<'a> {
-    backend: &'a OnnxruntimeBackend,
-    session: Option<Session>,
-}
-
-impl Drop for SessionLease<'_> {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.backend.pool().idle.push(session);
-            self.backend.returned.notify_one();
-        }
     }
 }
 
@@ -220,15 +161,16 @@ impl Backend for OnnxruntimeBackend {
     }
 
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
-        let mut lease = SessionLease {
-            backend: self,
-            session: Some(self.borrow_session()?),
-        };
-        let session = lease
-            .session
-            .as_mut()
-            .expect("a lease holds its session until dropped");
-        run(session, embeddings, rows, self.input_dim, probabilities)
+        let mut session = self
+            .sessions
+            .lease(|idle| idle.map_or_else(|| self.new_session(), Ok))?;
+        run(
+            &mut session,
+            embeddings,
+            rows,
+            self.input_dim,
+            probabilities,
+        )
     }
 }
 

@@ -11,9 +11,11 @@ pub mod abi;
 mod error;
 mod export;
 mod model;
+mod pool;
 mod settings;
 
 pub use error::{panic_message, Error, Result, Status};
 pub use export::{entry, quiet_panics, table, Backend};
 pub use model::{Layer, Model, ModelStorage};
+pub use pool::{Lease, OnDrop, Pool};
 pub use settings::Settings;

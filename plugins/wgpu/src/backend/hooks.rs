@@ -14,7 +14,7 @@ impl WgpuBackend {
     pub fn device_seconds(&self, rows: usize, repeats: usize) -> Result<f64> {
         let rows = rows.clamp(1, self.chunk_rows);
         let lease = self.workspace(rows)?;
-        let workspace = lease.get();
+        let workspace = &*lease;
         let params: [u32; 4] = [rows as u32, 0, 0, 0];
         self.queue
             .write_buffer(&workspace.params, 0, bytemuck::cast_slice(&params));

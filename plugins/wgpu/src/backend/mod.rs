@@ -25,16 +25,16 @@ mod workspace;
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use gemma_cyber_plugin::{Backend, Error, Model, Result, Settings};
+use gemma_cyber_plugin::{Backend, Error, Model, Pool, Result, Settings};
 
 use adapter::{choose_adapter, describe, keep_instance, kept_instance};
 use errors::{panic_failure, DeviceEvents, ErrorScopes};
 use pipelines::{Layer, Setup, VECTOR_ROWS};
 pub use settings::{WgpuSettings, ADAPTER_ENV, BACKENDS_ENV};
-use workspace::WorkspacePool;
+use workspace::Workspace;
 
 /// Rows a chunk holds at most unless the settings say otherwise: large enough to keep a GPU busy,
 /// small enough that a workspace stays near 100 MiB for the default model.
@@ -73,8 +73,7 @@ pub struct WgpuBackend {
     max_groups: u32,
     timeout: Duration,
     events: Arc<DeviceEvents>,
-    pool: Mutex<WorkspacePool>,
-    returned: Condvar,
+    workspaces: Pool<Workspace>,
     /// Last, so it runs after the device and everything on it are dropped.
     _trim: TrimHeapOnDrop,
 }
@@ -193,8 +192,7 @@ impl WgpuBackend {
             max_groups: limits.max_compute_workgroups_per_dimension.max(1),
             timeout: settings.timeout,
             events,
-            pool: Mutex::new(WorkspacePool::default()),
-            returned: Condvar::new(),
+            workspaces: workspace::workspace_pool(),
             _trim: TrimHeapOnDrop,
         })
     }

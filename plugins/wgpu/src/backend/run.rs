@@ -49,7 +49,7 @@ impl WgpuBackend {
                 leases.push(second);
             }
         }
-        let mut results = std::mem::take(&mut leases[0].get_mut().probabilities);
+        let mut results = std::mem::take(&mut leases[0].probabilities);
         results.clear();
         results.resize(rows, 0.0);
         let scopes = ErrorScopes::push(&self.device);
@@ -58,7 +58,7 @@ impl WgpuBackend {
         match scopes.check("running the model").and(outcome) {
             Ok(()) => {
                 probabilities.copy_from_slice(&results);
-                leases[0].get_mut().probabilities = results;
+                leases[0].probabilities = results;
                 for lease in leases {
                     lease.give_back();
                 }
@@ -102,7 +102,7 @@ impl WgpuBackend {
             if next < rows && in_flight.len() < leases.len() {
                 let count = piece.min(rows - next);
                 let input = &embeddings[next * self.input_dim..(next + count) * self.input_dim];
-                let submitted = self.submit_piece(leases[slot].get_mut(), input, count);
+                let submitted = self.submit_piece(&mut leases[slot], input, count);
                 in_flight.push_back((slot, next, submitted));
                 next += count;
                 slot = (slot + 1) % leases.len();
@@ -113,11 +113,7 @@ impl WgpuBackend {
                 return Ok(());
             };
             let count = submitted.count;
-            self.finish_piece(
-                leases[done].get(),
-                submitted,
-                &mut results[first..first + count],
-            )?;
+            self.finish_piece(&leases[done], submitted, &mut results[first..first + count])?;
         }
     }
 

@@ -1,6 +1,6 @@
 //! The pool of workspaces: the buffers and bind groups of the calls in flight.
 
-use gemma_cyber_plugin::Result;
+use gemma_cyber_plugin::{Lease, OnDrop, Pool, Result};
 
 use super::errors::ErrorScopes;
 use super::WgpuBackend;
@@ -24,109 +24,40 @@ pub(super) struct Workspace {
     pub(super) layer_bind_groups: Vec<wgpu::BindGroup>,
 }
 
-/// Idle workspaces, and how many are live in all (idle or lent out).
-#[derive(Default)]
-pub(super) struct WorkspacePool {
-    idle: Vec<Workspace>,
-    live: usize,
-}
+/// A workspace leased by one call. [`Lease::give_back`] returns it for reuse; dropping the lease
+/// instead (a failure, a panic) retires the workspace, since the device may still be using its
+/// buffers, and frees its slot, so none is ever lost.
+pub(super) type WorkspaceLease<'a> = Lease<'a, Workspace>;
 
-/// A workspace borrowed from the pool by one call. [`WorkspaceLease::give_back`] returns the
-/// workspace for reuse; dropping the lease instead (a failure, a panic) retires the workspace,
-/// since the device may still be using its buffers, and frees its slot, so none is ever lost.
-pub(super) struct WorkspaceLease<'a> {
-    backend: &'a WgpuBackend,
-    /// `None` only while the workspace is being made.
-    workspace: Option<Workspace>,
-    /// Whether the slot is still this lease's to return.
-    held: bool,
-}
-
-impl WorkspaceLease<'_> {
-    pub(super) fn get(&self) -> &Workspace {
-        self.workspace
-            .as_ref()
-            .expect("a lease holds its workspace")
-    }
-
-    pub(super) fn get_mut(&mut self) -> &mut Workspace {
-        self.workspace
-            .as_mut()
-            .expect("a lease holds its workspace")
-    }
-
-    pub(super) fn give_back(mut self) {
-        self.held = false;
-        self.backend.return_workspace(self.workspace.take());
-    }
-}
-
-impl Drop for WorkspaceLease<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            self.workspace = None;
-            self.backend.return_workspace(None);
-        }
-    }
+/// The pool of [`Workspace`]s, at most [`MAX_WORKSPACES`].
+pub(super) fn workspace_pool() -> Pool<Workspace> {
+    Pool::new(MAX_WORKSPACES, OnDrop::Retire)
 }
 
 impl WgpuBackend {
     /// A workspace for `rows` rows (up to a chunk): an idle one if one is big enough. Waits while
-    /// every workspace is in a call.
+    /// every workspace is in a call (each call's waits are bounded).
     pub(super) fn workspace(&self, rows: usize) -> Result<WorkspaceLease<'_>> {
-        self.lease(rows, true)
-            .map(|lease| lease.expect("a waiting lease always gets a workspace"))
+        self.workspaces.lease(|idle| self.fit_workspace(idle, rows))
     }
 
     /// Like [`WgpuBackend::workspace`], but `None` instead of waiting.
     pub(super) fn try_workspace(&self, rows: usize) -> Result<Option<WorkspaceLease<'_>>> {
-        self.lease(rows, false)
+        self.workspaces
+            .try_lease(|idle| self.fit_workspace(idle, rows))
     }
 
-    fn lease(&self, rows: usize, wait: bool) -> Result<Option<WorkspaceLease<'_>>> {
+    /// `idle` if it holds `rows` rows, else a new workspace in its place.
+    fn fit_workspace(&self, idle: Option<Workspace>, rows: usize) -> Result<Workspace> {
         let wanted = rows.clamp(1, self.chunk_rows);
-        let reused = {
-            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                if let Some(workspace) = pool.idle.pop() {
-                    break Some(workspace);
-                }
-                if pool.live < MAX_WORKSPACES {
-                    pool.live += 1;
-                    break None;
-                }
-                if !wait {
-                    return Ok(None);
-                }
-                // Every workspace is in a call, and each call's waits are bounded.
-                pool = self.returned.wait(pool).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        // From here the slot is this call's: the lease gives it back however the call ends.
-        let mut lease = WorkspaceLease {
-            backend: self,
-            workspace: None,
-            held: true,
-        };
-        lease.workspace = match reused {
-            Some(workspace) if workspace.capacity >= wanted => Some(workspace),
+        match idle {
+            Some(workspace) if workspace.capacity >= wanted => Ok(workspace),
             _ => {
                 // Grow in powers of two so a series of slightly larger batches reallocates rarely.
                 let capacity = wanted.next_power_of_two().max(64).min(self.chunk_rows);
-                Some(self.new_workspace(capacity)?)
+                self.new_workspace(capacity)
             }
-        };
-        Ok(Some(lease))
-    }
-
-    /// Puts a workspace back in the pool; `None` retires one (after a failure).
-    fn return_workspace(&self, workspace: Option<Workspace>) {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        match workspace {
-            Some(workspace) => pool.idle.push(workspace),
-            None => pool.live -= 1,
         }
-        self.returned.notify_one();
     }
 
     fn new_workspace(&self, capacity: usize) -> Result<Workspace> {
