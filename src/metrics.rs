@@ -350,32 +350,28 @@ mod tests {
     fn thresholds_for_each_target() {
         let p = [0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3];
         let y = [1, 1, 0, 1, 0, 1, 0, 0];
-        // Precision 1 holds down to 0.9; the cut sits between 0.9 and 0.8.
-        let t = choose_threshold(&p, &y, Target::Precision(1.0))
-            .unwrap()
-            .unwrap();
-        assert!((t - 0.85).abs() < 1e-6, "{t}");
-        assert_eq!(ConfusionMatrix::new(&p, &y, t).precision(), 1.0);
-        // Precision 0.75 is reached again at 0.7 (3 of 4); the lowest such cut wins.
-        let t = choose_threshold(&p, &y, Target::Precision(0.75))
-            .unwrap()
-            .unwrap();
-        assert!((t - 0.65).abs() < 1e-6, "{t}");
-        // Recall 0.75 first holds at 0.7.
-        let t = choose_threshold(&p, &y, Target::Recall(0.75))
-            .unwrap()
-            .unwrap();
-        assert!((t - 0.65).abs() < 1e-6, "{t}");
-        assert_eq!(ConfusionMatrix::new(&p, &y, t).recall(), 0.75);
-        // F1: 2/3 down to 0.9, 6/8 down to 0.7 (TP 3, FP 1, FN 1), 8/10 down to 0.5 (TP 4, FP 2).
-        let t = choose_threshold(&p, &y, Target::MaxF1).unwrap().unwrap();
-        assert!((t - 0.45).abs() < 1e-6, "{t}");
-        assert_eq!(ConfusionMatrix::new(&p, &y, t).f1(), 0.8);
-        // Recall 1 needs every positive: down to 0.5.
-        let t = choose_threshold(&p, &y, Target::Recall(1.0))
-            .unwrap()
-            .unwrap();
-        assert!((t - 0.45).abs() < 1e-6, "{t}");
+        let cases = [
+            // Precision 1 holds down to 0.9; the cut sits between 0.9 and 0.8.
+            (Target::Precision(1.0), 0.85),
+            // Precision 0.75 is reached again at 0.7 (3 of 4); the lowest such cut wins.
+            (Target::Precision(0.75), 0.65),
+            // Recall 0.75 first holds at 0.7.
+            (Target::Recall(0.75), 0.65),
+            // F1: 2/3 down to 0.9, 6/8 down to 0.7 (TP 3, FP 1, FN 1), 8/10 down to 0.5 (TP 4, FP 2).
+            (Target::MaxF1, 0.45),
+            // Recall 1 needs every positive: down to 0.5.
+            (Target::Recall(1.0), 0.45),
+        ];
+        for (target, expected) in cases {
+            let t = choose_threshold(&p, &y, target).unwrap().unwrap();
+            assert!((t - expected).abs() < 1e-6, "{target:?}: {t}");
+            let matrix = ConfusionMatrix::new(&p, &y, t);
+            match target {
+                Target::Precision(goal) => assert!(matrix.precision() >= goal),
+                Target::Recall(goal) => assert!(matrix.recall() >= goal),
+                Target::MaxF1 => assert_eq!(matrix.f1(), 0.8),
+            }
+        }
     }
 
     #[test]

@@ -107,6 +107,19 @@ macro_rules! field {
     };
 }
 
+/// A field appended within version 1 (a pointer, like all of them): its value when the caller's
+/// struct, `struct_size` bytes, reaches the field's end; NULL, "not set", when the caller's struct
+/// predates it. Used as [`field!`] is.
+macro_rules! appended {
+    ($options:ident . $name:ident, $struct_size:expr) => {
+        if $struct_size >= offset_of!(gemma_cyber_options, $name) + size_of::<*const u8>() {
+            field!($options.$name)
+        } else {
+            std::ptr::null()
+        }
+    };
+}
+
 /// Reads and checks the caller's options without ever forming a reference to them, so an
 /// out-of-range enum value is an error rather than undefined behaviour.
 ///
@@ -138,29 +151,13 @@ pub(crate) unsafe fn read(options: *const gemma_cyber_options) -> Result<Options
     // SAFETY: the caller's promises, passed on.
     let model = unsafe { read_model(options) }?;
     let threshold = field!(options.threshold);
-    // Fields appended within version 1 are read only when the caller's struct has them.
-    let covers = |end: usize| struct_size >= end;
-    let sha256 = if covers(offset_of!(gemma_cyber_options, model_sha256) + size_of::<*const u8>()) {
-        field!(options.model_sha256)
-    } else {
-        std::ptr::null()
-    };
-    let plugin_dir =
-        if covers(offset_of!(gemma_cyber_options, plugin_dir) + size_of::<*const c_char>()) {
-            let text = field!(options.plugin_dir);
-            // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
-            unsafe { path_field(text, "plugin_dir") }?
-        } else {
-            None
-        };
-    let plugin_name =
-        if covers(offset_of!(gemma_cyber_options, plugin_name) + size_of::<*const c_char>()) {
-            let text = field!(options.plugin_name);
-            // SAFETY: as above.
-            unsafe { text_field(text, "plugin_name") }?
-        } else {
-            None
-        };
+    let sha256 = appended!(options.model_sha256, struct_size);
+    let plugin_dir = appended!(options.plugin_dir, struct_size);
+    // SAFETY: a string field is NULL or NUL-terminated (the caller's promise).
+    let plugin_dir = unsafe { path_field(plugin_dir, "plugin_dir") }?;
+    let plugin_name = appended!(options.plugin_name, struct_size);
+    // SAFETY: as above.
+    let plugin_name = unsafe { text_field(plugin_name, "plugin_name") }?;
     Ok(Options {
         backend,
         model,
@@ -246,23 +243,19 @@ unsafe fn read_plugin_settings(
     if let Some(library) = library {
         plugin_settings.push(format!("onnxruntime.library={library}"));
     }
-    if struct_size
-        >= offset_of!(gemma_cyber_options, plugin_settings) + size_of::<*const *const c_char>()
-    {
-        let mut item = field!(options.plugin_settings);
-        if !item.is_null() {
-            // SAFETY: the caller promised a NULL-terminated array of NUL-terminated strings, so
-            // every item up to and including the NULL one is readable.
-            while let Some(entry) = unsafe { item.read().as_ref() } {
-                // SAFETY: a non-NULL entry is a NUL-terminated string (as above).
-                let setting =
-                    unsafe { text_field(entry, "plugin_settings entry") }?.ok_or_else(|| {
-                        Error::invalid_argument("options.plugin_settings holds an empty string")
-                    })?;
-                plugin_settings.push(setting);
-                // SAFETY: the array goes on at least to its NULL entry, not reached yet.
-                item = unsafe { item.add(1) };
-            }
+    let mut item: *const *const c_char = appended!(options.plugin_settings, struct_size);
+    if !item.is_null() {
+        // SAFETY: the caller promised a NULL-terminated array of NUL-terminated strings, so
+        // every item up to and including the NULL one is readable.
+        while let Some(entry) = unsafe { item.read().as_ref() } {
+            // SAFETY: a non-NULL entry is a NUL-terminated string (as above).
+            let setting =
+                unsafe { text_field(entry, "plugin_settings entry") }?.ok_or_else(|| {
+                    Error::invalid_argument("options.plugin_settings holds an empty string")
+                })?;
+            plugin_settings.push(setting);
+            // SAFETY: the array goes on at least to its NULL entry, not reached yet.
+            item = unsafe { item.add(1) };
         }
     }
     Ok(plugin_settings)
