@@ -40,6 +40,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import debian_changelog
+
 SEED = 20261129
 MIN_CHARS = 60
 MAX_CHARS = 800
@@ -447,21 +449,7 @@ DOC_PACKAGES = {"debian-faq", "installation-guide-amd64", "doc-debian", "linux-d
 
 
 def changelog_items(text):
-    items, cur = [], None
-    for line in text.splitlines():
-        if re.match(r"^  [*] ", line):
-            if cur:
-                items.append(cur)
-            cur = [line[4:]]
-        elif cur is not None and re.match(r"^ {4,}\S", line):
-            cur.append(line.strip())
-        else:
-            if cur:
-                items.append(cur)
-            cur = None
-    if cur:
-        items.append(cur)
-    return [clean(" ".join(i)) for i in items]
+    return [clean(item) for item in debian_changelog.changelog_items(text)]
 
 
 def debian_changelogs(debs):

@@ -43,6 +43,8 @@ import tarfile
 import tempfile
 import zipfile
 
+from debian_changelog import changelog_items
+
 SEED = 20261128
 MIN_CHARS = 60
 MAX_CHARS = 800
@@ -181,23 +183,9 @@ def debian_changelog(debs):
         if not os.path.exists(doc):
             continue
         with gzip.open(doc, "rt", encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-        items, cur = [], None
-        for line in lines:
-            if re.match(r"^  [*] ", line):
-                if cur:
-                    items.append(cur)
-                cur = [line[4:]]
-            elif cur is not None and re.match(r"^ {4,}\S", line):
-                cur.append(line.strip())
-            else:
-                if cur:
-                    items.append(cur)
-                cur = None
-        if cur:
-            items.append(cur)
+            items = changelog_items(f.read())
         for item in items:
-            text = clean(" ".join(item))
+            text = clean(item)
             if not fits(text):
                 continue
             sec = bool(re.search(r"CVE-\d|security|vulnerab|overflow|exploit", text, re.I))
