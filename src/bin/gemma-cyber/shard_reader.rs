@@ -5,8 +5,9 @@
 //! and Spark write) is decoded with parquet's column reader straight into a buffer that the
 //! classifying thread hands back for reuse. Arrow's list reader would rebuild every batch from
 //! empty, growing it page by page (each growth a copy of all values so far), and then compute list
-//! offsets from every value's levels: a fifth of the command's time at one classify thread. Float16
-//! columns, rarer and half the bytes, go through Arrow and are widened here.
+//! offsets from every value's levels: about 8 % of the command's CPU time at one classify thread
+//! (docs/BENCHMARKS.md). Float16 columns, rarer and half the bytes, go through Arrow and are
+//! widened here.
 
 use std::fs::File;
 use std::path::Path;
