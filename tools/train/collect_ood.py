@@ -196,14 +196,15 @@ def debian_changelog(debs):
     return out
 
 
-def harden_doc(debs):
-    version, folder = debs["harden-doc"]
-    base = os.path.join(folder, "usr/share/doc/harden-doc/html/en-US")
+def html_manual(debs, package, pattern, source, category, label, license):
+    """Every paragraph of a Debian package's HTML manual pages matching `pattern` (under the
+    package's root), in file order."""
+    version, folder = debs[package]
     out = []
-    for path in sorted(glob.glob(os.path.join(base, "*.html"))):
+    for path in sorted(glob.glob(os.path.join(folder, pattern))):
         for p in html_paragraphs(path):
-            out.append(rec("harden_doc", "cyber_advice", 1, p, "harden-doc", version,
-                           os.path.relpath(path, folder), "GPL-2.0-or-later (Securing Debian Manual)"))
+            out.append(rec(source, category, label, p, package, version,
+                           os.path.relpath(path, folder), license))
     return out
 
 
@@ -222,26 +223,6 @@ def handbook(debs, sections, source, category, label):
             out.append(rec(source, cat, label, p, "debian-handbook", version,
                            os.path.relpath(path, folder),
                            "GPL-2.0-or-later or CC-BY-SA-3.0 (The Debian Administrator's Handbook)"))
-    return out
-
-
-def debian_reference(debs):
-    version, folder = debs["debian-reference-en"]
-    out = []
-    for path in sorted(glob.glob(os.path.join(folder, "usr/share/debian-reference/ch*.en.html"))):
-        for p in html_paragraphs(path):
-            out.append(rec("debian_reference", "neg_it_ops", 0, p, "debian-reference-en", version,
-                           os.path.relpath(path, folder), "GPL-2.0-or-later (Debian Reference)"))
-    return out
-
-
-def gnucash(debs):
-    version, folder = debs["gnucash-docs"]
-    out = []
-    for path in sorted(glob.glob(os.path.join(folder, "usr/share/doc/gnucash-docs/gnucash-guide-en/*.html"))):
-        for p in html_paragraphs(path):
-            out.append(rec("gnucash_guide", "neg_finance", 0, p, "gnucash-docs", version,
-                           os.path.relpath(path, folder), "GFDL-1.1-or-later (GnuCash Tutorial and Concepts Guide)"))
     return out
 
 
@@ -419,11 +400,19 @@ def main():
             "django_security_topic": topic,
             "debian_changelog": debian_changelog(debs),
             "axios_changelog": axios(os.path.join(args.sources, "npm")),
-            "harden_doc": harden_doc(debs),
+            "harden_doc": html_manual(debs, "harden-doc", "usr/share/doc/harden-doc/html/en-US/*.html",
+                                      "harden_doc", "cyber_advice", 1,
+                                      "GPL-2.0-or-later (Securing Debian Manual)"),
             "handbook_security": handbook(debs, HANDBOOK_SECURITY, "handbook_security", "cyber_advice", 1),
             "handbook_network": handbook(debs, HANDBOOK_NETWORK, "handbook_network", "neg_networking", 0),
-            "debian_reference": debian_reference(debs),
-            "gnucash_guide": gnucash(debs),
+            "debian_reference": html_manual(debs, "debian-reference-en",
+                                            "usr/share/debian-reference/ch*.en.html",
+                                            "debian_reference", "neg_it_ops", 0,
+                                            "GPL-2.0-or-later (Debian Reference)"),
+            "gnucash_guide": html_manual(debs, "gnucash-docs",
+                                         "usr/share/doc/gnucash-docs/gnucash-guide-en/*.html",
+                                         "gnucash_guide", "neg_finance", 0,
+                                         "GFDL-1.1-or-later (GnuCash Tutorial and Concepts Guide)"),
             "alarmdecoder": alarmdecoder(pypi),
             "licenses": licenses(debs),
             "fortunes": fortunes(debs),
