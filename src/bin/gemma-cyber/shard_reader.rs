@@ -72,12 +72,11 @@ impl<'a> ShardReader<'a> {
         };
         let rows = batch.num_rows();
         let filled = match &mut self.embeddings {
-            Embeddings::Float32(column) => column
-                .read(rows, values)
-                .map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim)),
-            Embeddings::Float16 { column } => widen(&batch, column, self.dim, values)
-                .map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim)),
+            Embeddings::Float32(column) => column.read(rows, values),
+            Embeddings::Float16 { column } => widen(&batch, column, self.dim, values),
         };
+        let filled =
+            filled.map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim));
         self.first_row += rows;
         Some(filled.map(|()| batch))
     }
@@ -245,15 +244,15 @@ impl FloatColumn {
                 self.reader = None;
                 continue;
             }
-            self.check(records, values.len() - start)
-                .map_err(|problem| problem.offset(done))?;
+            self.check(done, records, values.len() - start)?;
             done += records;
         }
         Ok(())
     }
 
-    /// Checks the levels of `records` rows just read, which brought `values` values.
-    fn check(&self, records: usize, values: usize) -> Result<(), Problem> {
+    /// Checks the levels of `records` rows just read, which brought `values` values and follow
+    /// `first_row` rows of the batch.
+    fn check(&self, first_row: usize, records: usize, values: usize) -> Result<(), Problem> {
         let dim = self.dim;
         let levels = self.repetition.len();
         // The common case in one pass each: every row exactly `dim` present values.
@@ -271,24 +270,26 @@ impl FloatColumn {
         {
             return Ok(());
         }
-        self.find_problem()
+        self.find_problem(first_row)
     }
 
-    /// The first problem among the levels just read, looking for null embeddings first, then wrong
-    /// lengths, then null values: the order in which a caller would fix them.
-    fn find_problem(&self) -> Result<(), Problem> {
+    /// The first problem among the levels just read (rows counted from `first_row`), looking for
+    /// null embeddings first, then wrong lengths, then null values: the order in which a caller
+    /// would fix them.
+    fn find_problem(&self, first_row: usize) -> Result<(), Problem> {
         let mut starts: Vec<usize> = (0..self.repetition.len())
             .filter(|&i| self.repetition[i] == 0)
             .collect();
         let levels = self.repetition.len();
         starts.push(levels);
         let rows = starts.windows(2).map(|w| (w[0], w[1]));
-        for (row, (start, _)) in rows.clone().enumerate() {
+        let rows = (first_row..).zip(rows);
+        for (row, (start, _)) in rows.clone() {
             if self.definition[start] < self.empty_list {
                 return Err(Problem::NullEmbedding { row });
             }
         }
-        for (row, (start, end)) in rows.clone().enumerate() {
+        for (row, (start, end)) in rows.clone() {
             let values = if self.definition[start] == self.empty_list {
                 0
             } else {
@@ -298,7 +299,7 @@ impl FloatColumn {
                 return Err(Problem::WrongLength { row, values });
             }
         }
-        for (row, (start, end)) in rows.enumerate() {
+        for (row, (start, end)) in rows {
             if let Some(index) = (start..end).find(|&i| self.definition[i] < self.max_definition) {
                 return Err(Problem::NullValue {
                     row,
@@ -309,23 +310,5 @@ impl FloatColumn {
         Err(Problem::Unreadable(
             "the embedding column's levels and values disagree".into(),
         ))
-    }
-}
-
-impl Problem {
-    /// The same problem with its row counted from `rows` earlier.
-    fn offset(self, rows: usize) -> Problem {
-        match self {
-            Problem::NullEmbedding { row } => Problem::NullEmbedding { row: row + rows },
-            Problem::NullValue { row, index } => Problem::NullValue {
-                row: row + rows,
-                index,
-            },
-            Problem::WrongLength { row, values } => Problem::WrongLength {
-                row: row + rows,
-                values,
-            },
-            Problem::Unreadable(e) => Problem::Unreadable(e),
-        }
     }
 }
