@@ -5,6 +5,7 @@ written)."""
 from __future__ import annotations
 
 import pathlib
+import resource
 import signal
 import subprocess
 import time
@@ -87,6 +88,23 @@ def test_directory_gives_one_output_per_shard_and_resumes(tmp_path):
     run_cli("classify", tmp_path / "in", "-o", out, "--keep", "id", "--backend", "cpu")
     assert marker.read_bytes() == b"an earlier run's output"
     assert pq.read_table(out / "part-00002.parquet").equals(outputs["part-00002.parquet"])
+
+
+def test_more_shards_than_open_files_allowed(tmp_path):
+    """A run over thousands of shards must not hold one file open per shard: here 60 shards under
+    a limit of 40 open files."""
+    x = make_shards(tmp_path / "in", 60, 20)
+    out = tmp_path / "out"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))  # noqa: E731
+    result = subprocess.run([str(CLI), "classify", tmp_path / "in", "-o", out, "--keep", "id", "--backend", "cpu"],
+                            capture_output=True, text=True, preexec_fn=limit)
+    assert result.returncode == 0, result.stderr
+    outputs = read_outputs(out)
+    assert len(outputs) == 60
+    ids = np.concatenate([t.column("id").to_numpy() for t in outputs.values()])
+    np.testing.assert_array_equal(ids, np.arange(1200))
+    probabilities = np.concatenate([t.column("probability").to_numpy() for t in outputs.values()])
+    np.testing.assert_allclose(probabilities, reference(x)[0], rtol=0, atol=1e-6)
 
 
 def test_quoted_glob_selects_shards(tmp_path):

@@ -165,23 +165,22 @@ pub(crate) fn classify(
         vec![(input.to_owned(), output.to_owned())]
     };
 
-    let mut readers = Vec::with_capacity(jobs.len());
+    // Every shard is checked readable, and its rows counted for the progress bar, before any
+    // output is written; each is opened again when its turn comes, so that a run over thousands
+    // of shards holds one open at a time, not one file descriptor per shard.
     let mut total_rows = 0u64;
-    for (shard, target) in jobs {
-        let (builder, rows) = open_shard(&shard)?;
-        total_rows += rows;
-        readers.push((shard, target, builder));
+    for (shard, _) in &jobs {
+        total_rows += open_shard(shard)?.1;
     }
     let progress = progress_bar(total_rows);
-    for (shard, target, builder) in readers {
+    for (shard, target) in jobs {
+        let (builder, _) = open_shard(&shard)?;
         classify_shard(&shard, builder, &target, columns, classifier, &progress)?;
     }
     progress.finish_and_clear();
     Ok(())
 }
 
-/// The shards of a directory (its `*.parquet` files, not hidden ones nor Spark's `_` files) or of
-/// a glob on file names (`dir/part-*.parquet`), sorted by name.
 /// Keeps memory freed by one batch for the next instead of handing it back to the kernel.
 ///
 /// Every batch frees and allocates the same large buffers again (Parquet pages, columns, output
@@ -200,6 +199,8 @@ fn keep_freed_memory() {
     }
 }
 
+/// The shards of a directory (its `*.parquet` files, not hidden ones nor Spark's `_` files) or of
+/// a glob on file names (`dir/part-*.parquet`), sorted by name.
 fn list_shards(input: &Path) -> Result<Vec<PathBuf>, Failure> {
     let (dir, pattern) = if input.is_dir() {
         (input.to_owned(), "*.parquet".to_owned())
