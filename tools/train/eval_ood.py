@@ -14,24 +14,20 @@ import argparse
 import collections
 import json
 import subprocess
+import tempfile
 
 import numpy as np
 
 
-def auc(y, p):
-    """Mann–Whitney AUC with ties counted half."""
-    pos, neg = p[y == 1], p[y == 0]
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.concatenate([pos, neg])[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+def library_auc(cli, model, embeddings, labels):
+    """AUC as the library computes it (`gemma-cyber evaluate`), on the given rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/x.npy", embeddings)
+        np.save(f"{tmp}/y.npy", labels)
+        cmd = [cli, "evaluate", f"{tmp}/x.npy", "--labels", f"{tmp}/y.npy", "--format", "json"]
+        cmd += ["--model", model] if model else []
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["auc"]
 
 
 def confusion(y, yhat):
@@ -83,28 +79,19 @@ def main():
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
     p = np.array([json.loads(line)["probability"] for line in out], dtype=np.float64)
     labels_default = np.array([json.loads(line)["label"] for line in out])
-    # The model's own threshold: the smallest probability it labels cyber, checked against 0.5's rule.
-    info_cmd = [args.cli, "info"] + (["--model", args.model] if args.model else [])
+    # The model's own threshold, checked against the labels classify gave.
+    info_cmd = [args.cli, "info", "--format", "json"] + (["--model", args.model] if args.model else [])
     info = subprocess.run(info_cmd, check=True, capture_output=True, text=True).stdout
-    threshold = None
-    for line in info.splitlines():
-        if "threshold" in line.lower():
-            for tok in line.replace("=", " ").replace(":", " ").split():
-                try:
-                    threshold = float(tok)
-                    break
-                except ValueError:
-                    pass
-        if threshold is not None:
-            break
-    assert threshold is not None, info
+    threshold = json.loads(info)["threshold"]
     assert np.array_equal(labels_default, (p >= threshold).astype(int)), "threshold mismatch"
 
+    x = np.load(f"{args.dir}/embeddings.npy")
+    versus_adjacent = (y == 1) | np.array([r["adjacent"] for r in rows])
     result = {
         "rows": len(y), "cyber": int(y.sum()), "not_cyber": int((y == 0).sum()),
-        "auc": round(auc(y, p), 4),
-        "auc_vs_adjacent_negatives": round(auc(y[(y == 1) | np.array([r["adjacent"] for r in rows])],
-                                               p[(y == 1) | np.array([r["adjacent"] for r in rows])]), 4),
+        "auc": round(library_auc(args.cli, args.model, x, y), 4),
+        "auc_vs_adjacent_negatives": round(library_auc(args.cli, args.model, x[versus_adjacent],
+                                                       y[versus_adjacent]), 4),
         "at_default_threshold": report(y, p, threshold, rows),
         "at_0.5": report(y, p, 0.5, rows),
     }
