@@ -237,9 +237,14 @@ def html_paragraphs(path):
 
 def html_paragraphs_keep_code(path):
     """Like html_paragraphs but keeps inline <code>/<tt> words (for the manuals that use them)."""
+    return html_text_paragraphs_keep_code(read_gz(path))
+
+
+def html_text_paragraphs_keep_code(text):
+    """html_paragraphs_keep_code of HTML given as a string (e.g. one section of a page)."""
     text = re.sub(r"</?(code|tt|span|a|em|strong|b|i|literal|filename|command|cmd|gui|guiseq|key"
                   r"|keyseq|link|app|sys|file|input|output|var|replaceable|emphasis)\b[^>]*>", "",
-                  read_gz(path))
+                  text)
     parser = Paragraphs()
     parser.feed(text)
     return [p for p in parser.out if p]
@@ -301,8 +306,12 @@ RST_SKIP = re.compile(r"^\s*(\.\. |:[a-zA-Z ]+:|[=\-~^*#+`'\"]{3,}\s*$|\||\+[-=]
 
 def rst_paragraphs(path):
     """Prose paragraphs of a reStructuredText file: no directives, literal blocks, lists, tables."""
+    return rst_text_paragraphs(read_gz(path))
+
+
+def rst_text_paragraphs(text):
+    """rst_paragraphs of reStructuredText given as a string (e.g. a docstring)."""
     out = []
-    text = read_gz(path)
     literal = False
     for block in re.split(r"\n\s*\n", text):
         lines = block.split("\n")
