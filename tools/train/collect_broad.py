@@ -17,6 +17,15 @@ Download (exact versions: tools/train/SOURCES.md), then:
 
     python tools/train/collect_broad.py --sources /tmp/broad-src --out /tmp/broad.jsonl
     python tools/train/collect_broad.py --sources /tmp/broad-src --sample 25 --out /tmp/sample.jsonl
+    python tools/train/collect_broad.py --sources /tmp/broad-src --dropped --out /tmp/dropped.jsonl
+    python tools/train/collect_broad.py --sources /tmp/broad-src --out /tmp/broad.jsonl \
+        --read-labels tools/train/broad_labels_by_reading.tsv --read-out /tmp/read.jsonl
+
+--dropped writes the hard cases for reading: READ_SAMPLE texts per negative source (fixed seed)
+from the paragraphs SECURITY_WORDS keeps out of the negatives, as source "<source>_read".
+--read-labels appends those kept by reading, with the label and category decided in the TSV,
+after the corpus (whose rows stay as they were); it stops if a drawn candidate has no decision or
+a decision names no candidate. --read-out writes the read texts alone.
 
 The .deb files in SOURCES/deb are unpacked with dpkg-deb into SOURCES/x (kept as a cache); man
 pages are rendered with groff. Each output line: {"id", "text", "label" (1 cyber, 0 not),
@@ -185,6 +194,19 @@ def rec(source, category, label, text, deb, path, license=None):
             "package": deb.package, "version": deb.version,
             "path": os.path.relpath(path, deb.folder) if path.startswith("/") else path,
             "license": license or deb.license}
+
+
+def dropped_rec(source, category, text, deb, path, license=None):
+    """A negative-source text that SECURITY_WORDS keeps out of the corpus: a candidate for reading
+    by hand (source "<source>_read", label decided in the --read-labels TSV, 0 until then)."""
+    return rec(source + "_read", category, 0, text, deb, path, license) | {"dropped": True}
+
+
+def neg_rec(source, category, text, deb, path, license=None):
+    """A negative source's text: label 0, or a dropped candidate if it has a security word."""
+    if SECURITY_WORDS.search(text):
+        return dropped_rec(source, category, text, deb, path, license)
+    return rec(source, category, 0, text, deb, path, license)
 
 
 def read_gz(path):
@@ -364,8 +386,8 @@ def kernel_docs(debs):
             if cyber:
                 if CYBER_CUE.search(para):
                     yield rec("kernel_security_doc", cyber, 1, para, deb, path, "GPL-2.0-only")
-            elif neg and not SECURITY_WORDS.search(para):
-                yield rec("kernel_admin_doc", neg, 0, para, deb, path, "GPL-2.0-only")
+            elif neg:
+                yield neg_rec("kernel_admin_doc", neg, para, deb, path, "GPL-2.0-only")
 
 
 GNOME_SECURITY_PAGES = re.compile(
@@ -397,8 +419,8 @@ def gnome_help(debs):
                 if GNOME_WHY.search(para) and not GNOME_HOWTO.search(para):
                     yield rec("gnome_help_security", "cyber_advice", 1, para, deb, path,
                               "CC-BY-SA-3.0")
-            elif not SECURITY_WORDS.search(para):
-                yield rec("gnome_help", "neg_consumer_tech", 0, para, deb, path, "CC-BY-SA-3.0")
+            else:
+                yield neg_rec("gnome_help", "neg_consumer_tech", para, deb, path, "CC-BY-SA-3.0")
 
 
 def render_man(path):
@@ -448,8 +470,8 @@ def manpages(debs):
                 if name in SECURITY_TOOLS:
                     if CYBER_CUE.search(para):
                         yield rec("security_manpage", "cyber_advice", 1, para, deb, path)
-                elif not SECURITY_WORDS.search(para):
-                    yield rec("admin_manpage", ADMIN_TOOLS[name], 0, para, deb, path)
+                else:
+                    yield neg_rec("admin_manpage", ADMIN_TOOLS[name], para, deb, path)
 
 
 DOC_PACKAGES = {"debian-faq", "installation-guide-amd64", "doc-debian", "linux-doc-6.1",
@@ -493,6 +515,9 @@ def debian_changelogs(debs):
                 if counts[0] < 40:
                     counts[0] += 1
                     yield rec("debian_changelog_plain", "neg_release_notes", 0, text, deb, path)
+            elif counts["read"] < 20:
+                counts["read"] += 1
+                yield dropped_rec("debian_changelog_plain", "neg_release_notes", text, deb, path)
 
 
 UPSTREAM_NEWS = ["coreutils/NEWS.gz", "grep/NEWS.gz", "sed/NEWS.gz", "findutils/NEWS.gz",
@@ -521,8 +546,8 @@ def upstream_news(debs):
         for para in blocks(text):
             para = re.sub(r"^[*+-] ", "", para)
             para = cut(para)
-            if (para and fits(para) and prose(para) and not SECURITY_WORDS.search(para)):
-                yield rec("upstream_news", "neg_release_notes", 0, para, deb, path)
+            if para and fits(para) and prose(para):
+                yield neg_rec("upstream_news", "neg_release_notes", para, deb, path)
 
 
 ADMIN_DOC_LICENSE = {
@@ -544,9 +569,9 @@ def debian_admin_docs(debs):
                 continue  # the GNU GPL, reserved
             for para in html_paragraphs_keep_code(path):
                 para = cut(para)
-                if para and fits(para) and prose(para) and not SECURITY_WORDS.search(para):
-                    yield rec("debian_admin_docs", "neg_it_ops", 0, para, deb, path,
-                              ADMIN_DOC_LICENSE[name])
+                if para and fits(para) and prose(para):
+                    yield neg_rec("debian_admin_docs", "neg_it_ops", para, deb, path,
+                                  ADMIN_DOC_LICENSE[name])
 
 
 def hledger_manual(debs):
@@ -558,8 +583,8 @@ def hledger_manual(debs):
     text = re.sub(r"\x1f[^\n]*\n[^\n]*\n", "\n\n", text)  # info node headers
     for para in blocks(text):
         para = cut(para)
-        if para and fits(para) and prose(para) and not SECURITY_WORDS.search(para):
-            yield rec("hledger_manual", "neg_finance", 0, para, deb, path)
+        if para and fits(para) and prose(para):
+            yield neg_rec("hledger_manual", "neg_finance", para, deb, path)
 
 
 def cctv_docs(debs):
@@ -573,8 +598,8 @@ def cctv_docs(debs):
                 continue
             for para in html_paragraphs_keep_code(path):
                 para = cut(para)
-                if para and fits(para) and prose(para) and not SECURITY_WORDS.search(para):
-                    yield rec("cctv_docs", "neg_physical_security", 0, para, deb, path)
+                if para and fits(para) and prose(para):
+                    yield neg_rec("cctv_docs", "neg_physical_security", para, deb, path)
 
 
 def debian_governance(debs):
@@ -587,13 +612,87 @@ def debian_governance(debs):
         text = re.sub(r"\n\s*(\d+(\.\d+)*\.|[A-Z]\.|[*-])\s+", "\n\n", text)
         for para in blocks(text):
             para = cut(para)
-            if para and fits(para) and prose(para) and not SECURITY_WORDS.search(para):
-                yield rec("debian_governance", "neg_politics_law", 0, para, deb, path,
-                          "GPL / Open Publication License v1.0 (doc-debian copyright file)")
+            if para and fits(para) and prose(para):
+                yield neg_rec("debian_governance", "neg_politics_law", para, deb, path,
+                              "GPL / Open Publication License v1.0 (doc-debian copyright file)")
 
 
 READERS = [ssg_rules, tiger_explanations, kernel_docs, gnome_help, manpages, debian_changelogs,
            upstream_news, debian_admin_docs, hledger_manual, cctv_docs, debian_governance]
+
+
+# Candidates drawn per negative source from the texts SECURITY_WORDS drops, for reading by hand
+# (tools/train/broad_labels_by_reading.tsv decides each one; SOURCES.md, "Hard cases read by hand").
+READ_SAMPLE = 65
+READ_SOURCES = ["debian_changelog_plain", "upstream_news", "kernel_admin_doc", "admin_manpage",
+                "gnome_help", "debian_admin_docs", "hledger_manual", "cctv_docs",
+                "debian_governance"]
+
+
+def text_key(text):
+    return re.sub(r"[^a-z0-9 ]", "", text.lower())
+
+
+def with_id(r):
+    return {"id": f"{r['source']}-{hashlib.sha1(r['text'].encode()).hexdigest()[:10]}"} | r
+
+
+def draw_dropped(dropped, seen, n):
+    """n candidates per negative source (fixed seed) from the texts SECURITY_WORDS dropped,
+    de-duplicated among themselves and against the corpus's texts; in READ_SOURCES order."""
+    by_source = collections.defaultdict(list)
+    for r in dropped:
+        key = text_key(r["text"])
+        if key not in seen:
+            seen.add(key)
+            by_source[r["source"]].append(r)
+    picked = []
+    for source in READ_SOURCES:
+        pool = by_source[source + "_read"]
+        rng = random.Random(f"{SEED}-read-{source}")
+        some = rng.sample(pool, min(n, len(pool)))
+        print(f"{source + '_read':28s} {len(some):6d} of {len(pool):6d} dropped", file=sys.stderr)
+        picked.extend(some)
+    return picked
+
+
+def read_labels(path):
+    """{id: (label or "drop", category, note)} from the TSV of reading decisions."""
+    decisions = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            rid, label, category, note = (line.rstrip("\n").split("\t") + [""] * 4)[:4]
+            if rid in decisions:
+                sys.exit(f"{path}: {rid} decided twice")
+            if label not in ("0", "1", "drop"):
+                sys.exit(f"{path}: {rid}: label {label!r} is not 0, 1 or drop")
+            decisions[rid] = (label, category, note)
+    return decisions
+
+
+def apply_read_labels(candidates, decisions, path):
+    """The candidates kept by reading, with their read label and category; stops if a candidate
+    has no decision or a decision names no candidate."""
+    ids = [with_id(r)["id"] for r in candidates]
+    missing = [i for i in ids if i not in decisions]
+    extra = sorted(set(decisions) - set(ids))
+    if missing or extra:
+        sys.exit(f"{path}: {len(missing)} candidates without a decision (e.g. {missing[:3]}), "
+                 f"{len(extra)} decisions without a candidate (e.g. {extra[:3]})")
+    kept = []
+    for r, rid in zip(candidates, ids):
+        label, category, _ = decisions[rid]
+        if label != "drop":
+            kept.append(r | {"label": int(label), "category": category})
+    return kept
+
+
+def write(path, records):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(with_id(r), ensure_ascii=False) + "\n")
 
 
 def main():
@@ -602,18 +701,36 @@ def main():
     parser.add_argument("--out", required=True, help="JSON lines to write")
     parser.add_argument("--sample", type=int,
                         help="instead of the corpus, write N random texts per source (for reading)")
+    parser.add_argument("--dropped", type=int, nargs="?", const=READ_SAMPLE,
+                        help="instead of the corpus, write the candidates for reading: N (default "
+                             f"{READ_SAMPLE}) per negative source from the texts SECURITY_WORDS drops")
+    parser.add_argument("--read-labels", metavar="TSV",
+                        help="append the dropped candidates kept by reading (READ_SAMPLE per "
+                             "source), with their read labels, after the corpus")
+    parser.add_argument("--read-out", metavar="FILE",
+                        help="with --read-labels: also write the read texts alone to FILE")
     args = parser.parse_args()
 
     debs = unpack(args.sources)
     by_source = collections.defaultdict(list)
     seen = set()
+    dropped = []
     for reader in READERS:
         for record in reader(debs):
-            key = re.sub(r"[^a-z0-9 ]", "", record["text"].lower())
+            if record.pop("dropped", False):
+                dropped.append(record)
+                continue
+            key = text_key(record["text"])
             if key in seen:
                 continue
             seen.add(key)
             by_source[record["source"]].append(record)
+
+    if args.dropped is not None:
+        candidates = draw_dropped(dropped, set(seen), args.dropped)
+        write(args.out, candidates)
+        print(f"{len(candidates)} candidates for reading", file=sys.stderr)
+        return
 
     rng = random.Random(SEED)
     records = []
@@ -629,10 +746,16 @@ def main():
     if args.sample is None:
         rng.shuffle(records)
 
-    with open(args.out, "w", encoding="utf-8") as f:
-        for r in records:
-            rid = f"{r['source']}-{hashlib.sha1(r['text'].encode()).hexdigest()[:10]}"
-            f.write(json.dumps({"id": rid} | r, ensure_ascii=False) + "\n")
+    if args.read_labels:
+        # Appended in draw order, so the corpus's first rows stay the plain corpus, row for row.
+        read = apply_read_labels(draw_dropped(dropped, set(seen), READ_SAMPLE),
+                                 read_labels(args.read_labels), args.read_labels)
+        records.extend(read)
+        if args.read_out:
+            write(args.read_out, read)
+        print(f"read by hand: {len(read)} kept", file=sys.stderr)
+
+    write(args.out, records)
     cyber = sum(r["label"] for r in records)
     print(f"total {len(records)}, cyber {cyber} ({cyber / max(1, len(records)):.1%})",
           file=sys.stderr)
