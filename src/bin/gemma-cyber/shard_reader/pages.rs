@@ -294,3 +294,194 @@ impl DataPage {
         Ok(first == 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Pages built by hand: pyarrow and parquet-rs end every page at a row's end, but other
+    //! writers (older parquet-cpp, V1 pages) split rows across pages.
+
+    use parquet::basic::Encoding;
+    use parquet::column::page::{Page, PageMetadata, PageReader};
+
+    use super::{Fallback, Pages};
+
+    const DIM: usize = 4;
+    /// Nullable lists of nullable floats: definition level 3 for a present value.
+    const MAX_DEFINITION: i16 = 3;
+
+    struct Handmade(std::vec::IntoIter<Page>);
+
+    impl Iterator for Handmade {
+        type Item = parquet::errors::Result<Page>;
+        fn next(&mut self) -> Option<Self::Item> {
+            self.0.next().map(Ok)
+        }
+    }
+
+    impl PageReader for Handmade {
+        fn get_next_page(&mut self) -> parquet::errors::Result<Option<Page>> {
+            Ok(self.0.next())
+        }
+        fn peek_next_page(&mut self) -> parquet::errors::Result<Option<PageMetadata>> {
+            unimplemented!("the page decoder reads pages in order")
+        }
+        fn skip_next_page(&mut self) -> parquet::errors::Result<()> {
+            unimplemented!("the page decoder reads pages in order")
+        }
+    }
+
+    fn pages(pages: Vec<Page>) -> Pages {
+        Pages::new(Box::new(Handmade(pages.into_iter())), DIM, MAX_DEFINITION)
+    }
+
+    /// `levels` in the hybrid encoding: one bit-packed run, or repeated runs (short ones: the
+    /// headers and values here are one byte each).
+    fn hybrid(levels: &[u32], width: u32, packed: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        if packed {
+            let groups = levels.len().div_ceil(8);
+            out.push((groups << 1 | 1) as u8);
+            let mut bytes = vec![0u8; groups * width as usize];
+            for (i, &level) in levels.iter().enumerate() {
+                for b in 0..width as usize {
+                    let bit = i * width as usize + b;
+                    bytes[bit / 8] |= ((level >> b & 1) as u8) << (bit % 8);
+                }
+            }
+            out.extend(bytes);
+        } else {
+            for run in levels.chunk_by(|a, b| a == b) {
+                out.extend([(run.len() << 1) as u8, run[0] as u8]);
+            }
+        }
+        out
+    }
+
+    /// Repetition and definition levels of values `range` of a column of `DIM`-value rows.
+    fn levels(range: std::ops::Range<usize>) -> (Vec<u32>, Vec<u32>) {
+        let repetition = range.clone().map(|i| u32::from(i % DIM != 0)).collect();
+        (repetition, vec![3; range.len()])
+    }
+
+    fn plain(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn v1(levels: (Vec<u32>, Vec<u32>), values: Vec<u8>, encoding: Encoding, packed: bool) -> Page {
+        let mut buf = Vec::new();
+        for (levels, width) in [(&levels.0, 1), (&levels.1, 2)] {
+            let bytes = hybrid(levels, width, packed);
+            buf.extend((bytes.len() as u32).to_le_bytes());
+            buf.extend(bytes);
+        }
+        buf.extend(values);
+        Page::DataPage {
+            buf: buf.into(),
+            num_values: levels.0.len() as u32,
+            encoding,
+            def_level_encoding: Encoding::RLE,
+            rep_level_encoding: Encoding::RLE,
+            statistics: None,
+        }
+    }
+
+    fn v2(levels: (Vec<u32>, Vec<u32>), values: Vec<u8>, encoding: Encoding) -> Page {
+        let repetition = hybrid(&levels.0, 1, false);
+        let definition = hybrid(&levels.1, 2, false);
+        Page::DataPageV2 {
+            num_values: levels.0.len() as u32,
+            encoding,
+            num_nulls: 0,
+            num_rows: levels.0.iter().filter(|&&r| r == 0).count() as u32,
+            def_levels_byte_len: definition.len() as u32,
+            rep_levels_byte_len: repetition.len() as u32,
+            is_compressed: false,
+            statistics: None,
+            buf: [repetition, definition, values].concat().into(),
+        }
+    }
+
+    #[test]
+    fn rows_span_pages_of_either_version() {
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let mut column = pages(vec![
+            v1(levels(0..5), plain(&values[0..5]), Encoding::PLAIN, true),
+            v2(levels(5..10), plain(&values[5..10]), Encoding::PLAIN),
+            v1(
+                levels(10..12),
+                plain(&values[10..12]),
+                Encoding::PLAIN,
+                false,
+            ),
+        ]);
+        let mut out = Vec::new();
+        assert_eq!(column.read(2, &mut out).unwrap(), 2);
+        assert_eq!(out, values[..8]);
+        assert_eq!(
+            column.read(5, &mut out).unwrap(),
+            1,
+            "the chunk has one row left"
+        );
+        assert_eq!(out, values);
+        assert_eq!(column.read(5, &mut out).unwrap(), 0);
+    }
+
+    #[test]
+    fn dictionary_pages_then_plain_pages() {
+        let dictionary = Page::DictionaryPage {
+            buf: plain(&[10.0, 20.0, 30.0]).into(),
+            num_values: 3,
+            encoding: Encoding::PLAIN,
+            is_sorted: false,
+        };
+        let indices = [2, 2, 2, 2, 0, 1, 2, 1];
+        let packed = [vec![2], hybrid(&indices, 2, true)].concat();
+        let repeated = [vec![2], hybrid(&indices, 2, false)].concat();
+        let mut column = pages(vec![
+            dictionary,
+            v1(levels(0..8), packed, Encoding::RLE_DICTIONARY, false),
+            v2(levels(8..16), repeated, Encoding::PLAIN_DICTIONARY),
+            v1(
+                levels(16..20),
+                plain(&[1.0, 2.0, 3.0, 4.0]),
+                Encoding::PLAIN,
+                false,
+            ),
+        ]);
+        let mut out = Vec::new();
+        assert_eq!(column.read(8, &mut out).unwrap(), 5);
+        let rows = [30.0, 30.0, 30.0, 30.0, 10.0, 20.0, 30.0, 20.0];
+        assert_eq!(out, [&rows[..], &rows, &[1.0, 2.0, 3.0, 4.0]].concat());
+    }
+
+    #[test]
+    fn anything_but_whole_rows_of_present_values_falls_back() {
+        let fails = |page: Page, rows: usize| {
+            let mut out = Vec::new();
+            matches!(pages(vec![page]).read(rows, &mut out), Err(Fallback))
+        };
+        let page = |levels| v1(levels, plain(&[0.0; 8]), Encoding::PLAIN, false);
+        // A first row of 5 values: found reading it alone (its fifth value follows the fourth)
+        // or with the next.
+        let long = (vec![0, 1, 1, 1, 1, 0, 1, 1, 1], vec![3; 9]);
+        assert!(fails(page(long.clone()), 1));
+        assert!(fails(page(long), 2));
+        // The chunk ends inside a row.
+        assert!(fails(page(levels(0..7)), 2));
+        // A null value, and a null list (one level, no value).
+        let (repetition, mut definition) = levels(0..8);
+        definition[6] = 2;
+        assert!(fails(page((repetition, definition)), 2));
+        assert!(fails(page((vec![0, 0, 1, 1, 1], vec![0, 3, 3, 3, 3])), 2));
+        // Another encoding of the values.
+        let split = v1(
+            levels(0..8),
+            plain(&[0.0; 8]),
+            Encoding::BYTE_STREAM_SPLIT,
+            false,
+        );
+        assert!(fails(split, 2));
+        // Whole rows of present values pass.
+        assert!(!fails(page(levels(0..8)), 2));
+    }
+}
