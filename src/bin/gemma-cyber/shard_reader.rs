@@ -187,7 +187,7 @@ struct Chunk {
 
 enum Source {
     Pages(Box<Pages>),
-    Reader(ColumnReaderImpl<FloatType>),
+    Reader(Box<ColumnReaderImpl<FloatType>>),
 }
 
 impl FloatColumn {
@@ -296,7 +296,7 @@ impl FloatColumn {
                             chunk.rows
                         )));
                     }
-                    chunk.source = Source::Reader(reader);
+                    chunk.source = Source::Reader(Box::new(reader));
                 }
             }
         }

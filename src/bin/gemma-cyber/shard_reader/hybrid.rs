@@ -163,8 +163,9 @@ mod tests {
         let mut expected = vec![0];
         expected.extend([1; 767]);
         assert_eq!(decode(&buf, 1), expected);
-        // Three-bit values 0..8 packed, then 5 repeated three times.
-        let buf = [0b11, 0b10_001_000, 0b1_100_011_0, 0b111_110_10, 6, 5];
+        // Three-bit values 0..8 packed (from the low bits up: 000 001 0|10 011 100 1|01 110 111),
+        // then 5 repeated three times.
+        let buf = [0b11, 0b1000_1000, 0b1100_0110, 0b1111_1010, 6, 5];
         assert_eq!(decode(&buf, 3), [0, 1, 2, 3, 4, 5, 6, 7, 5, 5, 5]);
         // Wide dictionary indices: 17 bits, repeated in three bytes.
         assert_eq!(decode(&[4, 0x01, 0x00, 0x01], 17), [65537, 65537]);

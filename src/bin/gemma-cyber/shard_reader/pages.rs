@@ -84,7 +84,7 @@ impl Pages {
     /// Makes `page` a data page with levels left to read, loading pages (and the dictionary) as
     /// needed; false at the end of the chunk.
     fn next_page(&mut self) -> Result<bool, Fallback> {
-        while !self.page.as_ref().is_some_and(|page| page.levels > 0) {
+        while self.page.as_ref().is_none_or(|page| page.levels == 0) {
             let page = match self.pages.get_next_page() {
                 Ok(Some(page)) => page,
                 Ok(None) => {
