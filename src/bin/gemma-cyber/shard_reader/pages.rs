@@ -1,12 +1,12 @@
 //! A float32 list column chunk decoded page by page, straight into the batch buffer.
 //!
 //! parquet's column reader zero-fills room for each read's values, copies them in, and decodes
-//! every value's repetition and definition level into buffers that are then checked: together
-//! about 9 % of `classify`'s CPU time on shards (docs/BENCHMARKS.md). Here the decompressed pages
-//! from parquet's page reader are read directly: levels are checked run by run (a row of `dim`
-//! present values is one packed group and one repeated run of repetition levels; a page of present
-//! values one repeated run of definition levels), and values are copied once, from the page into
-//! the batch buffer.
+//! every value's repetition and definition level into buffers that are then checked: about 8 % of
+//! `classify`'s CPU time on shards, with Snappy's own copying 9 % (docs/BENCHMARKS.md). Here the
+//! decompressed pages from parquet's page reader are read directly: levels are checked run by run
+//! (a row of `dim` present values is one packed group and one repeated run of repetition levels; a
+//! page of present values one repeated run of definition levels), and values are copied once, from
+//! the page into the batch buffer.
 //!
 //! Only the shape of a valid embedding column is decoded here: every row exactly `dim` present
 //! values, in PLAIN or dictionary-encoded (RLE_DICTIONARY, PLAIN_DICTIONARY) pages, V1 or V2, with
