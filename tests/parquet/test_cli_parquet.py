@@ -266,3 +266,61 @@ def test_progress_bar_on_a_terminal(tmp_path):
     os.close(leader)
     text = screen.decode("utf-8", "replace")
     assert "rows" in text and "6,000" in text, text
+
+
+@pytest.mark.parametrize("nullable", [True, False])
+@pytest.mark.parametrize("fixed", [True, False])
+def test_every_page_layout_decodes_bit_identically(tmp_path, fixed, nullable):
+    """The embedding column's pages as pyarrow writes them, with dictionary on and off, V1 and V2
+    data pages, Snappy and uncompressed, in several row groups of small pages (two rows each:
+    pyarrow ends pages at row ends; rows split across pages are in the unit tests of
+    shard_reader/pages.rs), a dictionary that gives way to PLAIN pages within a chunk: every output
+    equal, bit for bit, to that of a BYTE_STREAM_SPLIT shard (an encoding the CLI's page decoder
+    leaves to parquet's column reader, the path used before it), and problems found at their row."""
+    rows = 1300
+    item = pa.field("item", pa.float32(), nullable=nullable)
+    list_type = pa.list_(item, DIM) if fixed else pa.list_(item)
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("embedding", list_type, nullable=nullable)])
+    x = embeddings(rows, seed=12)
+    x[::3, ::4] = x[0, ::4]  # values that repeat: the dictionary outlives its first pages
+
+    def shard(name, values, **options):
+        path = tmp_path / name
+        table = pa.table({"id": np.arange(rows), "embedding": pa.array(values, list_type)}, schema=schema)
+        pq.write_table(table, path, row_group_size=500, data_page_size=2000, dictionary_pagesize_limit=40_000, **options)
+        return path
+
+    def classify(path):
+        out = path.with_suffix(".out.parquet")
+        run_cli("classify", path, "-o", out, "--keep", "id", "--backend", "cpu", "--threads", "1")
+        return pq.read_table(out)
+
+    reference_shard = shard("split.parquet", list(x), use_dictionary=False, column_encoding={"embedding.list.element": "BYTE_STREAM_SPLIT"})
+    assert "BYTE_STREAM_SPLIT" in pq.ParquetFile(reference_shard).metadata.row_group(0).column(1).encodings
+    expected = classify(reference_shard)
+    np.testing.assert_allclose(expected["probability"].to_numpy(), reference(x)[0], rtol=0, atol=1e-6)
+
+    broken = [list(map(float, row)) for row in x]
+    if nullable:
+        broken[1234][17] = None
+        problem = (3, ("row 1234", "value 17 of the embedding is null"))
+    elif not fixed:
+        broken[777] = broken[777][:700]
+        problem = (12, ("row 777", "700 values", "768"))
+    else:
+        problem = None
+    for dictionary in (True, False):
+        for version in ("1.0", "2.0"):
+            for compression in ("snappy", "none"):
+                options = dict(use_dictionary=dictionary, data_page_version=version, compression=compression)
+                name = f"dictionary-{dictionary}-v{version}-{compression}"
+                path = shard(f"{name}.parquet", list(x), **options)
+                metadata = pq.ParquetFile(path).metadata
+                assert metadata.num_row_groups == 3
+                assert ("RLE_DICTIONARY" in metadata.row_group(0).column(1).encodings) == dictionary
+                assert classify(path).equals(expected), name
+                if problem:
+                    code, fragments = problem
+                    out = tmp_path / "out.parquet"
+                    expect_failure(code, "classify", shard(f"{name}-broken.parquet", broken, **options), "-o", out, fragments=fragments)
+                    assert not out.exists()

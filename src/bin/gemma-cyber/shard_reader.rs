@@ -2,12 +2,15 @@
 //! embedding column as one contiguous `f32` buffer, checked row by row.
 //!
 //! A float32 embedding column (`List<float32>` or `FixedSizeList<float32>`, what pyarrow, pandas
-//! and Spark write) is decoded with parquet's column reader straight into a buffer that the
+//! and Spark write) is decoded page by page ([`pages`]) straight into a buffer that the
 //! classifying thread hands back for reuse. Arrow's list reader would rebuild every batch from
 //! empty, growing it page by page (each growth a copy of all values so far), and then compute list
-//! offsets from every value's levels: about 8 % of the command's CPU time at one classify thread
-//! (docs/BENCHMARKS.md). Float16 columns, rarer and half the bytes, go through Arrow and are
-//! widened here.
+//! offsets from every value's levels: about 8 % of the command's CPU time at one classify thread;
+//! parquet's column reader, used instead until then, still zero-filled, copied and decoded every
+//! value's levels into buffers (memset 3.1 %, memmove 2.8 % with Snappy's own, levels 3.4 %;
+//! docs/BENCHMARKS.md). Rows with a problem, and pages in encodings the page decoder leaves alone,
+//! go through parquet's column reader. Float16 columns, rarer and half the bytes, go through Arrow
+//! and are widened here.
 
 use std::fs::File;
 use std::path::Path;
@@ -24,6 +27,11 @@ use parquet::data_type::FloatType;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::Failure;
+
+mod hybrid;
+mod pages;
+
+use pages::{Fallback, Pages};
 
 /// Where a shard's embeddings come from.
 pub(crate) enum Embeddings {
@@ -156,22 +164,32 @@ fn widen(
     Ok(())
 }
 
-/// A float32 list column read across row groups with parquet's column reader, one level per
-/// value: a row starts where the repetition level is 0, and a value is present where the
-/// definition level is the column's maximum.
+/// A float32 list column read across row groups, page by page with [`Pages`]; a chunk with pages
+/// that it cannot decode, or with rows that have a problem, is read again from the batch's first
+/// row in it with parquet's column reader, one level per value: a row starts where the
+/// repetition level is 0, and a value is present where the definition level is the column's
+/// maximum. Problems are thus always found and reported by the same checks, whichever reader met
+/// them first.
 pub(crate) struct FloatColumn {
     file: Arc<SerializedFileReader<File>>,
     /// The column's index among the file's leaf columns.
     leaf: usize,
     next_row_group: usize,
-    reader: Option<ColumnReaderImpl<FloatType>>,
-    dim: usize,
-    /// Definition level of a present value.
-    max_definition: i16,
-    /// Definition level of a present but empty list; below it the list itself is null.
-    empty_list: i16,
-    definition: Vec<i16>,
-    repetition: Vec<i16>,
+    chunk: Option<Chunk>,
+    levels: Levels,
+}
+
+/// The column chunk of one row group, being read.
+struct Chunk {
+    row_group: usize,
+    /// Rows read from it so far.
+    rows: usize,
+    source: Source,
+}
+
+enum Source {
+    Pages(Box<Pages>),
+    Reader(Box<ColumnReaderImpl<FloatType>>),
 }
 
 impl FloatColumn {
@@ -194,12 +212,14 @@ impl FloatColumn {
             file,
             leaf,
             next_row_group: 0,
-            reader: None,
-            dim,
-            max_definition,
-            empty_list,
-            definition: Vec::new(),
-            repetition: Vec::new(),
+            chunk: None,
+            levels: Levels {
+                dim,
+                max_definition,
+                empty_list,
+                definition: Vec::new(),
+                repetition: Vec::new(),
+            },
         }))
     }
 
@@ -207,11 +227,10 @@ impl FloatColumn {
     /// or the first problem found.
     fn read(&mut self, rows: usize, values: &mut Vec<f32>) -> Result<(), Problem> {
         values.clear();
-        let unreadable = |e: parquet::errors::ParquetError| Problem::Unreadable(e.to_string());
         let mut done = 0;
         while done < rows {
-            let reader = match &mut self.reader {
-                Some(reader) => reader,
+            let mut chunk = match self.chunk.take() {
+                Some(chunk) => chunk,
                 None => {
                     if self.next_row_group == self.file.num_row_groups() {
                         return Err(Problem::Unreadable(format!(
@@ -223,33 +242,104 @@ impl FloatColumn {
                         .file
                         .get_row_group(self.next_row_group)
                         .map_err(unreadable)?;
+                    let pages = row_group
+                        .get_column_page_reader(self.leaf)
+                        .map_err(unreadable)?;
+                    let pages = Pages::new(pages, self.levels.dim, self.levels.max_definition);
                     self.next_row_group += 1;
-                    let column = row_group.get_column_reader(self.leaf).map_err(unreadable)?;
-                    self.reader
-                        .insert(get_typed_column_reader::<FloatType>(column))
+                    Chunk {
+                        row_group: self.next_row_group - 1,
+                        rows: 0,
+                        source: Source::Pages(Box::new(pages)),
+                    }
                 }
             };
-            self.definition.clear();
-            self.repetition.clear();
-            let start = values.len();
-            let (records, _, _) = reader
-                .read_records(
-                    rows - done,
-                    Some(&mut self.definition),
-                    Some(&mut self.repetition),
-                    values,
-                )
-                .map_err(unreadable)?;
-            if records == 0 {
-                self.reader = None;
-                continue;
+            let records = self.read_chunk(&mut chunk, rows - done, done, values)?;
+            // A chunk that gives no more rows is done; the next read starts the next row group.
+            if records > 0 {
+                self.chunk = Some(chunk);
+                done += records;
             }
-            self.check(done, records, values.len() - start)?;
-            done += records;
         }
         Ok(())
     }
 
+    /// Reads up to `rows` rows of `chunk` into `values`, the rows after `first_row` rows of the
+    /// batch; gives the number read, 0 at the chunk's end.
+    fn read_chunk(
+        &mut self,
+        chunk: &mut Chunk,
+        rows: usize,
+        first_row: usize,
+        values: &mut Vec<f32>,
+    ) -> Result<usize, Problem> {
+        let start = values.len();
+        if let Source::Pages(pages) = &mut chunk.source {
+            match pages.read(rows, values) {
+                Ok(records) => {
+                    chunk.rows += records;
+                    return Ok(records);
+                }
+                Err(Fallback) => {
+                    // From here on parquet's column reader, from this batch's first row in the
+                    // chunk: it finds and reports a problem as it always has, and decodes what
+                    // the pages cannot. Once per chunk at most.
+                    values.truncate(start);
+                    let column = self
+                        .file
+                        .get_row_group(chunk.row_group)
+                        .and_then(|row_group| row_group.get_column_reader(self.leaf))
+                        .map_err(unreadable)?;
+                    let mut reader = get_typed_column_reader::<FloatType>(column);
+                    let skipped = reader.skip_records(chunk.rows).map_err(unreadable)?;
+                    if skipped != chunk.rows {
+                        return Err(Problem::Unreadable(format!(
+                            "the embedding column has {skipped} rows where its pages had {}",
+                            chunk.rows
+                        )));
+                    }
+                    chunk.source = Source::Reader(Box::new(reader));
+                }
+            }
+        }
+        let Source::Reader(reader) = &mut chunk.source else {
+            unreachable!("pages fall back to the column reader above")
+        };
+        let levels = &mut self.levels;
+        levels.definition.clear();
+        levels.repetition.clear();
+        let (records, _, _) = reader
+            .read_records(
+                rows,
+                Some(&mut levels.definition),
+                Some(&mut levels.repetition),
+                values,
+            )
+            .map_err(unreadable)?;
+        if records > 0 {
+            levels.check(first_row, records, values.len() - start)?;
+        }
+        chunk.rows += records;
+        Ok(records)
+    }
+}
+
+fn unreadable(e: parquet::errors::ParquetError) -> Problem {
+    Problem::Unreadable(e.to_string())
+}
+
+/// The levels of rows read with parquet's column reader, one per value, and their checks.
+struct Levels {
+    dim: usize,
+    /// Definition level of a present value.
+    max_definition: i16,
+    /// Definition level of a present but empty list; below it the list itself is null.
+    empty_list: i16,
+    definition: Vec<i16>,
+    repetition: Vec<i16>,
+}
+
+impl Levels {
     /// Checks the levels of `records` rows just read, which brought `values` values and follow
     /// `first_row` rows of the batch.
     fn check(&self, first_row: usize, records: usize, values: usize) -> Result<(), Problem> {
