@@ -112,7 +112,8 @@ def main():
     parser.add_argument("--out", required=True, help=".npy to write, float32 [rows, 768]")
     parser.add_argument("--backend", choices=["st", "onnx"], default="st")
     parser.add_argument("--onnx", help="ONNX file to use or create (default: next to --out)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="onnxruntime and torch threads (default: every core)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--check", type=int, default=0,
                         help="embed this many texts with both backends and compare, then stop")

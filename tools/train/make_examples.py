@@ -2,6 +2,7 @@
 
     python tools/train/make_examples.py --texts texts.jsonl --embeddings embeddings.npy \
         --split out/split.json --out-dir examples/data
+    python tools/train/make_examples.py --inputs out/inputs.json --split out/split.json ...
 
 Picks, from the test split (texts the model never trained on), the first row of each source in
 EXAMPLE_SOURCES (the next one for a repeated source), and writes sample.npy (float32 [8, 768]),
@@ -24,15 +25,24 @@ EXAMPLE_SOURCES = [
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--texts", required=True)
-    parser.add_argument("--embeddings", required=True, help="float32 .npy, row i = text i")
+    parser.add_argument("--texts", nargs="+", help="as given to train.py")
+    parser.add_argument("--embeddings", nargs="+",
+                        help="float32 .npy, row i = text i; as given to train.py")
+    parser.add_argument("--inputs", help="train.py's inputs.json instead of --texts/--embeddings")
     parser.add_argument("--split", required=True, help="split.json written by train.py")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args()
+    if args.inputs:
+        inputs = json.load(open(args.inputs))
+        args.texts, args.embeddings = inputs["texts"], inputs["embeddings"]
+    if not args.texts or not args.embeddings:
+        parser.error("give --inputs, or --texts and --embeddings")
 
-    with open(args.texts, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    x = np.load(args.embeddings).astype(np.float32)
+    records = []
+    for path in args.texts:
+        with open(path, encoding="utf-8") as f:
+            records.extend(json.loads(line) for line in f if line.strip())
+    x = np.concatenate([np.load(path).astype(np.float32) for path in args.embeddings])
     test_rows = json.load(open(args.split))["test"]
     picked = []
     for source in EXAMPLE_SOURCES:

@@ -2,13 +2,16 @@
 
     python tools/train/train.py --embeddings embeddings.npy --labels labels.npy --out-dir out/
     python tools/train/train.py --npz data.npz --out-dir out/      # arrays "embeddings", "labels"
-    python tools/train/train.py --embeddings embeddings.npy --texts texts.jsonl --out-dir out/
+    python tools/train/train.py --embeddings a.npy b.npy --texts a.jsonl b.jsonl --out-dir out/
 
 The recipe is the original model card's: LayerNorm(dim) → [Linear + BatchNorm1d + ReLU] × 3
 (512, 256, 128) → Linear → sigmoid; Adam (lr 1e-3, betas 0.9/0.999); binary cross-entropy; batch
 512; class-balanced sampling; ReduceLROnPlateau on validation AUC (factor 0.5, patience 5); early
 stopping on validation AUC (patience 15), keeping the best epoch. The data are split train /
-validation / test, stratified by label, with a fixed seed. Runs on CPU, deterministically.
+validation / test, stratified by label, with a fixed seed; `--keep-split` keeps the rows an
+earlier split.json placed where they were (so a retrained model is tested on the same held-out
+rows) and splits only the rows after them. Several corpora (`--embeddings` and `--texts` in
+pairs) are joined in the order given. Runs on CPU, deterministically.
 
 Writes to --out-dir: model.safetensors (tensors and provenance metadata), metrics.json (held-out
 test metrics at threshold 0.5, computed like the Rust library does: float16-rounded inputs, the
@@ -115,12 +118,11 @@ def load_data(args):
         data = np.load(args.npz)
         x, y = data["embeddings"], data["labels"]
     else:
-        x = np.load(args.embeddings)
+        x = np.concatenate([np.load(p).astype(np.float32) for p in args.embeddings])
         if args.labels:
             y = np.loadtxt(args.labels) if args.labels.endswith(".txt") else np.load(args.labels)
         else:
-            with open(args.texts, encoding="utf-8") as f:
-                y = np.array([json.loads(line)["label"] for line in f if line.strip()])
+            y = np.array([r["label"] for r in read_records(args.texts)])
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.asarray(y).astype(np.int64).ravel()
     if x.ndim != 2 or len(x) != len(y) or not set(np.unique(y)) <= {0, 1}:
@@ -128,10 +130,31 @@ def load_data(args):
     return x, y
 
 
-def source_summary(texts_path, rows):
+def read_records(paths):
+    """The JSON lines of every texts file, joined in order (row i = embedding row i)."""
+    records = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            records.extend(json.loads(line) for line in f if line.strip())
+    return records
+
+
+def split_rows(y, fractions, seed, keep=None):
+    """Train / validation / test rows; with `keep` (an earlier split.json), its rows stay in
+    their parts and only the rows after them are split anew."""
+    if keep is None:
+        return stratified_split(y, fractions, seed)
+    earlier = [np.array(keep[name], dtype=np.int64) for name in ("train", "validation", "test")]
+    start = sum(len(rows) for rows in earlier)
+    if sorted(np.concatenate(earlier).tolist()) != list(range(start)) or start > len(y):
+        sys.exit("--keep-split: its rows must be exactly the first rows of the data")
+    new = stratified_split(y[start:], fractions, seed)
+    return [np.sort(np.concatenate([old, rows + start])) for old, rows in zip(earlier, new)]
+
+
+def source_summary(texts_paths, rows):
     """Per-source counts of the training rows, for the model's metadata."""
-    with open(texts_path, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = read_records(texts_paths)
     counts = {}
     for i in rows:
         counts[records[i]["source"]] = counts.get(records[i]["source"], 0) + 1
@@ -146,18 +169,24 @@ def export(model, path, metadata):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--embeddings", help=".npy [rows, dim] float32 or float16")
+    parser.add_argument("--embeddings", nargs="+",
+                        help=".npy [rows, dim] float32 or float16; several are joined in order")
     parser.add_argument("--labels", help=".npy (or .txt, one per line) of 0/1, one per row")
-    parser.add_argument("--texts", help="collect_texts.py JSON lines: labels and sources")
+    parser.add_argument("--texts", nargs="+",
+                        help="JSON lines with label and source (collect_*.py), one per --embeddings")
     parser.add_argument("--npz", help=".npz with arrays 'embeddings' and 'labels'")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--split", type=float, nargs=3, default=(0.7, 0.15, 0.15),
                         metavar=("TRAIN", "VALIDATION", "TEST"))
+    parser.add_argument("--keep-split", metavar="SPLIT_JSON",
+                        help="keep an earlier split's rows in their parts; split only later rows")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=15)
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="Adam's L2 penalty; the original card names none")
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="after each ReLU while training; the original card names none")
     parser.add_argument("--threads", type=int, default=2)
@@ -167,6 +196,8 @@ def main():
     args = parser.parse_args()
     if not (args.npz or args.embeddings) or not (args.npz or args.labels or args.texts):
         parser.error("give --npz, or --embeddings with --labels or --texts")
+    if args.texts and args.embeddings and len(args.texts) != len(args.embeddings):
+        parser.error("give one --texts file per --embeddings file, in the same order")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -176,7 +207,8 @@ def main():
 
     x, y = load_data(args)
     fractions = np.array(args.split) / sum(args.split)
-    train_rows, val_rows, test_rows = stratified_split(y, fractions, args.seed)
+    keep = json.load(open(args.keep_split)) if args.keep_split else None
+    train_rows, val_rows, test_rows = split_rows(y, fractions, args.seed, keep)
     print(f"{len(y)} rows ({y.mean():.1%} cyber): train {len(train_rows)}, validation "
           f"{len(val_rows)}, test {len(test_rows)}", file=sys.stderr)
 
@@ -186,7 +218,8 @@ def main():
     yv = y[val_rows]
 
     model = GemmaCyber(x.shape[1], dropout=args.dropout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999),
+                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
                                                            patience=5)
     loss_fn = nn.BCEWithLogitsLoss()  # BCE on the sigmoid, computed stably from the logit
@@ -231,6 +264,9 @@ def main():
     summary = (f"{len(y)} labelled embeddings ({int(y.sum())} cyber, {y.mean():.1%}); stratified "
                f"split seed {args.seed}: train {len(train_rows)}, validation {len(val_rows)}, "
                f"test {len(test_rows)}")
+    if keep is not None:
+        summary += (f" (the first {sum(len(keep[k]) for k in ('train', 'validation', 'test'))} "
+                    f"rows where an earlier split placed them)")
     if args.texts:
         summary += "; training rows by source: " + source_summary(args.texts, train_rows)
     metadata = {
@@ -240,7 +276,8 @@ def main():
         "source": args.source,
         "training_data": summary,
         "training_recipe": (f"Adam lr {args.lr} betas 0.9/0.999, BCE, batch {args.batch_size}, "
-                            f"class-balanced sampling, dropout {args.dropout}, ReduceLROnPlateau "
+                            f"class-balanced sampling, dropout {args.dropout}, weight decay "
+                            f"{args.weight_decay}, ReduceLROnPlateau "
                             f"on validation AUC (factor 0.5, patience 5), early stopping patience "
                             f"{args.patience}: best epoch {best_epoch} of {epoch}, validation AUC "
                             f"{best_auc:.4f}; torch {torch.__version__}, seed {args.seed}"),
@@ -259,9 +296,19 @@ def main():
         p = reference(exported, x16.astype(np.float32))
         result[name] = metrics(p, y[rows], 0.5)
     with open(out / "split.json", "w") as f:
-        json.dump({"seed": args.seed, "fractions": fractions.tolist(),
-                   "train": train_rows.tolist(), "validation": val_rows.tolist(),
-                   "test": test_rows.tolist()}, f)
+        split = {"seed": args.seed, "fractions": fractions.tolist(),
+                 "train": train_rows.tolist(), "validation": val_rows.tolist(),
+                 "test": test_rows.tolist()}
+        if keep is not None:
+            # The rows below this index were placed by the earlier split: the test rows among
+            # them (the first ones of the test files) are the earlier model's test split.
+            split["kept_rows"] = sum(len(keep[k]) for k in ("train", "validation", "test"))
+        json.dump(split, f)
+    if args.texts and args.embeddings:
+        # What install_default.sh needs to pick the demo rows (make_examples.py --inputs).
+        with open(out / "inputs.json", "w") as f:
+            json.dump({"texts": [os.path.abspath(p) for p in args.texts],
+                       "embeddings": [os.path.abspath(p) for p in args.embeddings]}, f, indent=1)
     with open(out / "metrics.json", "w") as f:
         json.dump(result, f, indent=2)
     t = result["test"]
