@@ -21,8 +21,9 @@ Download (exact versions: tools/train/SOURCES.md), then:
     python tools/train/collect_broad.py --sources /tmp/broad-src --out /tmp/broad.jsonl \
         --read-labels tools/train/broad_labels_by_reading.tsv --read-out /tmp/read.jsonl
 
---dropped writes the hard cases for reading: READ_SAMPLE texts per negative source (fixed seed)
-from the paragraphs SECURITY_WORDS keeps out of the negatives, as source "<source>_read".
+--dropped writes the hard cases for reading: the first READ_SAMPLE texts of each negative source's
+fixed reading order (prefix-stable) from the paragraphs SECURITY_WORDS keeps out of the
+negatives, as source "<source>_read".
 --read-labels appends those kept by reading, with the label and category decided in the TSV,
 after the corpus (whose rows stay as they were); it stops if a drawn candidate has no decision or
 a decision names no candidate. --read-out writes the read texts alone.
@@ -623,10 +624,15 @@ READERS = [ssg_rules, tiger_explanations, kernel_docs, gnome_help, manpages, deb
 
 # Candidates drawn per negative source from the texts SECURITY_WORDS drops, for reading by hand
 # (tools/train/broad_labels_by_reading.tsv decides each one; SOURCES.md, "Hard cases read by hand").
-READ_SAMPLE = 65
-READ_SOURCES = ["debian_changelog_plain", "upstream_news", "kernel_admin_doc", "admin_manpage",
-                "gnome_help", "debian_admin_docs", "hledger_manual", "cctv_docs",
-                "debian_governance"]
+# Each source has one fixed reading order and the first READ_SAMPLE[source] of it are read, so a
+# larger number keeps every candidate already decided. The order's first READ_FIRST are the
+# original draw (random.sample of 65, read in the first round); the rest of the pool follows in a
+# fixed-seed shuffle.
+READ_FIRST = 65
+READ_SAMPLE = {"debian_changelog_plain": 200, "upstream_news": 200, "kernel_admin_doc": 200,
+               "admin_manpage": 200, "gnome_help": 200, "debian_admin_docs": 200,
+               "hledger_manual": 65, "cctv_docs": 65, "debian_governance": 65}
+READ_SOURCES = list(READ_SAMPLE)
 
 
 def text_key(text):
@@ -637,23 +643,34 @@ def with_id(r):
     return {"id": f"{r['source']}-{hashlib.sha1(r['text'].encode()).hexdigest()[:10]}"} | r
 
 
-def draw_dropped(dropped, seen, n):
-    """n candidates per negative source (fixed seed) from the texts SECURITY_WORDS dropped,
-    de-duplicated among themselves and against the corpus's texts; in READ_SOURCES order."""
+def read_order(pool, source):
+    """The fixed reading order of a source's pool: the original draw first, then a shuffle."""
+    first = random.Random(f"{SEED}-read-{source}").sample(pool, min(READ_FIRST, len(pool)))
+    taken = {id(r) for r in first}
+    rest = [r for r in pool if id(r) not in taken]
+    random.Random(f"{SEED}-read-more-{source}").shuffle(rest)
+    return first + rest
+
+
+def draw_dropped(dropped, seen, n=None):
+    """The first n (default READ_SAMPLE[source]) of each negative source's reading order, from the
+    texts SECURITY_WORDS dropped, de-duplicated among themselves and against the corpus's texts.
+    In READ_SOURCES order, the first READ_FIRST of every source before the later ones, so the
+    first round's candidates keep their rows."""
     by_source = collections.defaultdict(list)
     for r in dropped:
         key = text_key(r["text"])
         if key not in seen:
             seen.add(key)
             by_source[r["source"]].append(r)
-    picked = []
+    first, later = [], []
     for source in READ_SOURCES:
         pool = by_source[source + "_read"]
-        rng = random.Random(f"{SEED}-read-{source}")
-        some = rng.sample(pool, min(n, len(pool)))
+        some = read_order(pool, source)[:READ_SAMPLE[source] if n is None else n]
         print(f"{source + '_read':28s} {len(some):6d} of {len(pool):6d} dropped", file=sys.stderr)
-        picked.extend(some)
-    return picked
+        first.extend(some[:READ_FIRST])
+        later.extend(some[READ_FIRST:])
+    return first + later
 
 
 def read_labels(path):
@@ -701,9 +718,10 @@ def main():
     parser.add_argument("--out", required=True, help="JSON lines to write")
     parser.add_argument("--sample", type=int,
                         help="instead of the corpus, write N random texts per source (for reading)")
-    parser.add_argument("--dropped", type=int, nargs="?", const=READ_SAMPLE,
-                        help="instead of the corpus, write the candidates for reading: N (default "
-                             f"{READ_SAMPLE}) per negative source from the texts SECURITY_WORDS drops")
+    parser.add_argument("--dropped", type=int, nargs="?", const=0,
+                        help="instead of the corpus, write the candidates for reading: the first N "
+                             "(default READ_SAMPLE per source) of each negative source's reading "
+                             "order from the texts SECURITY_WORDS drops")
     parser.add_argument("--read-labels", metavar="TSV",
                         help="append the dropped candidates kept by reading (READ_SAMPLE per "
                              "source), with their read labels, after the corpus")
@@ -727,7 +745,7 @@ def main():
             by_source[record["source"]].append(record)
 
     if args.dropped is not None:
-        candidates = draw_dropped(dropped, set(seen), args.dropped)
+        candidates = draw_dropped(dropped, set(seen), args.dropped or None)
         write(args.out, candidates)
         print(f"{len(candidates)} candidates for reading", file=sys.stderr)
         return
@@ -748,7 +766,7 @@ def main():
 
     if args.read_labels:
         # Appended in draw order, so the corpus's first rows stay the plain corpus, row for row.
-        read = apply_read_labels(draw_dropped(dropped, set(seen), READ_SAMPLE),
+        read = apply_read_labels(draw_dropped(dropped, set(seen)),
                                  read_labels(args.read_labels), args.read_labels)
         records.extend(read)
         if args.read_out:
