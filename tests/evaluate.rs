@@ -97,6 +97,35 @@ fn model_card_test_metrics_are_reproduced_exactly() {
 }
 
 #[test]
+fn model_card_metrics_on_the_previous_test_split_are_reproduced_exactly() {
+    // The model was trained keeping an earlier split's rows in place (train.py --keep-split):
+    // the test rows among them come first in the test files, and the card reports them apart so
+    // the model can be compared with its predecessor on the same texts.
+    let text = std::fs::read_to_string(repo_path("models/heldout/split.json")).unwrap();
+    let split: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let kept_rows = split["kept_rows"].as_u64().expect("split.json records kept_rows");
+    let test: Vec<u64> = split["test"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(test.windows(2).all(|w| w[0] < w[1]), "test rows are sorted");
+    let previous = test.iter().filter(|&&row| row < kept_rows).count();
+    let labels = common::npy_u8(TEST_LABELS);
+    let p = probabilities(TEST_EMBEDDINGS);
+    assert_eq!(p.len(), test.len());
+    let rows = card_rows("test-previous");
+    let own = Model::builtin().unwrap().threshold();
+    assert!(rows.iter().any(|r| r.threshold == 0.5));
+    assert!(rows.iter().any(|r| r.threshold == own), "{own}");
+    for row in &rows {
+        let m = Metrics::compute(&p[..previous], &labels[..previous], row.threshold).unwrap();
+        check_row(row, &m);
+    }
+}
+
+#[test]
 fn training_script_metrics_agree_with_the_library() {
     // train.py scored the same float16 rows with the float64 reference; the counts must match
     // and the ratios agree to the card's four decimals.
