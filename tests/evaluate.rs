@@ -76,24 +76,29 @@ fn check_row(row: &CardRow, m: &Metrics) {
     );
 }
 
+/// Checks every card row of `split` against the probabilities `p` of its rows, and that the card
+/// reports both 0.5 and the model's own threshold.
+fn check_card_rows(split: &str, p: &[f32], labels: &[u8]) {
+    assert_eq!(p.len(), labels.len(), "{split}");
+    let rows = card_rows(split);
+    let own = Model::builtin().unwrap().threshold();
+    assert!(
+        rows.iter().any(|r| r.threshold == 0.5),
+        "{split}: a row at 0.5"
+    );
+    assert!(
+        rows.iter().any(|r| r.threshold == own),
+        "{split}: a row at the model's own threshold {own}"
+    );
+    for row in &rows {
+        check_row(row, &Metrics::compute(p, labels, row.threshold).unwrap());
+    }
+}
+
 #[test]
 fn model_card_test_metrics_are_reproduced_exactly() {
     let labels = common::npy_u8(TEST_LABELS);
-    let p = probabilities(TEST_EMBEDDINGS);
-    let rows = card_rows("test");
-    assert!(
-        rows.len() >= 2,
-        "the card reports 0.5 and the chosen threshold"
-    );
-    assert!(rows.iter().any(|r| r.threshold == 0.5));
-    let own = Model::builtin().unwrap().threshold();
-    assert!(
-        rows.iter().any(|r| r.threshold == own),
-        "the card reports the model's own threshold {own}"
-    );
-    for row in &rows {
-        check_row(row, &Metrics::compute(&p, &labels, row.threshold).unwrap());
-    }
+    check_card_rows("test", &probabilities(TEST_EMBEDDINGS), &labels);
 }
 
 #[test]
@@ -103,7 +108,9 @@ fn model_card_metrics_on_the_previous_test_split_are_reproduced_exactly() {
     // the model can be compared with its predecessor on the same texts.
     let text = std::fs::read_to_string(repo_path("models/heldout/split.json")).unwrap();
     let split: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let kept_rows = split["kept_rows"].as_u64().expect("split.json records kept_rows");
+    let kept_rows = split["kept_rows"]
+        .as_u64()
+        .expect("split.json records kept_rows");
     let test: Vec<u64> = split["test"]
         .as_array()
         .unwrap()
@@ -115,14 +122,7 @@ fn model_card_metrics_on_the_previous_test_split_are_reproduced_exactly() {
     let labels = common::npy_u8(TEST_LABELS);
     let p = probabilities(TEST_EMBEDDINGS);
     assert_eq!(p.len(), test.len());
-    let rows = card_rows("test-previous");
-    let own = Model::builtin().unwrap().threshold();
-    assert!(rows.iter().any(|r| r.threshold == 0.5));
-    assert!(rows.iter().any(|r| r.threshold == own), "{own}");
-    for row in &rows {
-        let m = Metrics::compute(&p[..previous], &labels[..previous], row.threshold).unwrap();
-        check_row(row, &m);
-    }
+    check_card_rows("test-previous", &p[..previous], &labels[..previous]);
 }
 
 #[test]
@@ -318,15 +318,7 @@ const OOD_LABELS: &str = "models/ood/labels.npy";
 #[test]
 fn model_card_out_of_distribution_metrics_are_reproduced_exactly() {
     let labels = common::npy_u8(OOD_LABELS);
-    let p = probabilities(OOD_EMBEDDINGS);
-    assert_eq!(p.len(), labels.len());
-    let rows = card_rows("ood");
-    let own = Model::builtin().unwrap().threshold();
-    assert!(rows.iter().any(|r| r.threshold == 0.5));
-    assert!(rows.iter().any(|r| r.threshold == own), "{own}");
-    for row in &rows {
-        check_row(row, &Metrics::compute(&p, &labels, row.threshold).unwrap());
-    }
+    check_card_rows("ood", &probabilities(OOD_EMBEDDINGS), &labels);
 }
 
 #[test]
