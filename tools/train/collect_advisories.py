@@ -45,9 +45,9 @@ import subprocess
 import sys
 import tarfile
 
-from collect_broad import (CHANGELOG_CYBER, CYBER_CUE, SECURITY_WORDS, clean, cut, fits,
-                           html_text_paragraphs_keep_code, prose, read_gz, rst_text_paragraphs,
-                           unpack)
+from collect_broad import (CHANGELOG_CYBER, CYBER_CUE, SECURITY_WORDS, clean, cut, draw_by_quota,
+                           fits, html_text_paragraphs_keep_code, prose, read_gz,
+                           rst_text_paragraphs, unpack)
 
 SEED = 20261130
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -442,19 +442,7 @@ def main():
             by_source[record["source"]].append(record)
     print(f"dropped as near-copies of evaluation texts: {guarded}", file=sys.stderr)
 
-    rng = random.Random(SEED)
-    records = []
-    for source, quota in QUOTA.items():
-        pool = by_source[source]
-        n = min(quota, len(pool)) if args.sample is None else min(args.sample, len(pool))
-        picked = rng.sample(pool, n) if n < len(pool) else list(pool)
-        print(f"{source:28s} {len(picked):6d} of {len(pool):6d}", file=sys.stderr)
-        records.extend(picked)
-    unknown = set(by_source) - set(QUOTA)
-    if unknown:
-        sys.exit(f"sources without a quota: {sorted(unknown)}")
-    if args.sample is None:
-        rng.shuffle(records)
+    records = draw_by_quota(by_source, QUOTA, args.sample, SEED)
 
     with open(args.out, "w", encoding="utf-8") as f:
         for r in records:

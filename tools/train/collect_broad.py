@@ -712,6 +712,25 @@ def write(path, records):
             f.write(json.dumps(with_id(r), ensure_ascii=False) + "\n")
 
 
+def draw_by_quota(by_source, quota, sample, seed):
+    """At most `quota[source]` texts of each source (`sample` each instead, for reading), drawn
+    with a fixed seed; the corpus (not a reading sample) is then shuffled with the same draw."""
+    rng = random.Random(seed)
+    records = []
+    for source, most in quota.items():
+        pool = by_source[source]
+        n = min(most, len(pool)) if sample is None else min(sample, len(pool))
+        picked = rng.sample(pool, n) if n < len(pool) else list(pool)
+        print(f"{source:28s} {len(picked):6d} of {len(pool):6d}", file=sys.stderr)
+        records.extend(picked)
+    unknown = set(by_source) - set(quota)
+    if unknown:
+        sys.exit(f"sources without a quota: {sorted(unknown)}")
+    if sample is None:
+        rng.shuffle(records)
+    return records
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sources", required=True, help="folder with deb/ (the downloads)")
@@ -750,19 +769,7 @@ def main():
         print(f"{len(candidates)} candidates for reading", file=sys.stderr)
         return
 
-    rng = random.Random(SEED)
-    records = []
-    for source, quota in QUOTA.items():
-        pool = by_source[source]
-        n = min(quota, len(pool)) if args.sample is None else min(args.sample, len(pool))
-        picked = rng.sample(pool, n) if n < len(pool) else list(pool)
-        print(f"{source:28s} {len(picked):6d} of {len(pool):6d}", file=sys.stderr)
-        records.extend(picked)
-    unknown = set(by_source) - set(QUOTA)
-    if unknown:
-        sys.exit(f"sources without a quota: {sorted(unknown)}")
-    if args.sample is None:
-        rng.shuffle(records)
+    records = draw_by_quota(by_source, QUOTA, args.sample, SEED)
 
     if args.read_labels:
         # Appended in draw order, so the corpus's first rows stay the plain corpus, row for row.
