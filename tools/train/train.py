@@ -152,6 +152,13 @@ def split_rows(y, fractions, seed, keep=None):
     return [np.sort(np.concatenate([old, rows + start])) for old, rows in zip(earlier, new)]
 
 
+def kept_rows(keep):
+    """How many first rows an earlier split placed: the test rows among them (the first ones of
+    the test files) are the earlier model's test split. Rerunning with a split.json that itself
+    kept rows (to reproduce a model) keeps its count, so the same rows stay "previous"."""
+    return keep.get("kept_rows", sum(len(keep[k]) for k in ("train", "validation", "test")))
+
+
 def source_summary(texts_paths, rows):
     """Per-source counts of the training rows, for the model's metadata."""
     records = read_records(texts_paths)
@@ -265,8 +272,7 @@ def main():
                f"split seed {args.seed}: train {len(train_rows)}, validation {len(val_rows)}, "
                f"test {len(test_rows)}")
     if keep is not None:
-        summary += (f" (the first {sum(len(keep[k]) for k in ('train', 'validation', 'test'))} "
-                    f"rows where an earlier split placed them)")
+        summary += f" (the first {kept_rows(keep)} rows where an earlier split placed them)"
     if args.texts:
         summary += "; training rows by source: " + source_summary(args.texts, train_rows)
     metadata = {
@@ -300,9 +306,7 @@ def main():
                  "train": train_rows.tolist(), "validation": val_rows.tolist(),
                  "test": test_rows.tolist()}
         if keep is not None:
-            # The rows below this index were placed by the earlier split: the test rows among
-            # them (the first ones of the test files) are the earlier model's test split.
-            split["kept_rows"] = sum(len(keep[k]) for k in ("train", "validation", "test"))
+            split["kept_rows"] = kept_rows(keep)
         json.dump(split, f)
     if args.texts and args.embeddings:
         # What install_default.sh needs to pick the demo rows (make_examples.py --inputs).
