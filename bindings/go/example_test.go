@@ -28,11 +28,11 @@ func Example() {
 		return
 	}
 	for row, p := range probabilities {
-		fmt.Printf("row %d: %.3f\n", row, p)
+		fmt.Printf("row %d: %.4f\n", row, p)
 	}
 	// Output:
-	// row 0: 0.009
-	// row 1: 0.003
+	// row 0: 0.0002
+	// row 1: 0.0003
 }
 
 // Failures carry their status: test for one with errors.Is, read the message with errors.As.
@@ -74,6 +74,6 @@ func ExampleClassifier_ClassifyInto() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Printf("%.3f cyber=%v\n", probabilities[0], labels[0])
-	// Output: 0.009 cyber=false
+	fmt.Printf("%.4f cyber=%v\n", probabilities[0], labels[0])
+	// Output: 0.0002 cyber=false
 }
