@@ -1,11 +1,13 @@
 """Scores Parquet shards of embeddings with gemma_cyber on Spark, exactly once.
 
     spark-submit [--master ...] [--py-files gemma_cyber-*.whl] classify_shards.py \
-        INPUT_DIR OUTPUT_DIR [--column embedding] [--keep id,url]
+        INPUT_DIR OUTPUT_DIR [--column embedding] [--keep id,url] [--backend auto]
 
 Reads every Parquet shard under INPUT_DIR, scores the embedding column (array<float>, 768 values
 a row) in each executor's Python workers through `mapInArrow` and the gemma_cyber package, and
 writes OUTPUT_DIR as Parquet: the --keep columns, then `probability` (float) and `label` (boolean).
+`--backend` names the backend as the CLI's `--backend` does (auto, cpu, onnxruntime, wgpu, or a
+plugin's name); the same backend as a CLI run gives the same probabilities, bit for bit.
 
 Exactly once: the output is written through Spark's file commit protocol, so a retried task's
 attempts never both land, and a job that dies leaves no committed output; run again, it replaces
@@ -23,7 +25,7 @@ import types
 from typing import Iterator
 
 
-def process_classifier():
+def process_classifier(backend: str):
     """The classifier of this Python worker process, created once.
 
     Kept in a module of its own in sys.modules: the function that Spark ships to the workers is
@@ -35,19 +37,19 @@ def process_classifier():
         import gemma_cyber
 
         holder = types.ModuleType("_gemma_cyber_spark_worker")
-        holder.classifier = gemma_cyber.Classifier()
+        holder.classifier = gemma_cyber.Classifier(backend=backend)
         sys.modules[holder.__name__] = holder
     return holder.classifier
 
 
-def score_batches(column: str, keep: list, batches: Iterator) -> Iterator:
+def score_batches(column: str, keep: list, backend: str, batches: Iterator) -> Iterator:
     """mapInArrow's function: Arrow record batches in, the kept columns plus probability and label
     out."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    classifier = process_classifier()
+    classifier = process_classifier(backend)
     dim = classifier.input_dim
     for batch in batches:
         embeddings = batch.column(column)
@@ -74,6 +76,7 @@ def main(argv: list | None = None) -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--column", default="embedding", help="the embedding column (array<float>)")
     parser.add_argument("--keep", default="", help="input columns to carry into the output, e.g. id,url")
+    parser.add_argument("--backend", default="auto", help="auto (the default), cpu, onnxruntime, wgpu or a plugin's name")
     args = parser.parse_args(argv)
     keep = [name for name in args.keep.split(",") if name]
 
@@ -89,8 +92,8 @@ def main(argv: list | None = None) -> None:
         [shards.schema[name] for name in keep]
         + [StructField("probability", FloatType(), False), StructField("label", BooleanType(), False)]
     )
-    column = args.column
-    scored = shards.select(column, *keep).mapInArrow(lambda batches: score_batches(column, keep, batches), schema)
+    column, backend = args.column, args.backend
+    scored = shards.select(column, *keep).mapInArrow(lambda batches: score_batches(column, keep, backend, batches), schema)
     scored.write.mode("overwrite").parquet(args.output_dir)
     spark.stop()
 

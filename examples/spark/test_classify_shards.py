@@ -75,7 +75,8 @@ def test_spark_job_scores_every_row_once_like_the_cli_and_survives_a_kill(shards
     (tmp_path / "tmp").mkdir()
     env = spark_env(tmp_path / "tmp")
     clean = tmp_path / "clean"
-    run_job(spark_submit(package_zip, shards, clean, "--keep", "id,url"), env)
+    # The CLI's backend, so the probabilities can be compared to the bit (backends agree to 1e-5).
+    run_job(spark_submit(package_zip, shards, clean, "--keep", "id,url", "--backend", "cpu"), env)
     result = read_sorted(clean)
     assert result.column_names == ["id", "url", "probability", "label"]
     ids = result.column("id").to_numpy()
@@ -92,7 +93,7 @@ def test_spark_job_scores_every_row_once_like_the_cli_and_survives_a_kill(shards
     # the kill lands, the rerun must equal the clean run).
     killed = tmp_path / "killed"
     job = subprocess.Popen(
-        spark_submit(package_zip, shards, killed, "--keep", "id,url"),
+        spark_submit(package_zip, shards, killed, "--keep", "id,url", "--backend", "cpu"),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     while job.poll() is None and not list(killed.glob("_temporary/*/task_*/*.parquet")):
@@ -100,5 +101,5 @@ def test_spark_job_scores_every_row_once_like_the_cli_and_survives_a_kill(shards
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     assert not (killed / "_SUCCESS").exists() or job.returncode == 0
-    run_job(spark_submit(package_zip, shards, killed, "--keep", "id,url"), env)
+    run_job(spark_submit(package_zip, shards, killed, "--keep", "id,url", "--backend", "cpu"), env)
     assert read_sorted(killed).equals(result)
