@@ -209,6 +209,8 @@ fn labels_as_text_equal_labels_as_npy() {
     let args = |labels: &str| {
         cli(&[
             "evaluate",
+            "--backend",
+            "cpu",
             "--format",
             "json",
             TEST_EMBEDDINGS,
@@ -229,8 +231,12 @@ fn threshold_command_writes_a_model_with_only_the_threshold_changed() {
         "gemma-cyber-thr-{}.safetensors",
         std::process::id()
     ));
+    // The cpu backend, as `probabilities` uses: the threshold lies halfway between two validation
+    // scores, and another backend's last bits (within 1e-5) could move it.
     let output = cli(&[
         "threshold",
+        "--backend",
+        "cpu",
         VALIDATION_EMBEDDINGS,
         "--labels",
         VALIDATION_LABELS,
