@@ -629,10 +629,13 @@ READERS = [ssg_rules, tiger_explanations, kernel_docs, gnome_help, manpages, deb
 # original draw (random.sample of 65, read in the first round); the rest of the pool follows in a
 # fixed-seed shuffle.
 READ_FIRST = 65
-READ_SAMPLE = {"debian_changelog_plain": 200, "upstream_news": 200, "kernel_admin_doc": 200,
-               "admin_manpage": 200, "gnome_help": 200, "debian_admin_docs": 200,
+READ_SAMPLE = {"debian_changelog_plain": 432, "upstream_news": 257, "kernel_admin_doc": 782,
+               "admin_manpage": 456, "gnome_help": 200, "debian_admin_docs": 200,
                "hledger_manual": 65, "cctv_docs": 65, "debian_governance": 65}
 READ_SOURCES = list(READ_SAMPLE)
+# Reading rounds end at these ranks of each source's order; the output lists round 1 of every
+# source, then round 2, then the rest, so a new round never moves an earlier round's rows.
+READ_ROUNDS = (READ_FIRST, 200)
 
 
 def text_key(text):
@@ -663,14 +666,14 @@ def draw_dropped(dropped, seen, n=None):
         if key not in seen:
             seen.add(key)
             by_source[r["source"]].append(r)
-    first, later = [], []
+    rounds = [[] for _ in range(len(READ_ROUNDS) + 1)]
     for source in READ_SOURCES:
         pool = by_source[source + "_read"]
         some = read_order(pool, source)[:READ_SAMPLE[source] if n is None else n]
         print(f"{source + '_read':28s} {len(some):6d} of {len(pool):6d} dropped", file=sys.stderr)
-        first.extend(some[:READ_FIRST])
-        later.extend(some[READ_FIRST:])
-    return first + later
+        for i, (lo, hi) in enumerate(zip((0,) + READ_ROUNDS, READ_ROUNDS + (None,))):
+            rounds[i].extend(some[lo:hi])
+    return [r for rnd in rounds for r in rnd]
 
 
 def read_labels(path):
