@@ -31,8 +31,8 @@ func Example() {
 		fmt.Printf("row %d: %.4f\n", row, p)
 	}
 	// Output:
-	// row 0: 0.0002
-	// row 1: 0.0003
+	// row 0: 0.0009
+	// row 1: 0.0001
 }
 
 // Failures carry their status: test for one with errors.Is, read the message with errors.As.
@@ -75,5 +75,5 @@ func ExampleClassifier_ClassifyInto() {
 		return
 	}
 	fmt.Printf("%.4f cyber=%v\n", probabilities[0], labels[0])
-	// Output: 0.0002 cyber=false
+	// Output: 0.0009 cyber=false
 }
