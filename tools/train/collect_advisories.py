@@ -35,7 +35,6 @@ commands); deterministic.
 import argparse
 import ast
 import collections
-import hashlib
 import io
 import json
 import os
@@ -46,8 +45,8 @@ import sys
 import tarfile
 
 from collect_broad import (CHANGELOG_CYBER, CYBER_CUE, SECURITY_WORDS, clean, cut, draw_by_quota,
-                           fits, html_text_paragraphs_keep_code, prose, read_gz,
-                           rst_text_paragraphs, unpack)
+                           fits, html_text_paragraphs_keep_code, prose, read_gz, report,
+                           rst_text_paragraphs, unpack, write)
 
 SEED = 20261130
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -444,15 +443,8 @@ def main():
 
     records = draw_by_quota(by_source, QUOTA, args.sample, SEED)
 
-    with open(args.out, "w", encoding="utf-8") as f:
-        for r in records:
-            rid = f"{r['source']}-{hashlib.sha1(r['text'].encode()).hexdigest()[:10]}"
-            f.write(json.dumps({"id": rid} | r, ensure_ascii=False) + "\n")
-    cyber = sum(r["label"] for r in records)
-    print(f"total {len(records)}, cyber {cyber} ({cyber / max(1, len(records)):.1%})",
-          file=sys.stderr)
-    for cat, n in sorted(collections.Counter((r["label"], r["category"]) for r in records).items()):
-        print(f"  {cat[0]} {cat[1]:24s} {n}", file=sys.stderr)
+    write(args.out, records)
+    report(records)
 
 
 if __name__ == "__main__":

@@ -715,6 +715,15 @@ def write(path, records):
             f.write(json.dumps(with_id(r), ensure_ascii=False) + "\n")
 
 
+def report(records):
+    """Totals by label and category, on stderr."""
+    cyber = sum(r["label"] for r in records)
+    print(f"total {len(records)}, cyber {cyber} ({cyber / max(1, len(records)):.1%})",
+          file=sys.stderr)
+    for cat, n in sorted(collections.Counter((r["label"], r["category"]) for r in records).items()):
+        print(f"  {cat[0]} {cat[1]:24s} {n}", file=sys.stderr)
+
+
 def draw_by_quota(by_source, quota, sample, seed):
     """At most `quota[source]` texts of each source (`sample` each instead, for reading), drawn
     with a fixed seed; the corpus (not a reading sample) is then shuffled with the same draw."""
@@ -784,11 +793,7 @@ def main():
         print(f"read by hand: {len(read)} kept", file=sys.stderr)
 
     write(args.out, records)
-    cyber = sum(r["label"] for r in records)
-    print(f"total {len(records)}, cyber {cyber} ({cyber / max(1, len(records)):.1%})",
-          file=sys.stderr)
-    for cat, n in sorted(collections.Counter((r["label"], r["category"]) for r in records).items()):
-        print(f"  {cat[0]} {cat[1]:24s} {n}", file=sys.stderr)
+    report(records)
 
 
 if __name__ == "__main__":
