@@ -9,6 +9,8 @@ import argparse
 import collections
 import json
 
+from corpus import read_records
+
 DESCRIPTIONS = {
     "attack_procedure": "ATT&CK procedure examples (how a group or tool used a technique)",
     "attack_technique": "ATT&CK technique and sub-technique descriptions",
@@ -57,10 +59,7 @@ def main():
     parser.add_argument("--texts", required=True, nargs="+", help="as given to train.py")
     parser.add_argument("--split", required=True)
     args = parser.parse_args()
-    records = []
-    for path in args.texts:
-        with open(path, encoding="utf-8") as f:
-            records.extend(json.loads(line) for line in f if line.strip())
+    records = read_records(args.texts)
     split = json.load(open(args.split))
     part = {}
     for name in ("train", "validation", "test"):

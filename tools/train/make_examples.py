@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus import read_embeddings, read_records
+
 # Four cyber and four non-cyber texts, two of the latter hard negatives (technology text). The
 # news corpus is left out: its articles' own licence is unclear, so its text is not redistributed.
 EXAMPLE_SOURCES = [
@@ -38,11 +40,8 @@ def main():
     if not args.texts or not args.embeddings:
         parser.error("give --inputs, or --texts and --embeddings")
 
-    records = []
-    for path in args.texts:
-        with open(path, encoding="utf-8") as f:
-            records.extend(json.loads(line) for line in f if line.strip())
-    x = np.concatenate([np.load(path).astype(np.float32) for path in args.embeddings])
+    records = read_records(args.texts)
+    x = read_embeddings(args.embeddings)
     test_rows = json.load(open(args.split))["test"]
     picked = []
     for source in EXAMPLE_SOURCES:

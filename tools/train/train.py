@@ -32,6 +32,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from golden import reference  # noqa: E402  the same float64 forward pass the golden tests use
 from make_fixture_model import write_safetensors  # noqa: E402  reproducible header order
+from corpus import read_embeddings, read_records  # noqa: E402  shared with make_examples.py
 
 HIDDEN = (512, 256, 128)
 EPS = 1e-5
@@ -118,7 +119,7 @@ def load_data(args):
         data = np.load(args.npz)
         x, y = data["embeddings"], data["labels"]
     else:
-        x = np.concatenate([np.load(p).astype(np.float32) for p in args.embeddings])
+        x = read_embeddings(args.embeddings)
         if args.labels:
             y = np.loadtxt(args.labels) if args.labels.endswith(".txt") else np.load(args.labels)
         else:
@@ -128,15 +129,6 @@ def load_data(args):
     if x.ndim != 2 or len(x) != len(y) or not set(np.unique(y)) <= {0, 1}:
         sys.exit(f"need 2-D embeddings and one 0/1 label per row; got {x.shape} and {y.shape}")
     return x, y
-
-
-def read_records(paths):
-    """The JSON lines of every texts file, joined in order (row i = embedding row i)."""
-    records = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            records.extend(json.loads(line) for line in f if line.strip())
-    return records
 
 
 def split_rows(y, fractions, seed, keep=None):
