@@ -187,3 +187,26 @@ fn calls_from_thread_teardown_return_statuses_instead_of_aborting() {
     }
     let _ = std::fs::remove_dir_all(program.parent().unwrap());
 }
+
+#[test]
+fn a_forked_child_classifies_with_its_parents_classifier() {
+    // The cpu backend's worker threads exist only in the parent after a fork; the child must
+    // still get every batch's probabilities, bit for bit, without waiting on them.
+    let program = compile("tests/c/fork.c", "fork");
+    let run = Command::new(&program).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "fork program failed ({:?}):\n{stdout}{stderr}",
+        run.status
+    );
+    for who in ["child", "parent"] {
+        assert!(
+            stdout.contains(&format!("{who}: ")) && !stdout.contains(&format!("{who}: 0 passed")),
+            "{who} did not run its checks:\n{stdout}{stderr}"
+        );
+    }
+    assert_eq!(stdout.matches(" 0 failed").count(), 2, "{stdout}{stderr}");
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
+}

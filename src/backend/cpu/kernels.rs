@@ -88,28 +88,54 @@ impl PackedDense {
         })
     }
 
+    pub(super) fn inputs(&self) -> usize {
+        self.inputs
+    }
+
     pub(super) fn outputs(&self) -> usize {
         self.outputs
     }
 
+    /// Panels of `NR` outputs.
+    pub(super) fn panels(&self) -> usize {
+        self.outputs.div_ceil(NR)
+    }
+
     /// `output[r][o] = relu?(weight[o] · input[r] + bias[o])` for every row of `input`.
     pub(super) fn forward(&self, kernel: CpuKernel, input: &[f32], output: &mut [f32]) {
+        assert_eq!(output.len(), input.len() / self.inputs * self.outputs);
+        // SAFETY: `output` is borrowed exclusively and holds every output of every row.
+        unsafe { self.forward_panels(kernel, input, output.as_mut_ptr(), 0..self.panels()) }
+    }
+
+    /// [`forward`](Self::forward) for the outputs of `panels` only, written through `output`
+    /// (rows × outputs floats, row-major). Several threads may each write their own panels of the
+    /// same output at once; each output's sum runs over the inputs in the same order whichever
+    /// panels are taken together.
+    ///
+    /// # Safety
+    /// `output` must be valid for writes of `input.len() / inputs * outputs` floats, and nothing may
+    /// read or write the columns of `panels` during the call.
+    pub(super) unsafe fn forward_panels(
+        &self,
+        kernel: CpuKernel,
+        input: &[f32],
+        output: *mut f32,
+        panels: std::ops::Range<usize>,
+    ) {
         let (k, n) = (self.inputs, self.outputs);
         let rows = input.len() / k;
-        debug_assert_eq!(output.len(), rows * n);
-        // One or two rows leave the FMA units waiting on a short dependency chain; taking several
-        // panels at once gives them independent accumulators without changing any sum's order.
-        let group = match rows {
-            1 => 4,
-            2 => 2,
-            _ => 1,
-        };
-        let panels = n.div_ceil(NR);
-        let mut first = 0;
+        assert!(panels.end <= self.panels());
+        let group = panel_group(rows);
+        let mut first = panels.start;
         // Panels outside, rows inside: a panel's weights (k × NR floats) stay in cache while every
         // row of the block passes over them.
-        while first < panels {
-            let count = if panels - first >= group { group } else { 1 };
+        while first < panels.end {
+            let count = if panels.end - first >= group {
+                group
+            } else {
+                1
+            };
             let weights = &self.weight[first * k * NR..(first + count) * k * NR];
             for r0 in (0..rows).step_by(MR) {
                 let tile_rows = MR.min(rows - r0);
@@ -120,7 +146,11 @@ impl PackedDense {
                     for p in 0..count {
                         let start = (first + p) * NR;
                         let lanes = NR.min(n - start);
-                        let out = &mut output[(r0 + r) * n + start..][..lanes];
+                        // SAFETY: row `r0 + r` < rows and columns `start..start + lanes` ≤ n lie
+                        // in `output` (caller's contract), in panel `first + p`, which is ours.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(output.add((r0 + r) * n + start), lanes)
+                        };
                         let sums = &tile[r * count + p];
                         for ((y, s), b) in out.iter_mut().zip(sums).zip(&self.bias[start..]) {
                             let v = s + b;
@@ -131,6 +161,17 @@ impl PackedDense {
             }
             first += count;
         }
+    }
+}
+
+/// Panels multiplied together for a batch of `rows`. One or two rows leave the FMA units waiting
+/// on a short dependency chain; taking several panels at once gives them independent accumulators
+/// without changing any sum's order.
+pub(super) fn panel_group(rows: usize) -> usize {
+    match rows {
+        1 => 4,
+        2 => 2,
+        _ => 1,
     }
 }
 

@@ -1,25 +1,29 @@
 //! The cpu backend: plain Rust, no system dependencies, the reference for the other backends.
 //!
 //! Weights are packed once at create for the register-tiled kernel in `kernels`; a call runs
-//! blocks of rows through the layers, and a large batch is shared out among threads started for
-//! the call and joined before it returns.
-//! Scratch buffers live per thread, so a single-threaded call does not allocate once warm.
+//! blocks of rows through the layers. With more than one thread, the backend keeps worker threads
+//! (`pool`): a large batch is shared out among them by rows, a small one (down to a single row) by
+//! each layer's outputs.
+//! Scratch buffers live per thread or in the pool, so a call does not allocate once warm.
 
 mod kernels;
+mod pool;
 
 pub use kernels::CpuKernel;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, TryLockError};
 
 use super::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use kernels::PackedDense;
+use kernels::{panel_group, PackedDense};
+use pool::Workers;
 
-/// Rows handed to one thread at least: starting a thread (~20 µs) is then under 2% of its work.
-const MIN_ROWS_PER_THREAD: usize = 64;
+/// Batches of fewer rows are shared out by each layer's outputs, larger ones by rows (chunks of at
+/// least half this).
+const SPLIT_BY_OUTPUTS_BELOW: usize = 128;
 
 /// Rows run through the layers together: enough to reuse each weight panel many times, few enough
 /// that one block's activations (BLOCK_ROWS × 768 floats) stay in L2.
@@ -38,7 +42,37 @@ pub struct CpuBackend {
     kernel: CpuKernel,
     threads: usize,
     device_name: String,
+    /// Started by the first call that shares its work; one call uses it at a time.
+    pool: Mutex<Option<Pool>>,
 }
+
+/// Worker threads, and the activations of a batch shared out by outputs, kept across calls.
+struct Pool {
+    workers: Workers,
+    /// The input of each layer and the last layer's output.
+    activations: Vec<Vec<f32>>,
+    /// `activations` as the threads of a call write them.
+    pointers: Vec<SharedPtr>,
+    /// Per layer: units of work taken and finished.
+    progress: Vec<(AtomicUsize, AtomicUsize)>,
+}
+
+/// A buffer that several threads of one call write, each its own part.
+#[derive(Clone, Copy)]
+struct SharedPtr(*mut f32);
+
+impl SharedPtr {
+    /// The pointer (a method, so that closures capture the whole `SharedPtr`, which is `Sync`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: a `SharedPtr` is only written through in disjoint parts by the threads of one call, and
+// read after the writes are complete (see `CpuBackend::run_split`).
+unsafe impl Send for SharedPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SharedPtr {}
 
 impl CpuBackend {
     /// A cpu backend using up to `threads` threads per call (0: one per available core), with the
@@ -92,6 +126,7 @@ impl CpuBackend {
             kernel,
             threads,
             device_name,
+            pool: Mutex::new(None),
         })
     }
 
@@ -146,65 +181,189 @@ impl Backend for CpuBackend {
     }
 
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
-        // A thread in teardown (its thread-locals gone) starts no threads: std's spawning relies on
-        // thread-locals of the calling thread.
+        // A thread in teardown (its thread-locals gone) works alone: waking workers is safe, but
+        // a call from there is a last flush, not a hot path.
         let tearing_down = SCRATCH.try_with(|_| ()).is_err();
-        if self.threads == 1 || rows < 2 * MIN_ROWS_PER_THREAD || tearing_down {
+        if self.threads == 1 || rows == 0 || tearing_down {
             self.forward(embeddings, probabilities);
             return Ok(());
         }
-        // Equal chunks of at most a block, as many as a multiple of the thread count, so each
-        // thread gets the same share on idle cores (blocks of 192 plus a remainder left one thread
-        // a sixth more work than the other at 1,024 rows); taken from a shared counter, so a thread
-        // whose core is busy with other work simply takes fewer of them.
-        let count = rows.div_ceil(BLOCK_ROWS).next_multiple_of(self.threads);
-        let chunk = rows.div_ceil(count).max(MIN_ROWS_PER_THREAD);
-        let inputs: Vec<&[f32]> = embeddings.chunks(chunk * self.input_dim).collect();
-        let outputs: Vec<Mutex<&mut [f32]>> =
-            probabilities.chunks_mut(chunk).map(Mutex::new).collect();
-        let next = AtomicUsize::new(0);
-        let work = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(input) = inputs.get(i) else { break };
-            let mut output = outputs[i].lock().unwrap_or_else(|e| e.into_inner());
-            self.forward(input, &mut output);
-        };
-        let mut helpers = JoinOnDrop(Vec::new());
-        for _ in 1..self.threads.min(inputs.len()) {
-            let builder = std::thread::Builder::new().name("gemma-cyber-cpu".to_owned());
-            // SAFETY: `helpers` joins every thread before this function returns or unwinds, so
-            // nothing `work` borrows is dropped while a thread still runs it. (std::thread::scope
-            // would do the same, but it registers the calling thread with std, which a foreign
-            // thread never frees.)
-            match unsafe { builder.spawn_unchecked(work) } {
-                Ok(handle) => helpers.0.push(handle),
-                // Fewer threads only means this one takes more chunks.
-                Err(_) => break,
+        // One call at a time has the workers; a concurrent call runs on its own thread, which is
+        // all the cores can give it while the first call keeps them busy.
+        let mut pool = match self.pool.try_lock() {
+            Ok(pool) => pool,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.forward(embeddings, probabilities);
+                return Ok(());
             }
+        };
+        if pool.as_ref().is_some_and(|p| !p.workers.belong_here()) {
+            // A child forked after the workers started: they exist only in the parent.
+            *pool = None;
         }
-        work();
-        if helpers.join_all() {
+        let pool = pool.get_or_insert_with(|| Pool {
+            workers: Workers::start(self.threads - 1),
+            activations: Vec::new(),
+            pointers: Vec::new(),
+            progress: Vec::new(),
+        });
+        if pool.workers.len() == 0 {
+            self.forward(embeddings, probabilities);
+            return Ok(());
+        }
+        let panicked = if rows < SPLIT_BY_OUTPUTS_BELOW {
+            self.classify_by_outputs(pool, embeddings, rows, probabilities)
+        } else {
+            self.classify_by_rows(&mut pool.workers, embeddings, rows, probabilities)
+        };
+        if panicked {
             panic!("a cpu worker thread panicked");
         }
         Ok(())
     }
 }
 
-/// Worker threads that are joined when this is dropped, also while unwinding.
-struct JoinOnDrop(Vec<std::thread::JoinHandle<()>>);
+impl CpuBackend {
+    /// Equal chunks of rows, each run through every layer by whichever thread takes it; true if a
+    /// worker panicked.
+    fn classify_by_rows(
+        &self,
+        workers: &mut Workers,
+        embeddings: &[f32],
+        rows: usize,
+        probabilities: &mut [f32],
+    ) -> bool {
+        // Equal chunks of at most a block, as many as a multiple of the thread count, so each
+        // thread gets the same share on idle cores (blocks of 192 plus a remainder left one thread
+        // a sixth more work than the other at 1,024 rows); taken from a shared counter, so a thread
+        // whose core is busy with other work simply takes fewer of them.
+        let threads = workers.len() + 1;
+        let count = rows.div_ceil(BLOCK_ROWS).next_multiple_of(threads);
+        let chunk = rows.div_ceil(count).max(SPLIT_BY_OUTPUTS_BELOW / 2);
+        let chunks = rows.div_ceil(chunk);
+        let output = SharedPtr(probabilities.as_mut_ptr());
+        let next = AtomicUsize::new(0);
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= chunks {
+                break;
+            }
+            let range = i * chunk..((i + 1) * chunk).min(rows);
+            let input = &embeddings[range.start * self.input_dim..range.end * self.input_dim];
+            // SAFETY: chunk `i` is taken by one thread only, chunks do not overlap, and `range`
+            // lies within `probabilities`, borrowed exclusively for this call.
+            let output = unsafe {
+                std::slice::from_raw_parts_mut(output.get().add(range.start), range.len())
+            };
+            self.forward(input, output);
+        };
+        workers.run(&work)
+    }
 
-impl JoinOnDrop {
-    /// Joins every thread; true if any of them panicked.
-    fn join_all(&mut self) -> bool {
-        // Every thread is joined, not only those up to the first that panicked.
-        let panics = self.0.drain(..).filter_map(|handle| handle.join().err());
-        panics.count() > 0
+    /// Every layer's outputs shared out in units of panels, all threads finishing a layer before
+    /// any starts the next; true if a worker panicked. For small batches, where rows are too few
+    /// to share.
+    fn classify_by_outputs(
+        &self,
+        pool: &mut Pool,
+        embeddings: &[f32],
+        rows: usize,
+        probabilities: &mut [f32],
+    ) -> bool {
+        let Pool {
+            workers,
+            activations,
+            pointers,
+            progress,
+        } = pool;
+        activations.resize_with(self.layers.len() + 1, Vec::new);
+        layer_norm(
+            embeddings,
+            self.input_dim,
+            self.layer_norm_eps,
+            &mut activations[0],
+        );
+        for (buffer, layer) in activations[1..].iter_mut().zip(&self.layers) {
+            buffer.resize(rows * layer.outputs(), 0.0);
+        }
+        pointers.clear();
+        pointers.extend(activations.iter_mut().map(|a| SharedPtr(a.as_mut_ptr())));
+        progress.resize_with(self.layers.len(), Default::default);
+        for (taken, finished) in progress.iter_mut() {
+            *taken.get_mut() = 0;
+            *finished.get_mut() = 0;
+        }
+        let failed = AtomicBool::new(false);
+        let (pointers, progress) = (&pointers[..], &progress[..]);
+        let panicked = workers.run(&|| self.run_split(rows, pointers, progress, &failed));
+        if !panicked {
+            let logits = activations.last().map_or(&[][..], Vec::as_slice);
+            for (p, &logit) in probabilities.iter_mut().zip(logits) {
+                *p = sigmoid(logit);
+            }
+        }
+        panicked
+    }
+
+    /// One thread's part of [`classify_by_outputs`](Self::classify_by_outputs): units of each
+    /// layer taken from a shared counter, then a wait for the layer's last unit.
+    fn run_split(
+        &self,
+        rows: usize,
+        pointers: &[SharedPtr],
+        progress: &[(AtomicUsize, AtomicUsize)],
+        failed: &AtomicBool,
+    ) {
+        let group = panel_group(rows);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let panels = layer.panels();
+            let units = panels.div_ceil(group);
+            let (taken, finished) = &progress[l];
+            // SAFETY: this layer's input is complete (written before the call was shared out, or
+            // by the previous layer, waited for below) and nobody writes it during this layer.
+            let input =
+                unsafe { std::slice::from_raw_parts(pointers[l].get(), rows * layer.inputs()) };
+            loop {
+                let unit = taken.fetch_add(1, Ordering::Relaxed);
+                if unit >= units {
+                    break;
+                }
+                let failure = FailOnUnwind(failed);
+                // SAFETY: `pointers[l + 1]` holds rows × outputs floats (sized by the caller);
+                // this unit's panels are taken by this thread only, and the layer's output is
+                // read only once every unit is finished.
+                unsafe {
+                    let panels = unit * group..((unit + 1) * group).min(panels);
+                    layer.forward_panels(self.kernel, input, pointers[l + 1].get(), panels);
+                }
+                std::mem::forget(failure);
+                finished.fetch_add(1, Ordering::Release);
+            }
+            let mut spins = 0u32;
+            while finished.load(Ordering::Acquire) < units {
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                // Another thread holds the last unit, normally for a few microseconds; if its core
+                // was taken away, let it have this one.
+                spins = spins.saturating_add(1);
+                if spins < 4096 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
 }
 
-impl Drop for JoinOnDrop {
+/// Marks a shared call failed when a thread's part unwinds, so that the others stop waiting for it.
+struct FailOnUnwind<'a>(&'a AtomicBool);
+
+impl Drop for FailOnUnwind<'_> {
     fn drop(&mut self) {
-        self.join_all();
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -245,5 +404,58 @@ fn sigmoid(x: f32) -> f32 {
     } else {
         let e = x.exp();
         e / (1.0 + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::model_bytes;
+
+    /// Shared out by outputs (small batches) and by rows, on a pool started by the first call and
+    /// reused by the next, every row gets exactly what one thread gives it alone.
+    #[test]
+    fn shared_calls_match_one_thread_bit_for_bit() {
+        // Hidden widths of several panels, so that every layer's units are shared out; under Miri,
+        // which interprets every instruction, narrower inputs and fewer cases.
+        let (dim, hidden, batches, thread_counts): (usize, &[usize], &[usize], &[usize]) =
+            if cfg!(miri) {
+                (2, &[17], &[1, 3, 128], &[2])
+            } else {
+                (24, &[40, 20], &[1, 2, 3, 7, 127, 128, 129, 500], &[2, 3])
+            };
+        let model = Model::from_bytes(&model_bytes(dim, hidden, &[])).unwrap();
+        let most = batches.iter().copied().max().unwrap_or(0);
+        let input: Vec<f32> = (0..most * dim)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
+            .collect();
+        let mut kernels = vec![CpuKernel::Portable, CpuKernel::detect()];
+        kernels.dedup();
+        for kernel in kernels {
+            let alone = CpuBackend::with_kernel(&model, 1, kernel).unwrap();
+            let mut expected = vec![f32::NAN; most];
+            alone.classify(&input, most, &mut expected).unwrap();
+            for &threads in thread_counts {
+                let backend = CpuBackend::with_kernel(&model, threads, kernel).unwrap();
+                for round in 0..2 {
+                    for &rows in batches {
+                        let mut got = vec![f32::NAN; rows];
+                        backend
+                            .classify(&input[..rows * dim], rows, &mut got)
+                            .unwrap();
+                        let case =
+                            format!("{kernel:?}, {threads} threads, {rows} rows, round {round}");
+                        if cfg!(miri) {
+                            // Miri gives `exp` and `sqrt` a random last-bit error on every call.
+                            for (g, e) in got.iter().zip(&expected) {
+                                assert!((g - e).abs() <= 1e-6, "{case}: {g} vs {e}");
+                            }
+                        } else {
+                            assert_eq!(got, expected[..rows], "{case}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }
