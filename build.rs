@@ -35,10 +35,10 @@ fn profile_dir() -> Option<PathBuf> {
 #[cfg(unix)]
 fn link_soname(dir: &Path) {
     let link = dir.join(SONAME);
-    if link.symlink_metadata().is_err() {
-        if let Err(error) = std::os::unix::fs::symlink("libgemma_cyber.so", &link) {
-            println!("cargo:warning=cannot link {}: {error}", link.display());
-        }
+    if link.symlink_metadata().is_err()
+        && let Err(error) = std::os::unix::fs::symlink("libgemma_cyber.so", &link)
+    {
+        println!("cargo:warning=cannot link {}: {error}", link.display());
     }
 }
 

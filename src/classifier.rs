@@ -59,12 +59,12 @@ pub struct Classifier {
 impl Classifier {
     /// Loads the model and starts the backend the options ask for.
     pub fn new(options: &Options) -> Result<Classifier> {
-        if let Some(threshold) = options.threshold {
-            if !(0.0..=1.0).contains(&threshold) {
-                return Err(Error::invalid_argument(format!(
+        if let Some(threshold) = options.threshold
+            && !(0.0..=1.0).contains(&threshold)
+        {
+            return Err(Error::invalid_argument(format!(
                     "threshold is {threshold}; expected a number in [0, 1] (or NaN for the model's own)"
                 )));
-            }
         }
         if options.num_threads > MAX_THREADS {
             return Err(Error::invalid_argument(format!(
@@ -115,19 +115,19 @@ impl Classifier {
                 format!("embeddings have dim {dim} but the model expects {input_dim}"),
             ));
         }
-        if embeddings.len() / dim != rows || embeddings.len() % dim != 0 {
+        if embeddings.len() / dim != rows || !embeddings.len().is_multiple_of(dim) {
             return Err(Error::invalid_argument(format!(
                 "{} embedding values are not {rows} rows of {dim}",
                 embeddings.len()
             )));
         }
-        if let Some(labels) = &labels {
-            if labels.len() != rows {
-                return Err(Error::invalid_argument(format!(
-                    "labels hold {} values for {rows} rows",
-                    labels.len()
-                )));
-            }
+        if let Some(labels) = &labels
+            && labels.len() != rows
+        {
+            return Err(Error::invalid_argument(format!(
+                "labels hold {} values for {rows} rows",
+                labels.len()
+            )));
         }
         let conditioned;
         let embeddings = match scan(embeddings) {

@@ -194,12 +194,12 @@ pub enum Target {
 /// [`Metrics::compute`].
 pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result<Option<f32>> {
     check(scores, labels)?;
-    if let Target::Precision(x) | Target::Recall(x) = target {
-        if !(0.0..=1.0).contains(&x) {
-            return Err(Error::invalid_argument(format!(
-                "target is {x}; expected a number in [0, 1]"
-            )));
-        }
+    if let Target::Precision(x) | Target::Recall(x) = target
+        && !(0.0..=1.0).contains(&x)
+    {
+        return Err(Error::invalid_argument(format!(
+            "target is {x}; expected a number in [0, 1]"
+        )));
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     // Highest score first: lowering the threshold past each distinct score adds that tie group.

@@ -13,7 +13,7 @@ use gemma_cyber::Model;
 /// on this host (written past the test harness's capture, so that it shows in CI logs: the CI host
 /// may be either kind of x86 machine).
 fn kernels() -> Vec<CpuKernel> {
-    let all = [CpuKernel::Portable, CpuKernel::Avx2Fma];
+    let all = [CpuKernel::Portable, CpuKernel::Avx2Fma, CpuKernel::Avx512];
     let (supported, missing): (Vec<CpuKernel>, Vec<CpuKernel>) =
         all.into_iter().partition(|k| k.is_supported());
     static SAID: std::sync::Once = std::sync::Once::new();
@@ -44,13 +44,19 @@ fn run(backend: &CpuBackend, inputs: &[f32], dim: usize) -> Vec<f32> {
 }
 
 #[test]
-fn avx2_kernel_is_available_on_x86_64_ci_machines() {
-    // The CI machines have AVX2 and FMA; if this fails there, the fast path is silently off.
-    if cfg!(target_arch = "x86_64")
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
+fn the_widest_kernel_the_cpu_has_is_chosen() {
+    // The CI machines have AVX2 and FMA, some AVX-512 too; if this fails there, a fast path is
+    // silently off.
+    #[cfg(target_arch = "x86_64")]
     {
-        assert_eq!(CpuKernel::detect(), CpuKernel::Avx2Fma);
+        let expected = if std::is_x86_feature_detected!("avx512f") {
+            CpuKernel::Avx512
+        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            CpuKernel::Avx2Fma
+        } else {
+            CpuKernel::Portable
+        };
+        assert_eq!(CpuKernel::detect(), expected);
     }
     assert!(CpuKernel::Portable.is_supported());
 }
@@ -146,5 +152,28 @@ fn concurrent_calls_share_one_pool() {
         .collect();
     for h in handles {
         h.join().unwrap();
+    }
+}
+
+#[test]
+fn avx2_and_avx512_kernels_give_identical_probabilities() {
+    // Same fused multiply-adds in the same order, so the same bits; checked wherever both run.
+    if !(CpuKernel::Avx2Fma.is_supported() && CpuKernel::Avx512.is_supported()) {
+        return;
+    }
+    let model = Model::from_path(&repo_path("models/default.safetensors")).unwrap();
+    let inputs = random_embeddings(300, 768, 11);
+    for threads in [1, 2] {
+        for rows in [1, 2, 5, 64, 300] {
+            let probabilities = |kernel| {
+                let backend = CpuBackend::with_kernel(&model, threads, kernel).unwrap();
+                run(&backend, &inputs[..rows * 768], 768)
+            };
+            assert_eq!(
+                probabilities(CpuKernel::Avx2Fma),
+                probabilities(CpuKernel::Avx512),
+                "{threads} threads, {rows} rows"
+            );
+        }
     }
 }

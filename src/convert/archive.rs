@@ -82,13 +82,13 @@ impl<'a> Archive<'a> {
             }
         };
         let mut archive = Archive { zip, prefix };
-        if let Some(order) = archive.read("byteorder", 16)? {
-            if order != b"little" {
-                return Err(Error::model_invalid(format!(
-                    "the checkpoint was saved {:?}-endian; only little-endian is supported",
-                    String::from_utf8_lossy(&order)
-                )));
-            }
+        if let Some(order) = archive.read("byteorder", 16)?
+            && order != b"little"
+        {
+            return Err(Error::model_invalid(format!(
+                "the checkpoint was saved {:?}-endian; only little-endian is supported",
+                String::from_utf8_lossy(&order)
+            )));
         }
         Ok(archive)
     }

@@ -326,7 +326,7 @@ pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<La
             listing()
         ))
     };
-    if modules.len() < 4 || modules.len() % 2 != 0 {
+    if modules.len() < 4 || !modules.len().is_multiple_of(2) {
         return Err(fail(format!("{} modules with weights", modules.len())));
     }
     let Role::LayerNorm(input_norm) = modules[0].role else {

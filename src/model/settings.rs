@@ -21,19 +21,19 @@ pub(super) struct Settings {
 
 impl Settings {
     pub(super) fn from_metadata(metadata: &BTreeMap<String, String>) -> Result<Settings> {
-        if let Some(format) = metadata.get("format") {
-            if format != "gemma-cyber" {
-                return Err(Error::model_invalid(format!(
-                    "metadata format is {format:?}; expected \"gemma-cyber\""
-                )));
-            }
+        if let Some(format) = metadata.get("format")
+            && format != "gemma-cyber"
+        {
+            return Err(Error::model_invalid(format!(
+                "metadata format is {format:?}; expected \"gemma-cyber\""
+            )));
         }
-        if let Some(version) = metadata.get("format_version") {
-            if version.trim() != "1" {
-                return Err(Error::model_invalid(format!(
-                    "metadata format_version is {version:?}; this library reads version 1"
-                )));
-            }
+        if let Some(version) = metadata.get("format_version")
+            && version.trim() != "1"
+        {
+            return Err(Error::model_invalid(format!(
+                "metadata format_version is {version:?}; this library reads version 1"
+            )));
         }
         let norm_order = match metadata.get("norm_order").map(String::as_str) {
             None | Some("linear_bn_relu") => NormOrder::LinearBnRelu,

@@ -5,15 +5,22 @@
 //! One kernel serves every batch size: a single row streams each weight once (the batch-1 case is
 //! bound by reading 2.2 MB of weights), and larger batches reuse each loaded weight vector `MR`
 //! times. Every output accumulates over the inputs in the same order whatever the batch size or
-//! thread split, so a row's probability does not depend on what it was batched with.
+//! thread split, so a row's probability does not depend on what it was batched with. The AVX2 and
+//! AVX-512 kernels do the same fused multiply-adds in the same order, so they agree bit for bit.
 
 use crate::model::Dense;
 
-/// Outputs per panel: two 8-lane AVX registers.
+/// Outputs per panel: two 8-lane AVX registers, or one 16-lane AVX-512 register.
 const NR: usize = 16;
 /// Rows per register tile: 6 × 2 accumulators + 2 weight vectors + 1 broadcast = 15 of the 16
 /// AVX registers.
 const MR: usize = 6;
+/// Panels the AVX-512 kernel multiplies together: 6 rows × 4 panels = 24 accumulators, 4 weight
+/// vectors and a broadcast in the 32 AVX-512 registers, so each loaded weight serves 6 rows and
+/// each broadcast 64 outputs.
+const AVX512_PANELS: usize = 4;
+/// Accumulators in the largest register tile.
+const MAX_TILE: usize = MR * AVX512_PANELS;
 
 /// Which instruction set the kernel uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,28 +29,53 @@ pub enum CpuKernel {
     Portable,
     /// x86-64 AVX2 with FMA, chosen at run time when the CPU has both.
     Avx2Fma,
+    /// x86-64 AVX-512 F (512-bit fused multiply-adds), chosen at run time when the CPU has it.
+    Avx512,
 }
 
 impl CpuKernel {
     /// The best kernel this CPU supports.
     pub fn detect() -> CpuKernel {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return CpuKernel::Avx2Fma;
-        }
-        CpuKernel::Portable
+        [CpuKernel::Avx512, CpuKernel::Avx2Fma]
+            .into_iter()
+            .find(|kernel| kernel.is_supported())
+            .unwrap_or(CpuKernel::Portable)
     }
 
     /// Whether this CPU can run the kernel.
     pub fn is_supported(self) -> bool {
-        self == CpuKernel::Portable || CpuKernel::detect() == self
+        match self {
+            CpuKernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx2Fma => {
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
     }
 
-    /// Name used in device names and by `GEMMA_CYBER_CPU_KERNEL`: `portable` or `avx2`.
+    /// Name used in device names and by `GEMMA_CYBER_CPU_KERNEL`: `portable`, `avx2` or `avx512`.
     pub fn name(self) -> &'static str {
         match self {
             CpuKernel::Portable => "portable",
             CpuKernel::Avx2Fma => "avx2",
+            CpuKernel::Avx512 => "avx512",
+        }
+    }
+
+    /// Panels multiplied together for a batch of `rows`. With AVX2, one or two rows leave the FMA
+    /// units waiting on a short dependency chain, so several panels give them independent
+    /// accumulators; AVX-512 has registers for four panels at every height. Grouping never
+    /// changes any sum's order.
+    pub(super) fn panel_group(self, rows: usize) -> usize {
+        match (self, rows) {
+            (CpuKernel::Avx512, _) => AVX512_PANELS,
+            (_, 1) => 4,
+            (_, 2) => 2,
+            _ => 1,
         }
     }
 }
@@ -126,7 +158,7 @@ impl PackedDense {
         let (k, n) = (self.inputs, self.outputs);
         let rows = input.len() / k;
         assert!(panels.end <= self.panels());
-        let group = panel_group(rows);
+        let group = kernel.panel_group(rows);
         let mut first = panels.start;
         // Panels outside, rows inside: a panel's weights (k × NR floats) stay in cache while every
         // row of the block passes over them.
@@ -139,7 +171,7 @@ impl PackedDense {
             let weights = &self.weight[first * k * NR..(first + count) * k * NR];
             for r0 in (0..rows).step_by(MR) {
                 let tile_rows = MR.min(rows - r0);
-                let mut tile = [[0.0f32; NR]; MR];
+                let mut tile = [[0.0f32; NR]; MAX_TILE];
                 let rows_input = &input[r0 * k..(r0 + tile_rows) * k];
                 kernel.tile(tile_rows, count, rows_input, k, weights, &mut tile);
                 for r in 0..tile_rows {
@@ -164,20 +196,9 @@ impl PackedDense {
     }
 }
 
-/// Panels multiplied together for a batch of `rows`. One or two rows leave the FMA units waiting
-/// on a short dependency chain; taking several panels at once gives them independent accumulators
-/// without changing any sum's order.
-pub(super) fn panel_group(rows: usize) -> usize {
-    match rows {
-        1 => 4,
-        2 => 2,
-        _ => 1,
-    }
-}
-
 impl CpuKernel {
     /// `tile[r * panels + p][j] = Σ_i input[r][i] · weights[p][i][j]` for `rows` rows of width `k`
-    /// and `panels` consecutive panels; `rows * panels` ≤ MR.
+    /// and `panels` consecutive panels (as [`panel_group`](Self::panel_group) picks, or one).
     fn tile(
         self,
         rows: usize,
@@ -185,7 +206,7 @@ impl CpuKernel {
         input: &[f32],
         k: usize,
         weights: &[f32],
-        tile: &mut [[f32; NR]; MR],
+        tile: &mut [[f32; NR]; MAX_TILE],
     ) {
         macro_rules! dispatch {
             ($kernel:ident) => {
@@ -201,11 +222,33 @@ impl CpuKernel {
                 }
             };
         }
+        macro_rules! dispatch_avx512 {
+            () => {
+                match (rows, panels) {
+                    (1, AVX512_PANELS) => tile_avx512::<1, AVX512_PANELS>(input, k, weights, tile),
+                    (2, AVX512_PANELS) => tile_avx512::<2, AVX512_PANELS>(input, k, weights, tile),
+                    (3, AVX512_PANELS) => tile_avx512::<3, AVX512_PANELS>(input, k, weights, tile),
+                    (4, AVX512_PANELS) => tile_avx512::<4, AVX512_PANELS>(input, k, weights, tile),
+                    (5, AVX512_PANELS) => tile_avx512::<5, AVX512_PANELS>(input, k, weights, tile),
+                    (_, AVX512_PANELS) => tile_avx512::<6, AVX512_PANELS>(input, k, weights, tile),
+                    (1, _) => tile_avx512::<1, 1>(input, k, weights, tile),
+                    (2, _) => tile_avx512::<2, 1>(input, k, weights, tile),
+                    (3, _) => tile_avx512::<3, 1>(input, k, weights, tile),
+                    (4, _) => tile_avx512::<4, 1>(input, k, weights, tile),
+                    (5, _) => tile_avx512::<5, 1>(input, k, weights, tile),
+                    _ => tile_avx512::<6, 1>(input, k, weights, tile),
+                }
+            };
+        }
         match self {
             // SAFETY: Avx2Fma is only ever selected when the CPU reports AVX2 and FMA; the slice
             // lengths are checked inside.
             #[cfg(target_arch = "x86_64")]
             CpuKernel::Avx2Fma => unsafe { dispatch!(tile_avx2_fma) },
+            // SAFETY: Avx512 is only ever selected when the CPU reports AVX-512 F; the slice
+            // lengths are checked inside.
+            #[cfg(target_arch = "x86_64")]
+            CpuKernel::Avx512 => unsafe { dispatch_avx512!() },
             _ => dispatch!(tile_portable),
         }
     }
@@ -215,7 +258,7 @@ fn tile_portable<const ROWS: usize, const PANELS: usize>(
     input: &[f32],
     k: usize,
     weights: &[f32],
-    tile: &mut [[f32; NR]; MR],
+    tile: &mut [[f32; NR]; MAX_TILE],
 ) {
     assert!(input.len() >= ROWS * k && weights.len() >= PANELS * k * NR && ROWS * PANELS <= MR);
     let mut acc = [[[0.0f32; NR]; PANELS]; ROWS];
@@ -241,7 +284,7 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
     input: &[f32],
     k: usize,
     weights: &[f32],
-    tile: &mut [[f32; NR]; MR],
+    tile: &mut [[f32; NR]; MAX_TILE],
 ) {
     use std::arch::x86_64::*;
     assert!(input.len() >= ROWS * k && weights.len() >= PANELS * k * NR && ROWS * PANELS <= MR);
@@ -273,6 +316,42 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
                 _mm256_storeu_ps(out, sums[0]);
                 _mm256_storeu_ps(out.add(8), sums[1]);
             }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
+    input: &[f32],
+    k: usize,
+    weights: &[f32],
+    tile: &mut [[f32; NR]; MAX_TILE],
+) {
+    use std::arch::x86_64::*;
+    assert!(
+        input.len() >= ROWS * k && weights.len() >= PANELS * k * NR && ROWS * PANELS <= MAX_TILE
+    );
+    let (x, w) = (input.as_ptr(), weights.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); PANELS]; ROWS];
+    for i in 0..k {
+        let mut wv = [_mm512_setzero_ps(); PANELS];
+        for (p, v) in wv.iter_mut().enumerate() {
+            // SAFETY: `(p * k + i) * NR + 16 <= PANELS * k * NR <= weights.len()` (asserted above).
+            *v = unsafe { _mm512_loadu_ps(w.add((p * k + i) * NR)) };
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: `r * k + i < ROWS * k <= input.len()` (asserted above).
+            let xi = _mm512_set1_ps(unsafe { *x.add(r * k + i) });
+            for (sum, v) in row.iter_mut().zip(&wv) {
+                *sum = _mm512_fmadd_ps(xi, *v, *sum);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (p, sum) in row.iter().enumerate() {
+            // SAFETY: `tile[r * PANELS + p]` is a row of NR = 16 floats, one vector.
+            unsafe { _mm512_storeu_ps(tile[r * PANELS + p].as_mut_ptr(), *sum) };
         }
     }
 }
@@ -313,7 +392,7 @@ mod tests {
     }
 
     fn kernels() -> Vec<CpuKernel> {
-        [CpuKernel::Portable, CpuKernel::Avx2Fma]
+        [CpuKernel::Portable, CpuKernel::Avx2Fma, CpuKernel::Avx512]
             .into_iter()
             .filter(|k| k.is_supported())
             .collect()
@@ -365,6 +444,32 @@ mod tests {
                 let mut single = vec![0.0; 33];
                 layer.forward(kernel, x, &mut single);
                 assert_eq!(single, expected, "{kernel:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_and_avx512_kernels_agree_bit_for_bit() {
+        // The same fused multiply-adds in the same order: only the register width differs.
+        if !(CpuKernel::Avx2Fma.is_supported() && CpuKernel::Avx512.is_supported()) {
+            return;
+        }
+        let shapes: &[(usize, usize)] = if cfg!(miri) {
+            &[(3, 70), (5, 17)]
+        } else {
+            &[(768, 70), (45, 16), (3, 17), (41, 1), (9, 130)]
+        };
+        for &(inputs, outputs) in shapes {
+            let packed = PackedDense::new(&layer(inputs, outputs, true)).unwrap();
+            for rows in [1, 2, 3, 6, 7, 13] {
+                let input: Vec<f32> = (0..rows * inputs)
+                    .map(|i| ((i * 11 % 23) as f32 - 11.0) / 7.0)
+                    .collect();
+                let mut avx2 = vec![f32::NAN; rows * outputs];
+                let mut avx512 = vec![f32::NAN; rows * outputs];
+                packed.forward(CpuKernel::Avx2Fma, &input, &mut avx2);
+                packed.forward(CpuKernel::Avx512, &input, &mut avx512);
+                assert_eq!(avx2, avx512, "{inputs}x{outputs}, {rows} rows");
             }
         }
     }

@@ -18,7 +18,7 @@ use std::sync::{Mutex, TryLockError};
 use super::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use kernels::{panel_group, PackedDense};
+use kernels::PackedDense;
 use pool::Workers;
 
 /// Batches of fewer rows are shared out by each layer's outputs, larger ones by rows.
@@ -81,15 +81,17 @@ unsafe impl Sync for SharedPtr {}
 
 impl CpuBackend {
     /// A cpu backend using up to `threads` threads per call (0: one per available core), with the
-    /// best kernel this CPU supports, or the one `GEMMA_CYBER_CPU_KERNEL` (`portable`, `avx2`) names.
+    /// best kernel this CPU supports, or the one `GEMMA_CYBER_CPU_KERNEL` (`portable`, `avx2`,
+    /// `avx512`) names.
     pub fn new(model: &Model, threads: usize) -> Result<CpuBackend> {
         let kernel = match std::env::var("GEMMA_CYBER_CPU_KERNEL").ok().as_deref() {
             None | Some("") | Some("auto") => CpuKernel::detect(),
             Some("portable") => CpuKernel::Portable,
             Some("avx2") => CpuKernel::Avx2Fma,
+            Some("avx512") => CpuKernel::Avx512,
             Some(other) => {
                 return Err(Error::invalid_argument(format!(
-                    "GEMMA_CYBER_CPU_KERNEL is {other:?}; expected auto, portable or avx2"
+                    "GEMMA_CYBER_CPU_KERNEL is {other:?}; expected auto, portable, avx2 or avx512"
                 )))
             }
         };
@@ -319,7 +321,7 @@ impl CpuBackend {
         progress: &[(AtomicUsize, AtomicUsize)],
         failed: &AtomicBool,
     ) {
-        let group = panel_group(rows);
+        let group = self.kernel.panel_group(rows);
         for (l, layer) in self.layers.iter().enumerate() {
             let panels = layer.panels();
             let units = panels.div_ceil(group);

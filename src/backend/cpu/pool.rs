@@ -183,7 +183,7 @@ fn wait_for_change(shared: &Shared, seen: u64) -> u64 {
         }
         spins = spins.wrapping_add(1);
         // Reading the clock costs more than a spin: look at it every 64th time round.
-        if spins % 64 == 0 && start.elapsed() > SPIN {
+        if spins.is_multiple_of(64) && start.elapsed() > SPIN {
             // An unpark between the load above and this park makes it return at once.
             std::thread::park();
         } else {

@@ -31,7 +31,7 @@ impl Machine<'_> {
     }
 
     pub(super) fn set_items(&mut self, dict: ValueId, items: Vec<ValueId>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.fail("SETITEMS with an odd number of items"));
         }
         // Every pair is charged, replaced or not: setting one key again and again is work too.

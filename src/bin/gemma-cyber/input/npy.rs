@@ -81,12 +81,12 @@ pub(crate) fn read_npy(mut reader: impl Read, data_len: Option<u64>) -> Result<E
     let bytes = count
         .checked_mul(element.size() as u64)
         .ok_or_else(too_large)?;
-    if let Some(actual) = data_len {
-        if actual != bytes {
-            return Err(format!(
+    if let Some(actual) = data_len
+        && actual != bytes
+    {
+        return Err(format!(
                 "the header promises {rows} × {dim} values ({bytes} bytes of data) but the file holds {actual}"
             ));
-        }
     }
     let count = usize::try_from(count).map_err(|_| too_large())?;
     let dim = usize::try_from(dim).map_err(|_| too_large())?;
@@ -178,7 +178,7 @@ mod tests {
 
     fn npy(header: &str, data: &[u8]) -> Vec<u8> {
         let mut header = header.to_owned();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

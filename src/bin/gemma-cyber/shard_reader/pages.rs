@@ -222,7 +222,7 @@ impl DataPage {
                 Run::Repeat { .. } => return Err(Fallback),
                 Run::Packed { .. } => {
                     let wrong = (0..span).any(|k| {
-                        let starts_row = (in_row + k) % dim == 0;
+                        let starts_row = (in_row + k).is_multiple_of(dim);
                         self.repetition.packed(buf, k) != u32::from(!starts_row)
                     });
                     if wrong {
