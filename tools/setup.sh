@@ -42,5 +42,17 @@ command -v go >/dev/null || [ -x /usr/lib/go-1.23/bin/go ] ||
 .venv/bin/python3 -c 'import numpy, pytest, pyarrow, pandas, pyspark; assert pyspark.__version__ == "4.3.0"' 2>/dev/null ||
   .venv/bin/python3 -m pip install --quiet numpy==2.4.6 pytest==9.2.0 pyarrow==26.0.1 pandas==3.1.1 pyspark==4.3.0
 
+# Miri, which tools/test.sh runs the library's unit tests under: rustup's nightly toolchain with the
+# miri and rust-src components. Without rustup (or its server), tools/test.sh says loudly that
+# Miri did not run.
+if command -v rustup >/dev/null && ! cargo +nightly miri --version >/dev/null 2>&1; then
+  if rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup component add --toolchain nightly miri rust-src || echo "== cannot add miri to nightly" >&2
+  else
+    rustup toolchain install nightly --profile minimal --component miri,rust-src ||
+      echo "== cannot install rustup's nightly toolchain for Miri" >&2
+  fi
+fi
+
 # ONNX Runtime's own shared library, from its PyPI wheel, into .ort/ (ignored by git).
 tools/fetch_onnxruntime.sh
