@@ -264,7 +264,7 @@ impl CpuBackend {
             };
             self.forward(input, output);
         };
-        workers.run(&work)
+        workers.run(chunks - 1, &work)
     }
 
     /// Every layer's outputs shared out in units of panels, all threads finishing a layer before
@@ -302,7 +302,14 @@ impl CpuBackend {
         }
         let failed = AtomicBool::new(false);
         let (pointers, progress) = (&pointers[..], &progress[..]);
-        let panicked = workers.run(&|| self.run_split(rows, pointers, progress, &failed));
+        // Threads past the first layer's units would only wait at the layers' ends.
+        let units = self.layers.first().map_or(0, |layer| {
+            layer.panels().div_ceil(self.kernel.panel_group(rows))
+        });
+        let helpers = units.saturating_sub(1);
+        let panicked = workers.run(helpers, &|| {
+            self.run_split(rows, pointers, progress, &failed)
+        });
         if !panicked {
             let logits = activations.last().map_or(&[][..], Vec::as_slice);
             for (p, &logit) in probabilities.iter_mut().zip(logits) {
@@ -426,9 +433,9 @@ mod tests {
         // which interprets every instruction, narrower inputs and fewer cases.
         let (dim, hidden, batches, thread_counts): (usize, &[usize], &[usize], &[usize]) =
             if cfg!(miri) {
-                (2, &[17], &[1, 3, 128], &[2])
+                (2, &[17], &[1, 3, 128], &[2, 3])
             } else {
-                (24, &[40, 20], &[1, 2, 3, 7, 127, 128, 129, 500], &[2, 3])
+                (24, &[40, 20], &[1, 2, 3, 7, 127, 128, 129, 500], &[2, 3, 8])
             };
         let model = Model::from_bytes(&model_bytes(dim, hidden, &[])).unwrap();
         let most = batches.iter().copied().max().unwrap_or(0);

@@ -5,6 +5,9 @@
 //! on the calling thread too, withdraws it and waits only for the workers that entered it. A worker
 //! that is slow to wake simply finds nothing left to take, so no call waits on a sleeping thread.
 //! After a job a worker spins for [`SPIN`] before it sleeps: back-to-back calls find it awake.
+//! Sleeping workers are woken in a chain (the caller wakes the first, each the next), so a call
+//! pays for at most one wake-up system call however many cores there are, and only as many
+//! workers as the job can use are woken at all.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -29,6 +32,10 @@ struct Shared {
     job: AtomicPtr<Job>,
     /// Workers inside the current job.
     active: AtomicUsize,
+    /// How many workers the current job can use: workers `0..wanted` take part.
+    wanted: AtomicUsize,
+    /// Every worker's handle, for waking the next one in the chain; set once all are started.
+    threads: std::sync::OnceLock<Vec<std::thread::Thread>>,
     /// Set when a worker's share of a job panicked.
     panicked: AtomicBool,
     stop: AtomicBool,
@@ -52,20 +59,25 @@ impl Workers {
             epoch: AtomicU64::new(0),
             job: AtomicPtr::new(ptr::null_mut()),
             active: AtomicUsize::new(0),
+            wanted: AtomicUsize::new(0),
+            threads: std::sync::OnceLock::new(),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             left: Condvar::new(),
             left_lock: Mutex::new(()),
         });
         let mut threads = Vec::with_capacity(count);
-        for _ in 0..count {
+        for index in 0..count {
             let shared = shared.clone();
             let builder = std::thread::Builder::new().name("gemma-cyber-cpu".to_owned());
-            match builder.spawn(move || work_loop(&shared)) {
+            match builder.spawn(move || work_loop(&shared, index)) {
                 Ok(handle) => threads.push(handle),
                 Err(_) => break,
             }
         }
+        let handles = threads.iter().map(|t| t.thread().clone()).collect();
+        // Set once, here, before any job is posted.
+        let _ = shared.threads.set(handles);
         Workers {
             shared,
             threads,
@@ -83,21 +95,25 @@ impl Workers {
         self.pid == std::process::id()
     }
 
-    /// Runs `work` on this thread and on every worker that wakes in time, and returns when none of
-    /// them is inside it any more; true if a worker's share panicked. `work` must share its work
-    /// through its own state, so that it is complete once the caller's own `work()` returns.
-    pub(super) fn run(&mut self, work: &(dyn Fn() + Sync)) -> bool {
+    /// Runs `work` on this thread and on up to `helpers` workers, those that wake in time, and
+    /// returns when none of them is inside it any more; true if a worker's share panicked. `work`
+    /// must share its work through its own state, so that it is complete once the caller's own
+    /// `work()` returns.
+    pub(super) fn run(&mut self, helpers: usize, work: &(dyn Fn() + Sync)) -> bool {
         // SAFETY: only the lifetime changes. Workers call the job only between entering it
         // (`active` + 1, then reading `job`) and leaving it (`active` − 1); `Withdraw` clears `job`
         // and waits for `active` to reach zero before this frame, and `work` with it, goes away.
         let job: Job = unsafe { std::mem::transmute::<&(dyn Fn() + Sync), Job>(work) };
         let shared = &*self.shared;
+        let helpers = helpers.min(self.threads.len());
         shared.panicked.store(false, SeqCst);
+        shared.wanted.store(helpers, SeqCst);
         shared.job.store(ptr::from_ref(&job).cast_mut(), SeqCst);
         shared.epoch.fetch_add(1, SeqCst);
-        for thread in &self.threads {
-            // Cheap for a worker still spinning: only a sleeping one needs the system call.
-            thread.thread().unpark();
+        if helpers > 0 {
+            // Cheap for a worker still spinning: only a sleeping one needs the system call. The
+            // first worker wakes the next, and so on (`work_loop`).
+            self.threads[0].thread().unpark();
         }
         let withdraw = Withdraw(shared);
         work();
@@ -147,12 +163,19 @@ impl Drop for Workers {
     }
 }
 
-fn work_loop(shared: &Shared) {
+fn work_loop(shared: &Shared, index: usize) {
     let mut seen = 0;
     loop {
         seen = wait_for_change(shared, seen);
         if shared.stop.load(SeqCst) {
             return;
+        }
+        if index >= shared.wanted.load(SeqCst) {
+            // This job has no use for this worker (nor, so, for the ones after it).
+            continue;
+        }
+        if let Some(next) = shared.threads.get().and_then(|t| t.get(index + 1)) {
+            next.unpark();
         }
         // Enter before reading the job: a caller that has already withdrawn it then either sees
         // this worker inside and waits, or this worker sees no job.
