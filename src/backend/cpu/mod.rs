@@ -188,8 +188,8 @@ impl Backend for CpuBackend {
     }
 
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
-        // A thread in teardown (its thread-locals gone) works alone: waking workers is safe, but
-        // a call from there is a last flush, not a hot path.
+        // A thread in teardown (its thread-locals gone) works alone: starting the workers relies
+        // on std's thread-locals of the calling thread, and such a call is a last flush anyway.
         let tearing_down = SCRATCH.try_with(|_| ()).is_err();
         if self.threads == 1 || rows == 0 || tearing_down {
             self.forward(embeddings, probabilities);
