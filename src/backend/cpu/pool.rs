@@ -7,7 +7,8 @@
 //! After a job a worker spins for [`SPIN`] before it sleeps: back-to-back calls find it awake.
 //! Sleeping workers are woken in a chain (the caller wakes the first, each the next), so a call
 //! pays for at most one wake-up system call however many cores there are, and only as many
-//! workers as the job can use are woken at all.
+//! workers as the job can use are woken at all. The caller decides whether a job is worth waking
+//! sleeping workers for (see `CpuBackend::classify_by_outputs`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 /// How long an idle worker keeps looking for the next job before it sleeps: about two one-row calls,
 /// so a caller classifying row after row keeps its workers awake, and an idle process costs at
 /// most this much of a core per call.
-const SPIN: Duration = Duration::from_micros(50);
+pub(super) const SPIN: Duration = Duration::from_micros(50);
 
 /// The job as workers see it: the lifetime is erased, and [`Workers::run`] keeps it valid for as
 /// long as any worker is inside it.
@@ -34,6 +35,8 @@ struct Shared {
     active: AtomicUsize,
     /// How many workers the current job can use: workers `0..wanted` take part.
     wanted: AtomicUsize,
+    /// Whether the current job wakes sleeping workers (each wakes the next).
+    wake: AtomicBool,
     /// Every worker's handle, for waking the next one in the chain; set once all are started.
     threads: std::sync::OnceLock<Vec<std::thread::Thread>>,
     /// Set when a worker's share of a job panicked.
@@ -60,6 +63,7 @@ impl Workers {
             job: AtomicPtr::new(ptr::null_mut()),
             active: AtomicUsize::new(0),
             wanted: AtomicUsize::new(0),
+            wake: AtomicBool::new(false),
             threads: std::sync::OnceLock::new(),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -95,11 +99,11 @@ impl Workers {
         self.pid == std::process::id()
     }
 
-    /// Runs `work` on this thread and on up to `helpers` workers, those that wake in time, and
-    /// returns when none of them is inside it any more; true if a worker's share panicked. `work`
-    /// must share its work through its own state, so that it is complete once the caller's own
-    /// `work()` returns.
-    pub(super) fn run(&mut self, helpers: usize, work: &(dyn Fn() + Sync)) -> bool {
+    /// Runs `work` on this thread and on up to `helpers` workers, those that wake in time (with
+    /// `wake` false, only those still spinning), and returns when none of them is inside it any
+    /// more; true if a worker's share panicked. `work` must share its work through its own state,
+    /// so that it is complete once the caller's own `work()` returns.
+    pub(super) fn run(&mut self, helpers: usize, wake: bool, work: &(dyn Fn() + Sync)) -> bool {
         // SAFETY: only the lifetime changes. Workers call the job only between entering it
         // (`active` + 1, then reading `job`) and leaving it (`active` − 1); `Withdraw` clears `job`
         // and waits for `active` to reach zero before this frame, and `work` with it, goes away.
@@ -108,9 +112,10 @@ impl Workers {
         let helpers = helpers.min(self.threads.len());
         shared.panicked.store(false, SeqCst);
         shared.wanted.store(helpers, SeqCst);
+        shared.wake.store(wake, SeqCst);
         shared.job.store(ptr::from_ref(&job).cast_mut(), SeqCst);
         shared.epoch.fetch_add(1, SeqCst);
-        if helpers > 0 {
+        if wake && helpers > 0 {
             // Cheap for a worker still spinning: only a sleeping one needs the system call. The
             // first worker wakes the next, and so on (`work_loop`).
             self.threads[0].thread().unpark();
@@ -174,7 +179,9 @@ fn work_loop(shared: &Shared, index: usize) {
             // This job has no use for this worker (nor, so, for the ones after it).
             continue;
         }
-        if let Some(next) = shared.threads.get().and_then(|t| t.get(index + 1)) {
+        if shared.wake.load(SeqCst)
+            && let Some(next) = shared.threads.get().and_then(|t| t.get(index + 1))
+        {
             next.unpark();
         }
         // Enter before reading the job: a caller that has already withdrawn it then either sees
