@@ -13,9 +13,8 @@ use gemma_cyber::Model;
 /// on this host (written past the test harness's capture, so that it shows in CI logs: the CI host
 /// may be either kind of x86 machine).
 fn kernels() -> Vec<CpuKernel> {
-    let all = [CpuKernel::Portable, CpuKernel::Avx2Fma, CpuKernel::Avx512];
     let (supported, missing): (Vec<CpuKernel>, Vec<CpuKernel>) =
-        all.into_iter().partition(|k| k.is_supported());
+        CpuKernel::ALL.into_iter().partition(|k| k.is_supported());
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
         let names = |kernels: &[CpuKernel]| {

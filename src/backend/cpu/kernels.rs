@@ -34,12 +34,23 @@ pub enum CpuKernel {
 }
 
 impl CpuKernel {
-    /// The best kernel this CPU supports.
+    /// Every kernel, narrowest first.
+    pub const ALL: [CpuKernel; 3] = [CpuKernel::Portable, CpuKernel::Avx2Fma, CpuKernel::Avx512];
+
+    /// The best kernel this CPU supports: the widest it runs.
     pub fn detect() -> CpuKernel {
-        [CpuKernel::Avx512, CpuKernel::Avx2Fma]
+        CpuKernel::ALL
             .into_iter()
+            .rev()
             .find(|kernel| kernel.is_supported())
             .unwrap_or(CpuKernel::Portable)
+    }
+
+    /// The kernel of this [`name`](Self::name), if any.
+    pub fn from_name(name: &str) -> Option<CpuKernel> {
+        CpuKernel::ALL
+            .into_iter()
+            .find(|kernel| kernel.name() == name)
     }
 
     /// Whether this CPU can run the kernel.
@@ -394,7 +405,7 @@ mod tests {
     }
 
     fn kernels() -> Vec<CpuKernel> {
-        [CpuKernel::Portable, CpuKernel::Avx2Fma, CpuKernel::Avx512]
+        CpuKernel::ALL
             .into_iter()
             .filter(|k| k.is_supported())
             .collect()

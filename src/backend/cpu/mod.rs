@@ -89,14 +89,11 @@ impl CpuBackend {
     pub fn new(model: &Model, threads: usize) -> Result<CpuBackend> {
         let kernel = match std::env::var("GEMMA_CYBER_CPU_KERNEL").ok().as_deref() {
             None | Some("") | Some("auto") => CpuKernel::detect(),
-            Some("portable") => CpuKernel::Portable,
-            Some("avx2") => CpuKernel::Avx2Fma,
-            Some("avx512") => CpuKernel::Avx512,
-            Some(other) => {
-                return Err(Error::invalid_argument(format!(
-                    "GEMMA_CYBER_CPU_KERNEL is {other:?}; expected auto, portable, avx2 or avx512"
-                )))
-            }
+            Some(name) => CpuKernel::from_name(name).ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "GEMMA_CYBER_CPU_KERNEL is {name:?}; expected auto, portable, avx2 or avx512"
+                ))
+            })?,
         };
         CpuBackend::with_kernel(model, threads, kernel)
     }
