@@ -172,17 +172,11 @@ fn calls_from_thread_teardown_return_statuses_instead_of_aborting() {
             "teardown program on {backend} failed ({:?}):\n{stdout}{stderr}",
             run.status
         );
-        for place in ["pthread key destructor", "atexit"] {
-            assert!(
-                stdout.contains(&format!("{place}: "))
-                    && !stdout.contains(&format!("{place}: 0 passed")),
-                "{backend}: {place} did not run its checks:\n{stdout}{stderr}"
-            );
-        }
-        assert_eq!(
-            stdout.matches(" 0 failed").count(),
-            2,
-            "{backend}: {stdout}{stderr}"
+        assert_every_part_passed(
+            &stdout,
+            &stderr,
+            &["pthread key destructor", "atexit"],
+            backend,
         );
     }
     let _ = std::fs::remove_dir_all(program.parent().unwrap());
@@ -201,12 +195,21 @@ fn a_forked_child_classifies_with_its_parents_classifier() {
         "fork program failed ({:?}):\n{stdout}{stderr}",
         run.status
     );
-    for who in ["child", "parent"] {
+    assert_every_part_passed(&stdout, &stderr, &["child", "parent"], "cpu");
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
+}
+
+/// Each of a C program's `parts` printed "<part>: N passed, 0 failed" with N > 0.
+fn assert_every_part_passed(stdout: &str, stderr: &str, parts: &[&str], backend: &str) {
+    for part in parts {
         assert!(
-            stdout.contains(&format!("{who}: ")) && !stdout.contains(&format!("{who}: 0 passed")),
-            "{who} did not run its checks:\n{stdout}{stderr}"
+            stdout.contains(&format!("{part}: ")) && !stdout.contains(&format!("{part}: 0 passed")),
+            "{backend}: {part} did not run its checks:\n{stdout}{stderr}"
         );
     }
-    assert_eq!(stdout.matches(" 0 failed").count(), 2, "{stdout}{stderr}");
-    let _ = std::fs::remove_dir_all(program.parent().unwrap());
+    assert_eq!(
+        stdout.matches(" 0 failed").count(),
+        parts.len(),
+        "{backend}: {stdout}{stderr}"
+    );
 }
