@@ -14,7 +14,7 @@ use gemma_cyber::Model;
 /// may be either kind of x86 machine).
 fn kernels() -> Vec<CpuKernel> {
     let (supported, missing): (Vec<CpuKernel>, Vec<CpuKernel>) =
-        CpuKernel::ALL.into_iter().partition(|k| k.is_supported());
+        CpuKernel::all().into_iter().partition(|k| k.is_supported());
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
         let names = |kernels: &[CpuKernel]| {

@@ -34,12 +34,15 @@ pub enum CpuKernel {
 }
 
 impl CpuKernel {
-    /// Every kernel, narrowest first.
-    pub const ALL: [CpuKernel; 3] = [CpuKernel::Portable, CpuKernel::Avx2Fma, CpuKernel::Avx512];
+    /// Every kernel, narrowest first. (A function, not an associated constant: cbindgen would
+    /// put the type of a constant into the C header.)
+    pub fn all() -> [CpuKernel; 3] {
+        [CpuKernel::Portable, CpuKernel::Avx2Fma, CpuKernel::Avx512]
+    }
 
     /// The best kernel this CPU supports: the widest it runs.
     pub fn detect() -> CpuKernel {
-        CpuKernel::ALL
+        CpuKernel::all()
             .into_iter()
             .rev()
             .find(|kernel| kernel.is_supported())
@@ -48,7 +51,7 @@ impl CpuKernel {
 
     /// The kernel of this [`name`](Self::name), if any.
     pub fn from_name(name: &str) -> Option<CpuKernel> {
-        CpuKernel::ALL
+        CpuKernel::all()
             .into_iter()
             .find(|kernel| kernel.name() == name)
     }
@@ -405,7 +408,7 @@ mod tests {
     }
 
     fn kernels() -> Vec<CpuKernel> {
-        CpuKernel::ALL
+        CpuKernel::all()
             .into_iter()
             .filter(|k| k.is_supported())
             .collect()
