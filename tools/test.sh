@@ -9,6 +9,9 @@ tools/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 export GEMMA_CYBER_ONNXRUNTIME_LIB="${GEMMA_CYBER_ONNXRUNTIME_LIB:-$PWD/$(cat .ort/LIBRARY_PATH)}"
 export RUST_BACKTRACE=0
+# The suite needs several GB (two cargo builds, Miri, the Python and Spark environment, fuzzing); a
+# full disk fails whichever step writes next, so the log says how much there was.
+df -h . | awk 'NR == 2 { print "== disk: " $4 " free of " $2 " at the start of the suite" }'
 
 # Lints first: the workspace lints (unsafe operations only in documented unsafe blocks, the
 # function length limit) and clippy's defaults on every target, and the formatting.
@@ -40,6 +43,8 @@ if cargo +nightly miri --version >/dev/null 2>&1; then
   # the features compiled in, so the avx512 kernel is checked on every host, AVX-512 or not.
   RUSTFLAGS="-C target-feature=+avx2,+fma,+avx512f" MIRIFLAGS=-Zmiri-disable-isolation \
     cargo +nightly miri test -p gemma-cyber --no-default-features --lib backend::cpu::kernels
+  # Nothing later uses Miri's build (~600 MB); the disk CI runs on is shared and sometimes nearly full.
+  rm -rf target/miri
 else
   echo "== Miri NOT run: no nightly toolchain with miri (rustup toolchain install nightly --component miri,rust-src)" >&2
 fi
@@ -59,3 +64,5 @@ bindings/python/test.sh                      # pip install ./bindings/python, py
 
 # Fuzzing: each target (model loader, C entry points, pickle reader, checkpoint) for a bounded time.
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" tools/fuzz.sh
+
+df -h . | awk 'NR == 2 { print "== disk: " $4 " free of " $2 " at the end of the suite" }'
