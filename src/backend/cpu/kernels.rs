@@ -408,18 +408,24 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
             }
         }
     }
-    // The AVX2 kernel's bias and ReLU, 16 lanes at once.
-    let zero = _mm512_setzero_ps();
+    // The AVX2 kernel's bias and ReLU. The ReLU takes the sums' two halves through the AVX2
+    // `max`: the same instruction on 8 lanes, and one Miri can run (it lacks the 16-lane one).
+    let zero = _mm256_setzero_ps();
     for (r, row) in acc.iter().enumerate() {
         for (p, sum) in row.iter().enumerate() {
-            // SAFETY: `bias[p * NR..]` holds NR = 16 floats (asserted above), and
-            // `tile[r * PANELS + p]` is a row of 16 floats: one vector each.
+            let out = tile[r * PANELS + p].as_mut_ptr();
+            // SAFETY: `bias[p * NR..]` holds NR = 16 floats (asserted above), and `out` is a row
+            // of 16 floats: one 16-lane vector, or two of 8.
             unsafe {
-                let mut v = _mm512_add_ps(*sum, _mm512_loadu_ps(bias.as_ptr().add(p * NR)));
+                let v = _mm512_add_ps(*sum, _mm512_loadu_ps(bias.as_ptr().add(p * NR)));
                 if relu {
-                    v = _mm512_max_ps(v, zero);
+                    let low = _mm512_castps512_ps256(v);
+                    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                    _mm256_storeu_ps(out, _mm256_max_ps(low, zero));
+                    _mm256_storeu_ps(out.add(8), _mm256_max_ps(high, zero));
+                } else {
+                    _mm512_storeu_ps(out, v);
                 }
-                _mm512_storeu_ps(tile[r * PANELS + p].as_mut_ptr(), v);
             }
         }
     }
