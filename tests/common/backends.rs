@@ -40,9 +40,23 @@ pub const HOW_TO_GET_AN_ADAPTER: &str = "the wgpu plugin needs a Vulkan adapter:
     tools/setup.sh (it installs Mesa's lavapipe, Debian package mesa-vulkan-drivers from \
     bookworm-backports)";
 
-/// A scratch directory for this test binary under cargo's temporary directory.
+/// A scratch directory for this test process under cargo's temporary directory, `name-PID`. The
+/// ones earlier processes left under the same name are removed once those processes have ended:
+/// each run leaves its own (plugins copied in, tens of MB in all), and the disk CI runs on is
+/// shared. A concurrent run's directories are left alone.
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let pid = file_name
+            .to_str()
+            .and_then(|file_name| file_name.strip_prefix(name)?.strip_prefix('-'))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = base.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
