@@ -128,6 +128,24 @@ def pytorch(model_path, batches, seconds, threads, device):
         yield row
 
 
+def combine_rounds(measured):
+    """One row per implementation, thread count and batch: the median of the rounds' medians, the
+    least and the most of any call, every round's median kept in `round_medians_s`."""
+    cells = {}
+    for row in measured:
+        cells.setdefault((row["implementation"], row["threads"], row["batch"]), []).append(row)
+    rows = []
+    for rounds in cells.values():
+        row = dict(rounds[0])
+        medians = [r["median_s"] for r in rounds]
+        row.update(calls=sum(r["calls"] for r in rounds), min_s=min(r["min_s"] for r in rounds),
+                   median_s=statistics.median(medians), max_s=max(r["max_s"] for r in rounds),
+                   round_medians_s=medians)
+        row["rows_per_s"] = row["batch"] / row["median_s"]
+        rows.append(row)
+    return rows
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -161,6 +179,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu",
                         help="where PyTorch runs (cuda: rows copied to the GPU and back in every call)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="times to measure every cell, the implementations taking turns: on a shared "
+                             "machine a cell's median is the median of its rounds' medians, its min the min")
     parser.add_argument("--out", default=os.path.join(REPO, "docs", "bench"))
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -173,22 +194,24 @@ def main():
     graph = os.path.join(args.out, "gemma_cyber.onnx")
     subprocess.run([args.binary, "export-onnx", "-o", graph, "--model", args.model], check=True)
 
-    rows = []
-    for threads in [int(t) for t in args.threads.split(",")]:
-        sources = [gemma_cyber(args.binary, args.backends.split(","), batches, args.seconds, threads, args.model),
-                   onnxruntime_python(graph, batches, args.seconds, threads, 768)]
-        try:
-            import torch  # noqa: F401  (optional: measured when installed)
-            sources.append(pytorch(args.model, batches, args.seconds, threads, args.torch_device))
-        except ImportError:
-            print("PyTorch not installed: skipped", file=sys.stderr)
-        for source in sources:
-            for row in source:
-                row["threads"] = threads
-                rows.append(row)
-                print(f"{row['implementation']:<34} {threads} thr  batch {row['batch']:>6}  "
-                      f"median {row['median_s'] * 1e6:>12.1f} µs  {row['rows_per_s']:>10.0f} rows/s", flush=True)
+    measured = []
+    for round_ in range(1, args.rounds + 1):
+        for threads in [int(t) for t in args.threads.split(",")]:
+            sources = [gemma_cyber(args.binary, args.backends.split(","), batches, args.seconds, threads, args.model),
+                       onnxruntime_python(graph, batches, args.seconds, threads, 768)]
+            try:
+                import torch  # noqa: F401  (optional: measured when installed)
+                sources.append(pytorch(args.model, batches, args.seconds, threads, args.torch_device))
+            except ImportError:
+                print("PyTorch not installed: skipped", file=sys.stderr)
+            for source in sources:
+                for row in source:
+                    row["threads"] = threads
+                    measured.append(row)
+                    print(f"round {round_}  {row['implementation']:<34} {threads} thr  batch {row['batch']:>6}  "
+                          f"median {row['median_s'] * 1e6:>12.1f} µs  {row['rows_per_s']:>10.0f} rows/s", flush=True)
     os.remove(graph)
+    rows = combine_rounds(measured)
 
     machine = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                "python": platform.python_version(), "load_average": os.getloadavg()}
