@@ -186,10 +186,10 @@ impl PackedDense {
                 1
             };
             let weights = &self.weight[first * k * NR..(first + count) * k * NR];
+            let bias = &self.bias[first * NR..(first + count) * NR];
             for r0 in (0..rows).step_by(MR) {
                 let tile_rows = MR.min(rows - r0);
                 let rows_input = &input[r0 * k..(r0 + tile_rows) * k];
-                let bias = &self.bias[first * NR..(first + count) * NR];
                 kernel.tile(
                     tile_rows, count, rows_input, k, weights, bias, self.relu, &mut tile,
                 );
@@ -231,47 +231,36 @@ impl CpuKernel {
         relu: bool,
         tile: &mut [[f32; NR]; MAX_TILE],
     ) {
+        // Every kernel takes the same arguments; each arm names only its tile shape.
         macro_rules! dispatch {
-            ($kernel:ident) => {
+            ($kernel:ident, $args:tt) => {
                 match (rows, panels) {
-                    (1, 4) => $kernel::<1, 4>(input, k, weights, bias, relu, tile),
-                    (2, 2) => $kernel::<2, 2>(input, k, weights, bias, relu, tile),
-                    (1, _) => $kernel::<1, 1>(input, k, weights, bias, relu, tile),
-                    (2, _) => $kernel::<2, 1>(input, k, weights, bias, relu, tile),
-                    (3, _) => $kernel::<3, 1>(input, k, weights, bias, relu, tile),
-                    (4, _) => $kernel::<4, 1>(input, k, weights, bias, relu, tile),
-                    (5, _) => $kernel::<5, 1>(input, k, weights, bias, relu, tile),
-                    _ => $kernel::<6, 1>(input, k, weights, bias, relu, tile),
+                    (1, 4) => $kernel::<1, 4> $args,
+                    (2, 2) => $kernel::<2, 2> $args,
+                    (1, _) => $kernel::<1, 1> $args,
+                    (2, _) => $kernel::<2, 1> $args,
+                    (3, _) => $kernel::<3, 1> $args,
+                    (4, _) => $kernel::<4, 1> $args,
+                    (5, _) => $kernel::<5, 1> $args,
+                    _ => $kernel::<6, 1> $args,
                 }
             };
         }
         macro_rules! dispatch_avx512 {
-            () => {
+            ($args:tt) => {
                 match (rows, panels) {
-                    (1, AVX512_PANELS) => {
-                        tile_avx512::<1, AVX512_PANELS>(input, k, weights, bias, relu, tile)
-                    }
-                    (2, AVX512_PANELS) => {
-                        tile_avx512::<2, AVX512_PANELS>(input, k, weights, bias, relu, tile)
-                    }
-                    (3, AVX512_PANELS) => {
-                        tile_avx512::<3, AVX512_PANELS>(input, k, weights, bias, relu, tile)
-                    }
-                    (4, AVX512_PANELS) => {
-                        tile_avx512::<4, AVX512_PANELS>(input, k, weights, bias, relu, tile)
-                    }
-                    (5, AVX512_PANELS) => {
-                        tile_avx512::<5, AVX512_PANELS>(input, k, weights, bias, relu, tile)
-                    }
-                    (_, AVX512_PANELS) => {
-                        tile_avx512::<6, AVX512_PANELS>(input, k, weights, bias, relu, tile)
-                    }
-                    (1, _) => tile_avx512::<1, 1>(input, k, weights, bias, relu, tile),
-                    (2, _) => tile_avx512::<2, 1>(input, k, weights, bias, relu, tile),
-                    (3, _) => tile_avx512::<3, 1>(input, k, weights, bias, relu, tile),
-                    (4, _) => tile_avx512::<4, 1>(input, k, weights, bias, relu, tile),
-                    (5, _) => tile_avx512::<5, 1>(input, k, weights, bias, relu, tile),
-                    _ => tile_avx512::<6, 1>(input, k, weights, bias, relu, tile),
+                    (1, AVX512_PANELS) => tile_avx512::<1, AVX512_PANELS> $args,
+                    (2, AVX512_PANELS) => tile_avx512::<2, AVX512_PANELS> $args,
+                    (3, AVX512_PANELS) => tile_avx512::<3, AVX512_PANELS> $args,
+                    (4, AVX512_PANELS) => tile_avx512::<4, AVX512_PANELS> $args,
+                    (5, AVX512_PANELS) => tile_avx512::<5, AVX512_PANELS> $args,
+                    (_, AVX512_PANELS) => tile_avx512::<6, AVX512_PANELS> $args,
+                    (1, _) => tile_avx512::<1, 1> $args,
+                    (2, _) => tile_avx512::<2, 1> $args,
+                    (3, _) => tile_avx512::<3, 1> $args,
+                    (4, _) => tile_avx512::<4, 1> $args,
+                    (5, _) => tile_avx512::<5, 1> $args,
+                    _ => tile_avx512::<6, 1> $args,
                 }
             };
         }
@@ -279,12 +268,14 @@ impl CpuKernel {
             // SAFETY: Avx2Fma is only ever selected when the CPU reports AVX2 and FMA; the slice
             // lengths are checked inside.
             #[cfg(target_arch = "x86_64")]
-            CpuKernel::Avx2Fma => unsafe { dispatch!(tile_avx2_fma) },
+            CpuKernel::Avx2Fma => unsafe {
+                dispatch!(tile_avx2_fma, (input, k, weights, bias, relu, tile))
+            },
             // SAFETY: Avx512 is only ever selected when the CPU reports AVX-512 F; the slice
             // lengths are checked inside.
             #[cfg(target_arch = "x86_64")]
-            CpuKernel::Avx512 => unsafe { dispatch_avx512!() },
-            _ => dispatch!(tile_portable),
+            CpuKernel::Avx512 => unsafe { dispatch_avx512!((input, k, weights, bias, relu, tile)) },
+            _ => dispatch!(tile_portable, (input, k, weights, bias, relu, tile)),
         }
     }
 }
