@@ -22,31 +22,26 @@ files=$stage/files
 prepare() {
   set -e
   cargo build --release
-  # Test and bench programs as cargo builds them, found by name in its JSON messages.
+  # Test and bench programs as cargo builds them, found by package, kind and name in its JSON
+  # messages (the library's unit tests are kind "lib").
   local programs
-  programs=$(cargo test --release --workspace --no-run --message-format=json 2>/dev/null |
-    python3 -c '
+  programs=$({
+    cargo test --release --workspace --no-run --message-format=json
+    cargo bench --workspace --no-run --message-format=json
+  } 2>/dev/null | python3 -c '
 import json, sys
-wanted = {("gemma-cyber", "test", "cpu_backend"), ("gemma-cyber", "test", "golden"),
-          ("gemma-cyber", "test", "conformance"), ("gemma-cyber", "test", "wgpu"),
-          ("gemma-cyber", "lib", "gemma_cyber"), ("gemma-cyber-wgpu", "test", "backend")}
+wanted = {"gemma-cyber:test:cpu_backend", "gemma-cyber:test:golden", "gemma-cyber:test:conformance",
+          "gemma-cyber:test:wgpu", "gemma-cyber:lib:gemma_cyber", "gemma-cyber-wgpu:test:backend",
+          "gemma-cyber:bench:fma_peak", "gemma-cyber-wgpu:bench:kernels"}
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
     package = m["package_id"].split("#")[-1].split("@")[0].split("/")[-1]
-    kind = "lib" if "lib" in m["target"]["kind"] or "rlib" in m["target"]["kind"] else m["target"]["kind"][0]
-    if (package, kind, m["target"]["name"]) in wanted:
-        print(package + ":" + m["target"]["name"], m["executable"])
-')
-  local benches
-  benches=$(cargo bench --workspace --no-run --message-format=json 2>/dev/null |
-    python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("fma_peak", "kernels"):
-        print("bench:" + m["target"]["name"], m["executable"])
+    name, kinds = m["target"]["name"], m["target"]["kind"]
+    kind = "lib" if any(k.endswith("lib") for k in kinds) else kinds[0]
+    if f"{package}:{kind}:{name}" in wanted:
+        print(f"{package}-{name}", m["executable"])
 ')
   rm -rf "$stage"
   mkdir -p "$files/release" "$files/programs" "$files/deb"
@@ -54,9 +49,8 @@ for line in sys.stdin:
     strip -o "$files/release/$file" "target/release/$file"
   done
   while read -r name path; do
-    strip -o "$files/programs/${name//:/-}" "$path"
-  done <<<"$programs
-$benches"
+    strip -o "$files/programs/$name" "$path"
+  done <<<"$programs"
   # The Vulkan loader (libvulkan.so.1), which the machine's image may lack; its driver ships one
   # ICD file for it.
   (cd "$files/deb" && apt-get download libvulkan1 2>/dev/null >/dev/null)
@@ -82,7 +76,7 @@ host_report() {
   echo "cores: $(nproc)"
   echo "AVX-512 flags: $(grep -o 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   nvidia-smi -L 2>&1 || true
-  "$files/programs/bench-fma_peak"
+  "$files/programs/gemma-cyber-fma_peak"
 }
 
 # The cpu kernels on this CPU: one thread, 256 to 65,536 rows, avx2 and (where the CPU has it)
@@ -136,7 +130,7 @@ print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi
     step "cpu next to ONNX Runtime and PyTorch (CPU)" python3 tools/bench/compare.py \
       --backends cpu,onnxruntime --batches 1,16,256,1024,4096,65536 --threads 1,2,16 --seconds 1 \
       --out "$out/cpu"
-    step "wgpu kernels" "$files/programs/bench-kernels" --bench --budget-s 5
+    step "wgpu kernels" "$files/programs/gemma-cyber-wgpu-kernels" --bench --budget-s 5
     step "wgpu next to PyTorch CUDA" python3 tools/bench/compare.py --backends wgpu,cpu \
       --batches 1,16,256,4096,16384,65536 --threads 16 --seconds 1 --torch-device cuda --out "$out/gpu"
   } 2>&1 | tee "$out/log.txt"
