@@ -59,7 +59,12 @@ def spark_submit(package_zip, *args) -> list:
 
 
 def spark_env(tmp) -> dict:
-    return dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, TMPDIR=str(tmp))
+    # Spark's scratch directories and the JVM's temporary files (native libraries it unpacks) go
+    # to `tmp` too: by default they land in /tmp, and a killed job never removes its own.
+    return dict(
+        os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, TMPDIR=str(tmp),
+        SPARK_LOCAL_DIRS=str(tmp), SPARK_SUBMIT_OPTS=f"-Djava.io.tmpdir={tmp}",
+    )
 
 
 def run_job(command: list, env: dict) -> None:
