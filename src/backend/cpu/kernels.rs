@@ -22,6 +22,57 @@ const AVX512_PANELS: usize = 4;
 /// Accumulators in the largest register tile.
 const MAX_TILE: usize = MR * AVX512_PANELS;
 
+/// Runs `$step` with `$i` bound to each input index `0..$k` in order, eight to a loop iteration.
+/// A loop that steps one input at a time spends ~7 instructions of its own (counter, addresses,
+/// branch) beside the 20 of an AVX2 step (2 weight loads, 6 broadcasts, 12 fused multiply-adds);
+/// when the core's other hardware thread is busy, the two share its instruction throughput and
+/// those extra instructions slow the FMAs. Unrolled, calls of 256 and 1,024 rows on one thread of
+/// the shared AVX2 EPYC went from 0.84–0.91× ONNX Runtime to 0.99–1.08× by median (calls of the
+/// two taken in turn), with best calls unchanged. The order of the sums is the same.
+macro_rules! for_each_input {
+    ($k:expr, |$i:ident| $step:block) => {{
+        let k: usize = $k;
+        let unrolled = k - k % 8;
+        let mut first = 0;
+        while first < unrolled {
+            {
+                let $i = first;
+                $step
+            }
+            {
+                let $i = first + 1;
+                $step
+            }
+            {
+                let $i = first + 2;
+                $step
+            }
+            {
+                let $i = first + 3;
+                $step
+            }
+            {
+                let $i = first + 4;
+                $step
+            }
+            {
+                let $i = first + 5;
+                $step
+            }
+            {
+                let $i = first + 6;
+                $step
+            }
+            {
+                let $i = first + 7;
+                $step
+            }
+            first += 8;
+        }
+        for $i in unrolled..k $step
+    }};
+}
+
 /// Which instruction set the kernel uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuKernel {
@@ -328,7 +379,7 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
     assert!(bias.len() >= PANELS * NR);
     let (x, w) = (input.as_ptr(), weights.as_ptr());
     let mut acc = [[[_mm256_setzero_ps(); 2]; PANELS]; ROWS];
-    for i in 0..k {
+    for_each_input!(k, |i| {
         let mut wv = [[_mm256_setzero_ps(); 2]; PANELS];
         for (p, v) in wv.iter_mut().enumerate() {
             // SAFETY: `(p * k + i) * NR + 16 <= PANELS * k * NR <= weights.len()` (asserted above).
@@ -345,7 +396,7 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
                 sums[1] = _mm256_fmadd_ps(xi, v[1], sums[1]);
             }
         }
-    }
+    });
     // With `max(v, 0)`, a NaN sum gives 0, as `f32::max` does in the portable kernel.
     let zero = _mm256_setzero_ps();
     for (r, row) in acc.iter().enumerate() {
@@ -385,7 +436,8 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
     assert!(bias.len() >= PANELS * NR);
     let (x, w) = (input.as_ptr(), weights.as_ptr());
     let mut acc = [[_mm512_setzero_ps(); PANELS]; ROWS];
-    for i in 0..k {
+    // Unrolled as the AVX2 kernel: fewer instructions per step of 24 fused multiply-adds.
+    for_each_input!(k, |i| {
         let mut wv = [_mm512_setzero_ps(); PANELS];
         for (p, v) in wv.iter_mut().enumerate() {
             // SAFETY: `(p * k + i) * NR + 16 <= PANELS * k * NR <= weights.len()` (asserted above).
@@ -398,7 +450,7 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
                 *sum = _mm512_fmadd_ps(xi, *v, *sum);
             }
         }
-    }
+    });
     // The AVX2 kernel's bias and ReLU. The ReLU takes the sums' two halves through the AVX2
     // `max`: the same instruction on 8 lanes, and one Miri can run (it lacks the 16-lane one).
     let zero = _mm256_setzero_ps();
@@ -521,7 +573,8 @@ mod tests {
             return;
         }
         let shapes: &[(usize, usize)] = if cfg!(miri) {
-            &[(3, 70), (5, 17)]
+            // 11 inputs: one unrolled pass of eight, then three single steps.
+            &[(3, 70), (11, 17)]
         } else {
             &[(768, 70), (45, 16), (3, 17), (41, 1), (9, 130)]
         };
