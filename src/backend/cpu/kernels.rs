@@ -24,9 +24,9 @@ const MAX_TILE: usize = MR * AVX512_PANELS;
 
 /// Runs `$step` with `$i` bound to each input index `0..$k` in order, eight to a loop iteration.
 /// A loop that steps one input at a time spends ~7 instructions of its own (counter, addresses,
-/// branch) beside the 20 of an AVX2 step (2 weight loads, 6 broadcasts, 12 fused multiply-adds);
-/// when the core's other hardware thread is busy, the two share its instruction throughput and
-/// those extra instructions slow the FMAs. Unrolled, calls of 256 and 1,024 rows on one thread of
+/// branch) beside the 20 of an AVX2 step (2 weight loads, 6 broadcasts, 12 fused multiply-adds).
+/// On an idle core that costs nothing, but when the core's other hardware thread is busy the two
+/// share its instruction throughput, and the extra instructions slow the FMAs. Unrolled, calls of 256 and 1,024 rows on one thread of
 /// the shared AVX2 EPYC went from 0.84–0.91× ONNX Runtime to 0.99–1.08× by median (calls of the
 /// two taken in turn), with best calls unchanged. The order of the sums is the same.
 macro_rules! for_each_input {
