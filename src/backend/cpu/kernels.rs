@@ -26,51 +26,27 @@ const MAX_TILE: usize = MR * AVX512_PANELS;
 /// A loop that steps one input at a time spends ~7 instructions of its own (counter, addresses,
 /// branch) beside the 20 of an AVX2 step (2 weight loads, 6 broadcasts, 12 fused multiply-adds).
 /// On an idle core that costs nothing, but when the core's other hardware thread is busy the two
-/// share its instruction throughput, and the extra instructions slow the FMAs. Unrolled, calls of 256 and 1,024 rows on one thread of
-/// the shared AVX2 EPYC went from 0.84–0.91× ONNX Runtime to 0.99–1.08× by median (calls of the
-/// two taken in turn), with best calls unchanged. The order of the sums is the same.
+/// share its instruction throughput, and the extra instructions slow the FMAs. Unrolled, calls of
+/// 256 and 1,024 rows on one thread of the shared AVX2 EPYC went from 0.84–0.91× ONNX Runtime to
+/// 0.99–1.08× by median (calls of the two taken in turn), with best calls unchanged. The order of
+/// the sums is the same.
 macro_rules! for_each_input {
     ($k:expr, |$i:ident| $step:block) => {{
         let k: usize = $k;
         let unrolled = k - k % 8;
         let mut first = 0;
         while first < unrolled {
-            {
-                let $i = first;
-                $step
-            }
-            {
-                let $i = first + 1;
-                $step
-            }
-            {
-                let $i = first + 2;
-                $step
-            }
-            {
-                let $i = first + 3;
-                $step
-            }
-            {
-                let $i = first + 4;
-                $step
-            }
-            {
-                let $i = first + 5;
-                $step
-            }
-            {
-                let $i = first + 6;
-                $step
-            }
-            {
-                let $i = first + 7;
-                $step
-            }
+            for_each_input!(@steps first, $i, $step, 0 1 2 3 4 5 6 7);
             first += 8;
         }
         for $i in unrolled..k $step
     }};
+    (@steps $first:ident, $i:ident, $step:block, $($offset:literal)*) => {
+        $({
+            let $i = $first + $offset;
+            $step
+        })*
+    };
 }
 
 /// Which instruction set the kernel uses.
