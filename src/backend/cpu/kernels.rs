@@ -200,9 +200,10 @@ impl PackedDense {
         let rows = input.len() / k;
         assert!(panels.end <= self.panels());
         let group = kernel.panel_group(rows);
-        // One register tile's sums, reused: each kernel call overwrites the entries it fills, and
-        // only those are read (zeroing a fresh one for every tile showed as 1 % of a profile).
-        let mut tile = [[0.0f32; NR]; MAX_TILE];
+        // A tile of a group that ends in a partial panel goes here first, then its valid columns
+        // to `output`; reused, and never zeroed (each kernel call overwrites what it fills, and
+        // only that is read: zeroing a fresh one for every tile showed as 1 % of a profile).
+        let mut scratch = [[0.0f32; NR]; MAX_TILE];
         let mut first = panels.start;
         // Panels outside, rows inside: a panel's weights (k × NR floats) stay in cache while every
         // row of the block passes over them.
@@ -217,9 +218,33 @@ impl PackedDense {
             for r0 in (0..rows).step_by(MR) {
                 let tile_rows = MR.min(rows - r0);
                 let rows_input = &input[r0 * k..(r0 + tile_rows) * k];
-                kernel.tile(
-                    tile_rows, count, rows_input, k, weights, bias, self.relu, &mut tile,
-                );
+                if (first + count) * NR <= n {
+                    // Whole panels: the kernel stores straight into `output` (a copy through
+                    // `scratch` took ~2 % of a call).
+                    // SAFETY: rows `r0..r0 + tile_rows` < rows and columns `first * NR..(first +
+                    // count) * NR` ≤ n lie in `output` (caller's contract), in our panels.
+                    unsafe {
+                        let out = TileOut {
+                            ptr: output.add(r0 * n + first * NR),
+                            stride: n,
+                        };
+                        kernel.tile(
+                            tile_rows, count, rows_input, k, weights, bias, self.relu, out,
+                        );
+                    }
+                    continue;
+                }
+                let out = TileOut {
+                    ptr: scratch.as_mut_ptr().cast(),
+                    stride: count * NR,
+                };
+                // SAFETY: `scratch` holds MAX_TILE ≥ tile_rows × count rows of NR floats, at
+                // `r * count * NR + p * NR`, and is ours alone.
+                unsafe {
+                    kernel.tile(
+                        tile_rows, count, rows_input, k, weights, bias, self.relu, out,
+                    );
+                }
                 for r in 0..tile_rows {
                     for p in 0..count {
                         let start = (first + p) * NR;
@@ -228,7 +253,7 @@ impl PackedDense {
                         // in `output` (caller's contract), in panel `first + p`, which is ours.
                         unsafe {
                             std::ptr::copy_nonoverlapping(
-                                tile[r * count + p].as_ptr(),
+                                scratch[r * count + p].as_ptr(),
                                 output.add((r0 + r) * n + start),
                                 lanes,
                             );
@@ -241,13 +266,35 @@ impl PackedDense {
     }
 }
 
+/// Where a kernel writes its tile: row `r` of panel `p` as the `NR` floats at
+/// `ptr + r * stride + p * NR`.
+#[derive(Clone, Copy)]
+struct TileOut {
+    ptr: *mut f32,
+    stride: usize,
+}
+
+impl TileOut {
+    /// The `NR` floats of row `r`, panel `p`.
+    ///
+    /// # Safety
+    /// They must be valid for writes, and nothing else may access them while the slice lives.
+    unsafe fn panel<'a>(self, r: usize, p: usize) -> &'a mut [f32; NR] {
+        // SAFETY: the caller's contract.
+        unsafe { &mut *self.ptr.add(r * self.stride + p * NR).cast::<[f32; NR]>() }
+    }
+}
+
 impl CpuKernel {
-    /// `tile[r * panels + p][j] = relu?(Σ_i input[r][i] · weights[p][i][j] + bias[p * NR + j])`
-    /// for `rows` rows of width `k` and `panels` consecutive panels (as
+    /// Row `r`, panel `p` of `out` = `relu?(Σ_i input[r][i] · weights[p][i][j] + bias[p * NR +
+    /// j])` for `rows` rows of width `k` and `panels` consecutive panels (as
     /// [`panel_group`](Self::panel_group) picks, or one). The bias and ReLU are applied in
     /// registers: done afterwards one float at a time they took 6 % of a call.
+    ///
+    /// # Safety
+    /// Every row and panel of `out` must be valid for writes and ours alone during the call.
     #[allow(clippy::too_many_arguments)]
-    fn tile(
+    unsafe fn tile(
         self,
         rows: usize,
         panels: usize,
@@ -256,7 +303,7 @@ impl CpuKernel {
         weights: &[f32],
         bias: &[f32],
         relu: bool,
-        tile: &mut [[f32; NR]; MAX_TILE],
+        out: TileOut,
     ) {
         // Every kernel takes the same arguments; each arm names only its tile shape.
         macro_rules! dispatch {
@@ -293,27 +340,30 @@ impl CpuKernel {
         }
         match self {
             // SAFETY: Avx2Fma is only ever selected when the CPU reports AVX2 and FMA; the slice
-            // lengths are checked inside.
+            // lengths are checked inside, and `out` is the caller's contract.
             #[cfg(target_arch = "x86_64")]
             CpuKernel::Avx2Fma => unsafe {
-                dispatch!(tile_avx2_fma, (input, k, weights, bias, relu, tile))
+                dispatch!(tile_avx2_fma, (input, k, weights, bias, relu, out))
             },
             // SAFETY: Avx512 is only ever selected when the CPU reports AVX-512 F; the slice
-            // lengths are checked inside.
+            // lengths are checked inside, and `out` is the caller's contract.
             #[cfg(target_arch = "x86_64")]
-            CpuKernel::Avx512 => unsafe { dispatch_avx512!((input, k, weights, bias, relu, tile)) },
-            _ => dispatch!(tile_portable, (input, k, weights, bias, relu, tile)),
+            CpuKernel::Avx512 => unsafe { dispatch_avx512!((input, k, weights, bias, relu, out)) },
+            // SAFETY: `out` is the caller's contract.
+            _ => unsafe { dispatch!(tile_portable, (input, k, weights, bias, relu, out)) },
         }
     }
 }
 
-fn tile_portable<const ROWS: usize, const PANELS: usize>(
+/// # Safety
+/// As [`CpuKernel::tile`].
+unsafe fn tile_portable<const ROWS: usize, const PANELS: usize>(
     input: &[f32],
     k: usize,
     weights: &[f32],
     bias: &[f32],
     relu: bool,
-    tile: &mut [[f32; NR]; MAX_TILE],
+    out: TileOut,
 ) {
     assert!(input.len() >= ROWS * k && weights.len() >= PANELS * k * NR && ROWS * PANELS <= MR);
     assert!(bias.len() >= PANELS * NR);
@@ -331,7 +381,8 @@ fn tile_portable<const ROWS: usize, const PANELS: usize>(
     }
     for (r, row) in acc.iter().enumerate() {
         for (p, sums) in row.iter().enumerate() {
-            let out = &mut tile[r * PANELS + p];
+            // SAFETY: the caller's contract.
+            let out = unsafe { out.panel(r, p) };
             for ((y, s), b) in out.iter_mut().zip(sums).zip(&bias[p * NR..]) {
                 let v = s + b;
                 *y = if relu { v.max(0.0) } else { v };
@@ -348,7 +399,7 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
     weights: &[f32],
     bias: &[f32],
     relu: bool,
-    tile: &mut [[f32; NR]; MAX_TILE],
+    out: TileOut,
 ) {
     use std::arch::x86_64::*;
     assert!(input.len() >= ROWS * k && weights.len() >= PANELS * k * NR && ROWS * PANELS <= MR);
@@ -377,10 +428,11 @@ unsafe fn tile_avx2_fma<const ROWS: usize, const PANELS: usize>(
     let zero = _mm256_setzero_ps();
     for (r, row) in acc.iter().enumerate() {
         for (p, sums) in row.iter().enumerate() {
-            let out = tile[r * PANELS + p].as_mut_ptr();
-            // SAFETY: `bias[p * NR..]` holds NR = 16 floats (asserted above), and `out` is a row
-            // of 16 floats; each is read or written as two vectors of 8.
+            // SAFETY: `bias[p * NR..]` holds NR = 16 floats (asserted above), and row `r`, panel
+            // `p` of `out` is 16 floats of ours (the caller's contract); each is read or written
+            // as two vectors of 8.
             unsafe {
+                let out = out.panel(r, p).as_mut_ptr();
                 let b = bias.as_ptr().add(p * NR);
                 let mut low = _mm256_add_ps(sums[0], _mm256_loadu_ps(b));
                 let mut high = _mm256_add_ps(sums[1], _mm256_loadu_ps(b.add(8)));
@@ -403,7 +455,7 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
     weights: &[f32],
     bias: &[f32],
     relu: bool,
-    tile: &mut [[f32; NR]; MAX_TILE],
+    out: TileOut,
 ) {
     use std::arch::x86_64::*;
     assert!(
@@ -432,10 +484,11 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
     let zero = _mm256_setzero_ps();
     for (r, row) in acc.iter().enumerate() {
         for (p, sum) in row.iter().enumerate() {
-            let out = tile[r * PANELS + p].as_mut_ptr();
-            // SAFETY: `bias[p * NR..]` holds NR = 16 floats (asserted above), and `out` is a row
-            // of 16 floats: one 16-lane vector, or two of 8.
+            // SAFETY: `bias[p * NR..]` holds NR = 16 floats (asserted above), and row `r`, panel
+            // `p` of `out` is 16 floats of ours (the caller's contract): one 16-lane vector, or
+            // two of 8.
             unsafe {
+                let out = out.panel(r, p).as_mut_ptr();
                 let v = _mm512_add_ps(*sum, _mm512_loadu_ps(bias.as_ptr().add(p * NR)));
                 if relu {
                     let low = _mm512_castps512_ps256(v);
