@@ -167,7 +167,7 @@ impl CpuBackend {
             .chunks(BLOCK_ROWS * dim)
             .zip(output.chunks_mut(BLOCK_ROWS))
         {
-            layer_norm(block, dim, self.layer_norm_eps, activations);
+            layer_norm(self.kernel, block, dim, self.layer_norm_eps, activations);
             for layer in &self.layers {
                 // Every output is written by the layer, so the buffer is only grown, never
                 // cleared: zeroing a block's activations took ~2 % of a call.
@@ -296,6 +296,7 @@ impl CpuBackend {
         } = pool;
         activations.resize_with(self.layers.len() + 1, Vec::new);
         layer_norm(
+            self.kernel,
             embeddings,
             self.input_dim,
             self.layer_norm_eps,
@@ -400,8 +401,29 @@ impl Drop for FailOnUnwind<'_> {
     }
 }
 
-/// LayerNorm without affine (folded into the first layer), biased variance as in PyTorch.
-fn layer_norm(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
+/// LayerNorm without affine (folded into the first layer), biased variance as in PyTorch; built
+/// for AVX2 where the kernel is AVX2 or AVX-512 (every CPU with AVX-512 F has AVX2). The wider
+/// registers change nothing but the number of instructions: the same operations in the same
+/// order give the same bits as the portable build.
+fn layer_norm(kernel: CpuKernel, input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel != CpuKernel::Portable && is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { layer_norm_avx2(input, dim, eps, output) };
+        return;
+    }
+    let _ = kernel;
+    layer_norm_portable(input, dim, eps, output);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn layer_norm_avx2(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
+    layer_norm_portable(input, dim, eps, output);
+}
+
+#[inline(always)]
+fn layer_norm_portable(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
     output.clear();
     for row in input.chunks_exact(dim) {
         let mean = lane_sum(row, |x| x) / dim as f32;
@@ -415,6 +437,7 @@ fn layer_norm(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
 /// chain of dependent additions that no compiler may reorder (a tenth of all the time at batch
 /// 1,024); independent lanes become SIMD registers. The order is fixed, so a row's result is the
 /// same in every batch and on every thread.
+#[inline(always)]
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; SUM_LANES];
     let chunks = values.chunks_exact(SUM_LANES);
