@@ -412,18 +412,19 @@ fn layer_norm(kernel: CpuKernel, input: &[f32], dim: usize, eps: f32, output: &m
         unsafe { layer_norm_avx2(input, dim, eps, output) };
         return;
     }
-    let _ = kernel;
-    layer_norm_portable(input, dim, eps, output);
+    let _ = kernel; // only x86-64 has a second build
+    normalize_rows(input, dim, eps, output);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn layer_norm_avx2(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
-    layer_norm_portable(input, dim, eps, output);
+    normalize_rows(input, dim, eps, output);
 }
 
+/// The body of [`layer_norm`], inlined into each of its builds.
 #[inline(always)]
-fn layer_norm_portable(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
+fn normalize_rows(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
     output.clear();
     for row in input.chunks_exact(dim) {
         let mean = lane_sum(row, |x| x) / dim as f32;
