@@ -218,32 +218,33 @@ impl PackedDense {
             for r0 in (0..rows).step_by(MR) {
                 let tile_rows = MR.min(rows - r0);
                 let rows_input = &input[r0 * k..(r0 + tile_rows) * k];
-                if (first + count) * NR <= n {
-                    // Whole panels: the kernel stores straight into `output` (a copy through
-                    // `scratch` took ~2 % of a call).
-                    // SAFETY: rows `r0..r0 + tile_rows` < rows and columns `first * NR..(first +
-                    // count) * NR` ≤ n lie in `output` (caller's contract), in our panels.
-                    unsafe {
-                        let out = TileOut {
-                            ptr: output.add(r0 * n + first * NR),
-                            stride: n,
-                        };
-                        kernel.tile(
-                            tile_rows, count, rows_input, k, weights, bias, self.relu, out,
-                        );
+                // Whole panels: the kernel stores straight into `output` (a copy through
+                // `scratch` took ~2 % of a call).
+                let whole = (first + count) * NR <= n;
+                let out = if whole {
+                    TileOut {
+                        // SAFETY: row `r0` < rows and column `first * NR` < n lie in `output`
+                        // (caller's contract).
+                        ptr: unsafe { output.add(r0 * n + first * NR) },
+                        stride: n,
                     }
-                    continue;
-                }
-                let out = TileOut {
-                    ptr: scratch.as_mut_ptr().cast(),
-                    stride: count * NR,
+                } else {
+                    TileOut {
+                        ptr: scratch.as_mut_ptr().cast(),
+                        stride: count * NR,
+                    }
                 };
-                // SAFETY: `scratch` holds MAX_TILE ≥ tile_rows × count rows of NR floats, at
-                // `r * count * NR + p * NR`, and is ours alone.
+                // SAFETY: for whole panels, rows `r0..r0 + tile_rows` < rows and columns
+                // `first * NR..(first + count) * NR` ≤ n lie in `output` (caller's contract), in
+                // our panels; otherwise `scratch` holds MAX_TILE ≥ tile_rows × count rows of NR
+                // floats, at `r * count * NR + p * NR`, and is ours alone.
                 unsafe {
                     kernel.tile(
                         tile_rows, count, rows_input, k, weights, bias, self.relu, out,
                     );
+                }
+                if whole {
+                    continue;
                 }
                 for r in 0..tile_rows {
                     for p in 0..count {
