@@ -91,8 +91,12 @@ impl CpuKernel {
             CpuKernel::Avx2Fma => {
                 is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
             }
+            // AVX2 too, which every AVX-512 CPU has: the AVX-512 kernel's ReLU and the
+            // backend's LayerNorm use it.
             #[cfg(target_arch = "x86_64")]
-            CpuKernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            CpuKernel::Avx512 => {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

@@ -402,13 +402,14 @@ impl Drop for FailOnUnwind<'_> {
 }
 
 /// LayerNorm without affine (folded into the first layer), biased variance as in PyTorch; built
-/// for AVX2 where the kernel is AVX2 or AVX-512 (every CPU with AVX-512 F has AVX2). The wider
-/// registers change nothing but the number of instructions: the same operations in the same
-/// order give the same bits as the portable build.
+/// for AVX2 where the kernel is AVX2 or AVX-512 (both are only selected on CPUs with AVX2). The
+/// wider registers change nothing but the number of instructions: the same operations in the
+/// same order give the same bits as the portable build.
 fn layer_norm(kernel: CpuKernel, input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
-    if kernel != CpuKernel::Portable && is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
+    if kernel != CpuKernel::Portable {
+        // SAFETY: a backend's kernel passed `is_supported` at create, and every kernel but the
+        // portable one requires AVX2.
         unsafe { layer_norm_avx2(input, dim, eps, output) };
         return;
     }
