@@ -4,17 +4,27 @@
 //! `cargo bench --bench fma_peak` runs 12 independent chains of fused multiply-adds (enough to
 //! cover the FMA latency on both FMA ports of current x86 cores) for about a second, five times, at
 //! each vector width the CPU has: 256-bit (AVX2 + FMA) and 512-bit (AVX-512 F). It prints the best
-//! rate of each and the model's ceiling at the widest one. Under `cargo test` (no `--bench`
-//! argument) it only checks that it runs.
+//! rate of each and the model's ceiling at the widest one. Then it measures the cpu backend's share
+//! of that ceiling on one thread, paired: each window of 65,536 rows (in calls of 256 to 65,536
+//! rows, from an input too large for any cache, as when scoring a shard) follows an FMA window of
+//! the same FLOPs, so the share is the one window's time over the other's, and a busy spell of a
+//! shared host weighs on both. Under `cargo test` (no `--bench` argument) it only checks that it runs.
 //!
 //! The AVX-512 intrinsics are stable since Rust 1.89: this benchmark, unlike the library, needs it.
 
 use std::time::Instant;
 
-use gemma_cyber::Model;
+use gemma_cyber::{BackendKind, Classifier, Model, Options};
 
 /// Independent accumulator chains: FMA latency (4 cycles) × 2 ports, with room to spare.
 const CHAINS: usize = 12;
+
+/// Rows in one paired window of the cpu backend: 192 MiB of input, far beyond any cache.
+const SHARE_ROWS: usize = 65_536;
+/// Batch sizes of the calls a paired window is made of.
+const SHARE_BATCHES: [usize; 4] = [256, 1024, 4096, 65_536];
+/// Pairs of windows per batch size.
+const SHARE_ROUNDS: usize = 5;
 
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -49,6 +59,108 @@ fn main() {
         gflops * 1e9 / flops_per_row,
         width.name()
     );
+    #[cfg(target_arch = "x86_64")]
+    share_of_peak(width, flops_per_row, gflops, smoke);
+}
+
+/// Rows/s on one thread as a share of `width`'s FMA peak, each window paired with an FMA window of
+/// equal FLOPs just before it (see the module's documentation): the cpu backend's, and ONNX
+/// Runtime's through the onnxruntime plugin next to it where that loads, so that what a tuned GEMM
+/// reaches in the same windows shows how much of the peak the host lets any code sustain.
+#[cfg(target_arch = "x86_64")]
+fn share_of_peak(width: Width, flops_per_row: f64, best_gflops: f64, smoke: bool) {
+    let (rows, batches, rounds) = if smoke {
+        (512, &SHARE_BATCHES[..1], 1)
+    } else {
+        (SHARE_ROWS, &SHARE_BATCHES[..], SHARE_ROUNDS)
+    };
+    let cpu = Classifier::new(&Options {
+        backend: BackendKind::Cpu,
+        num_threads: 1,
+        ..Options::default()
+    })
+    .expect("cpu classifier");
+    let mut classifiers = vec![cpu];
+    match Classifier::new(&Options {
+        backend: BackendKind::Plugin,
+        plugin_name: Some("onnxruntime".into()),
+        num_threads: 1,
+        ..Options::default()
+    }) {
+        Ok(onnxruntime) => classifiers.push(onnxruntime),
+        Err(error) => println!("onnxruntime: not measured ({error})"),
+    }
+    let dim = classifiers[0].input_dim();
+    let input = unit_rows(rows, dim);
+    let mut probabilities = vec![0.0f32; rows];
+    // At the peak, the FMA window takes exactly as long as the model's window.
+    let iterations =
+        (rows as f64 * flops_per_row / (CHAINS as f64 * width.lanes() * 2.0)).ceil() as u64;
+    println!(
+        "share of the {} peak on one thread: windows of {rows} rows from a {} MiB input, each \
+         after an FMA window of the same FLOPs, {rounds} rounds",
+        width.name(),
+        (input.len() * 4) >> 20,
+    );
+    // Per classifier and batch size: each pair's share, and the best window's rows/s.
+    let mut shares = vec![vec![Vec::new(); batches.len()]; classifiers.len()];
+    let mut best = vec![vec![0.0f64; batches.len()]; classifiers.len()];
+    for round in 0..rounds {
+        // Each round starts at another batch size, so none is always the first after a pause.
+        for k in 0..batches.len() {
+            let b = (round + k) % batches.len();
+            for (c, classifier) in classifiers.iter().enumerate() {
+                let start = Instant::now();
+                time_fma(width, iterations);
+                let fma_seconds = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                for (part, out) in input
+                    .chunks(batches[b] * dim)
+                    .zip(probabilities.chunks_mut(batches[b]))
+                {
+                    classifier.classify(part, dim, out, None).expect("classify");
+                }
+                let seconds = start.elapsed().as_secs_f64();
+                std::hint::black_box(&probabilities);
+                shares[c][b].push(fma_seconds / seconds);
+                best[c][b] = best[c][b].max(rows as f64 / seconds);
+            }
+        }
+    }
+    let best_rows_per_s = best_gflops * 1e9 / flops_per_row;
+    for ((classifier, shares), best) in classifiers.iter().zip(&mut shares).zip(&best) {
+        println!("  {}", classifier.device_name());
+        for ((batch, shares), best) in batches.iter().zip(shares).zip(best) {
+            shares.sort_by(f64::total_cmp);
+            println!(
+                "    batch {batch:>6}: median of pairs {:.1} % of the peak; best window {best:.0} \
+                 rows/s, {:.1} % of the best peak",
+                100.0 * shares[shares.len() / 2],
+                100.0 * best / best_rows_per_s
+            );
+        }
+    }
+}
+
+/// `rows` rows of `dim` values with unit norm, like sentence embeddings, from a fixed seed.
+#[cfg(target_arch = "x86_64")]
+fn unit_rows(rows: usize, dim: usize) -> Vec<f32> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut values: Vec<f32> = (0..rows * dim)
+        .map(|_| {
+            // xorshift64*: plenty for values whose only job is to be ordinary numbers.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let bits = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+            bits as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    for row in values.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    values
 }
 
 #[derive(Clone, Copy)]
@@ -92,6 +204,14 @@ impl Width {
     }
 }
 
+/// Runs the chains between two clock readings: both the count and the result pass through
+/// `black_box`, so the compiler can move the pure computation neither before the first reading
+/// nor after the second (inlined into two callers, it did: a "peak" of 10^9 GFLOP/s).
+#[cfg(target_arch = "x86_64")]
+fn time_fma(width: Width, iterations: u64) {
+    std::hint::black_box(width.run(std::hint::black_box(iterations)));
+}
+
 /// Best of five timings of `iterations` × [`CHAINS`] vector fused multiply-adds, in GFLOP/s;
 /// `None` when the CPU lacks the instructions.
 fn peak_gflops(width: Width, iterations: u64) -> Option<f64> {
@@ -100,9 +220,8 @@ fn peak_gflops(width: Width, iterations: u64) -> Option<f64> {
         let mut best = 0.0f64;
         for _ in 0..5 {
             let start = Instant::now();
-            let sink = width.run(iterations);
+            time_fma(width, iterations);
             let seconds = start.elapsed().as_secs_f64();
-            std::hint::black_box(sink);
             let flops = iterations as f64 * CHAINS as f64 * width.lanes() * 2.0;
             best = best.max(flops / seconds / 1e9);
         }
