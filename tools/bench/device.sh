@@ -8,7 +8,7 @@
 #                                   # the Vulkan loader's Debian package, in .device/bundle.tar.xz
 #                                   # (~11 MB: the tree that travels to such a machine is capped)
 #   tools/bench/device.sh run       # there, from the repository root, with .device/ beside it:
-#                                   # every result into $OUT (or .device/out), about 6 minutes
+#                                   # every result into $OUT (or .device/out), about 7 minutes
 #
 # `run` needs python3 with numpy, onnxruntime (its library serves the onnxruntime plugin too) and,
 # for the GPU comparison, a CUDA build of PyTorch; it keeps going past a failed step and says at the
@@ -76,7 +76,7 @@ host_report() {
   echo "cores: $(nproc)"
   echo "AVX-512 flags: $(grep -o 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   nvidia-smi -L 2>&1 || true
-  "$files/programs/gemma-cyber-fma_peak"
+  "$files/programs/gemma-cyber-fma_peak" --bench
 }
 
 # The cpu kernels on this CPU: one thread, 256 to 65,536 rows, avx2 and (where the CPU has it)
