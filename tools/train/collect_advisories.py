@@ -180,6 +180,25 @@ def ood_guard():
     return lambda text: (lambda s: bool(s) and len(s & shingles) >= 0.5 * len(s))(shingle(text))
 
 
+def unseen_by_source(records, seen, in_eval):
+    """`records` grouped by source, each text once after lower-casing and dropping punctuation
+    (texts in `seen`, which this extends, count as taken), near-copies of evaluation texts
+    (`in_eval`) dropped and counted on stderr."""
+    by_source = collections.defaultdict(list)
+    guarded = 0
+    for record in records:
+        key = re.sub(r"[^a-z0-9 ]", "", record["text"].lower())
+        if key in seen:
+            continue
+        seen.add(key)
+        if in_eval(record["text"]):
+            guarded += 1
+            continue
+        by_source[record["source"]].append(record)
+    print(f"dropped as near-copies of evaluation texts: {guarded}", file=sys.stderr)
+    return by_source
+
+
 def shingle(text):
     words = re.sub(r"[^a-z0-9 ]", " ", text.lower()).split()
     return {" ".join(words[i:i + 6]) for i in range(max(0, len(words) - 5))}
@@ -427,19 +446,7 @@ def main():
     in_eval = ood_guard()
     readers = [rustsec(args), pypa(args), flask_web_security(args), bandit_doc(args),
                python_doc_security(args, debs), pallets_changelogs(args)]
-    by_source = collections.defaultdict(list)
-    seen, guarded = set(), 0
-    for reader in readers:
-        for record in reader:
-            key = re.sub(r"[^a-z0-9 ]", "", record["text"].lower())
-            if key in seen:
-                continue
-            seen.add(key)
-            if in_eval(record["text"]):
-                guarded += 1
-                continue
-            by_source[record["source"]].append(record)
-    print(f"dropped as near-copies of evaluation texts: {guarded}", file=sys.stderr)
+    by_source = unseen_by_source((r for reader in readers for r in reader), set(), in_eval)
 
     records = draw_by_quota(by_source, QUOTA, args.sample, SEED)
 

@@ -36,10 +36,9 @@ import re
 import sys
 import tarfile
 
-from collect_advisories import ood_guard
+from collect_advisories import ood_guard, unseen_by_source
 from collect_broad import (CHANGELOG_CYBER, SECURITY_WORDS, apply_read_labels, clean, cut,
-                           draw_by_quota, fits, prose, read_labels, report, text_key, with_id,
-                           write)
+                           draw_by_quota, fits, prose, read_labels, report, text_key, write)
 
 SEED = 20261201
 SDISTS = {  # file name -> (package, version, licence, changelog paths inside the sdist)
@@ -182,19 +181,7 @@ def main():
     for path in args.exclude:
         with open(path, encoding="utf-8") as f:
             seen.update(text_key(json.loads(line)["text"]) for line in f)
-    in_eval = ood_guard()
-    by_source = collections.defaultdict(list)
-    guarded = 0
-    for record in changelog_items(args):
-        key = text_key(record["text"])
-        if key in seen:
-            continue
-        seen.add(key)
-        if in_eval(record["text"]):
-            guarded += 1
-            continue
-        by_source[record["source"]].append(record)
-    print(f"dropped as near-copies of evaluation texts: {guarded}", file=sys.stderr)
+    by_source = unseen_by_source(changelog_items(args), seen, ood_guard())
 
     for source, most in PER_PACKAGE.items():
         by_source[source] = per_package(by_source[source], most, f"{SEED}-{source}")
