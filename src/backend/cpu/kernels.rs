@@ -568,7 +568,10 @@ mod tests {
 
     #[test]
     fn packed_weights_start_on_a_cache_line() {
-        for (inputs, outputs) in [(768, 512), (128, 1), (3, 17)] {
+        // The model's first layer is a block glibc maps on its own (16 bytes past a page); Miri
+        // takes minutes to pack it, and has an allocator of its own anyway.
+        let first_layer = if cfg!(miri) { (40, 33) } else { (768, 512) };
+        for (inputs, outputs) in [first_layer, (128, 1), (3, 17)] {
             let packed = PackedDense::new(&layer(inputs, outputs, true)).unwrap();
             for values in [&*packed.weight, &*packed.bias] {
                 assert_eq!(values.as_ptr() as usize % CACHE_LINE, 0);
