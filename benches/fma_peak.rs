@@ -8,7 +8,8 @@
 //! of that ceiling on one thread, paired: each window of 65,536 rows (in calls of 256 to 65,536
 //! rows, from an input too large for any cache, as when scoring a shard) follows an FMA window of
 //! the same FLOPs, so the share is the one window's time over the other's, and a busy spell of a
-//! shared host weighs on both. Under `cargo test` (no `--bench` argument) it only checks that it runs.
+//! shared host weighs on both. Under `cargo test` (no `--bench` argument) it only checks that it
+//! runs.
 //!
 //! The AVX-512 intrinsics are stable since Rust 1.89: this benchmark, unlike the library, needs it.
 

@@ -11,8 +11,8 @@ configuration management), none of them reserved for evaluation (models/ood/READ
   not      items with no security word at all (SECURITY_WORDS)
   read     items with a security word but no unmistakable fix: labelled by reading, by the rule
            of models/ood/README.md, in tools/train/releases_labels_by_reading.tsv (these are the
-           hard cases: "TLS handshake timeouts are now configurable", "escape the password in
-           the proxy URL")
+           hard cases: "Drop deprecated support for tuple as auth parameter" is not cyber,
+           "Added warnings when using an insecure index" is)
 
 Download the pinned sdists (SDISTS below) from PyPI into SOURCES, then:
 
@@ -75,7 +75,7 @@ READ_PER_PACKAGE = 45
 BULLET = re.compile(r"^(\s*)(?:[-*+]|\d+\.)\s+(\S.*)$")
 # Issue and pull-request references, authors, links: not part of what changed.
 NOISE = [
-    (re.compile(r"\s*--\s*by\s+.*$"), ""),                                 # aiohttp's "-- by :user:"
+    (re.compile(r"\s*--\s*by\s+.*$"), ""),                              # aiohttp's "-- by :user:"
     (re.compile(r":(issue|pr|ghsa|user|cve|bug|commit|gh|mod|class|func|meth|attr|"
                 r"data|exc|obj|py:\w+|ref|doc|term|envvar|option|rfc|pep):`~?([^`<]*?)\s*"
                 r"(<[^>]*>)?`"), r"\2"),
