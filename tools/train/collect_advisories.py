@@ -46,7 +46,7 @@ import tarfile
 
 from collect_broad import (CHANGELOG_CYBER, CYBER_CUE, SECURITY_WORDS, clean, cut, draw_by_quota,
                            fits, html_text_paragraphs_keep_code, prose, read_gz, report,
-                           rst_text_paragraphs, unpack, write)
+                           rst_text_paragraphs, text_key, unpack, write)
 
 SEED = 20261130
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -187,7 +187,7 @@ def unseen_by_source(records, seen, in_eval):
     by_source = collections.defaultdict(list)
     guarded = 0
     for record in records:
-        key = re.sub(r"[^a-z0-9 ]", "", record["text"].lower())
+        key = text_key(record["text"])
         if key in seen:
             continue
         seen.add(key)

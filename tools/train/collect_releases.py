@@ -114,8 +114,7 @@ def items(text):
 def tidy(item):
     for pattern, replacement in NOISE:
         item = pattern.sub(replacement, item)
-    item = clean(item).rstrip(" ,;")
-    return item
+    return clean(item).rstrip(" ,;")
 
 
 def item_prose(text):
