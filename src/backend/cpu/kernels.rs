@@ -14,7 +14,7 @@ use crate::model::Dense;
 const NR: usize = 16;
 /// Rows per register tile: 6 × 2 accumulators + 2 weight vectors + 1 broadcast = 15 of the 16
 /// AVX registers.
-const MR: usize = 6;
+pub(super) const MR: usize = 6;
 /// Panels the AVX-512 kernel multiplies together: 6 rows × 4 panels = 24 accumulators, 4 weight
 /// vectors and a broadcast in the 32 AVX-512 registers, so each loaded weight serves 6 rows and
 /// each broadcast 64 outputs.

@@ -25,18 +25,58 @@ use pool::Workers;
 /// Batches of fewer rows are shared out by each layer's outputs, larger ones by rows.
 const SPLIT_BY_OUTPUTS_BELOW: usize = 128;
 
-/// Rows a thread takes at a time when a batch is shared out by rows. Small chunks leave little
-/// of a call waiting on a thread whose core was taken away. Two threads on the shared 2-vCPU AVX2
-/// EPYC, 1,024-row calls, medians of three alternating runs: 96k rows/s with chunks of up to 192
-/// rows (one block), 107k with 64, 117k with 32.
+/// Rows a thread takes at a time when a batch is shared out by rows, at least: small chunks leave
+/// little of a call waiting on a thread whose core was taken away. Two threads on the shared
+/// 2-vCPU AVX2 EPYC, 1,024-row calls, medians of three alternating runs: 96k rows/s with chunks of
+/// up to 192 rows, 107k with 64, 117k with 32. Where blocks are larger (a larger L2), a chunk is
+/// half a block: each chunk streams every weight once, and on the quiet 2-vCPU Xeon with 2 MiB of
+/// L2 per core, chunks of 96 or 192 rows gave 5–7 % more than 32 at 256 to 65,536 rows.
 const SHARED_CHUNK_ROWS: usize = 32;
 
-/// Rows run through the layers together: enough to reuse each weight panel many times (8 row
-/// tiles), few enough that a block's activations (48 × 768 and 48 × 512 floats, 240 KiB) stay in
-/// a 512 KiB L2 beside the weights passing through. One thread on the AVX2 EPYC (512 KiB L2 per
-/// core), best of five alternating runs: 80.6k / 78.4k rows/s at 1,024 / 4,096 rows with 48-row
-/// blocks against 76.4k / 76.5k with 192.
+/// Rows run through the layers together where the L2 cache's size is unknown: enough to reuse each
+/// weight panel many times (8 row tiles), few enough that the activations stay in a 512 KiB L2
+/// beside the weights passing through.
 const BLOCK_ROWS: usize = 48;
+
+/// The largest block: past it, bigger blocks gave nothing on the Xeon's 2 MiB L2 (192, 288 and
+/// 384 rows within 2 % of one another), and each thread's activation buffers grow with it.
+const MAX_BLOCK_ROWS: usize = 384;
+
+/// Rows run through the layers together, for a core with `l2_bytes` of L2 cache and rows whose
+/// two activation buffers (the block's input and the widest layer's output) take `row_bytes`:
+/// as many as fill half the L2, in whole register tiles, so that the activations stay there
+/// while every weight passes through once per block. The weights (2.2 MB for the default model)
+/// do not fit beside them, so every block streams them from L3 again: the larger the block, the
+/// less weight traffic per row. One thread, medians of three alternating runs:
+///
+/// | host | L2 per core | block rows | 1,024 rows | 4,096 rows |
+/// |---|---|---|---|---|
+/// | AVX2 EPYC (best of five) | 512 KiB | 48 / 192 | 80.6k / 76.4k | 78.4k / 76.5k |
+/// | AVX-512 Xeon | 2 MiB | 48 / 96 / 192 / 288 | 133k / 137k / 139k / 141k | 128k / 132k / 134k / 136k |
+///
+/// The rule gives 48 rows for the EPYC and 204 for the Xeon. A row's result does not depend on
+/// the block it is in.
+fn block_rows(l2_bytes: Option<usize>, row_bytes: usize) -> usize {
+    let Some(l2_bytes) = l2_bytes else {
+        return BLOCK_ROWS;
+    };
+    let rows = l2_bytes / 2 / row_bytes.max(1);
+    (rows - rows % kernels::MR).clamp(kernels::MR, MAX_BLOCK_ROWS)
+}
+
+/// The size of one core's L2 cache, as the CPU reports it (CPUID leaf 0x8000_0006, which AMD and
+/// Intel both fill in); `None` where it cannot be asked.
+fn l2_cache_bytes() -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use std::arch::x86_64::__cpuid;
+        if __cpuid(0x8000_0000).eax >= 0x8000_0006 {
+            let kib = (__cpuid(0x8000_0006).ecx >> 16) as usize;
+            return (kib > 0).then_some(kib * 1024);
+        }
+    }
+    None
+}
 
 thread_local! {
     /// Two activation buffers per thread, reused across calls.
@@ -51,6 +91,10 @@ pub struct CpuBackend {
     kernel: CpuKernel,
     threads: usize,
     device_name: String,
+    /// Rows run through the layers together ([`block_rows`]).
+    block_rows: usize,
+    /// Rows a thread takes at a time when a batch is shared out by rows.
+    chunk_rows: usize,
     /// Started by the first call that shares its work; one call uses it at a time.
     pool: Mutex<Option<Pool>>,
 }
@@ -120,6 +164,9 @@ impl CpuBackend {
             threads,
             if threads == 1 { "" } else { "s" }
         );
+        let widest = model.layers().iter().map(|layer| layer.outputs).max();
+        let row_bytes = (model.input_dim() + widest.unwrap_or(0)) * size_of::<f32>();
+        let block_rows = block_rows(l2_cache_bytes(), row_bytes);
         Ok(CpuBackend {
             input_dim: model.input_dim(),
             layer_norm_eps: model.layer_norm_eps(),
@@ -136,6 +183,8 @@ impl CpuBackend {
             kernel,
             threads,
             device_name,
+            block_rows,
+            chunk_rows: (block_rows / 2).max(SHARED_CHUNK_ROWS),
             pool: Mutex::new(None),
         })
     }
@@ -164,8 +213,8 @@ impl CpuBackend {
     ) {
         let dim = self.input_dim;
         for (block, out) in input
-            .chunks(BLOCK_ROWS * dim)
-            .zip(output.chunks_mut(BLOCK_ROWS))
+            .chunks(self.block_rows * dim)
+            .zip(output.chunks_mut(self.block_rows))
         {
             layer_norm(self.kernel, block, dim, self.layer_norm_eps, activations);
             for layer in &self.layers {
@@ -250,11 +299,11 @@ impl CpuBackend {
         rows: usize,
         probabilities: &mut [f32],
     ) -> bool {
-        // Equal chunks of at most SHARED_CHUNK_ROWS, as many as a multiple of the thread count, so
-        // each thread gets the same share on idle cores; taken from a shared counter, so a thread
-        // whose core is busy with other work simply takes fewer of them.
+        // Equal chunks of at most `chunk_rows`, as many as a multiple of the thread count, so each
+        // thread gets the same share on idle cores; taken from a shared counter, so a thread whose
+        // core is busy with other work simply takes fewer of them.
         let threads = workers.len() + 1;
-        let count = rows.div_ceil(SHARED_CHUNK_ROWS).next_multiple_of(threads);
+        let count = rows.div_ceil(self.chunk_rows).next_multiple_of(threads);
         let chunk = rows.div_ceil(count);
         let chunks = rows.div_ceil(chunk);
         let output = SharedPtr(probabilities.as_mut_ptr());
@@ -469,6 +518,51 @@ fn sigmoid(x: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::test_support::model_bytes;
+
+    /// Half the L2 in whole register tiles, within bounds; the default where the size is unknown.
+    #[test]
+    fn blocks_fill_half_the_l2() {
+        let row_bytes = (768 + 512) * 4;
+        assert_eq!(block_rows(Some(512 << 10), row_bytes), 48);
+        assert_eq!(block_rows(Some(2 << 20), row_bytes), 204);
+        assert_eq!(block_rows(Some(64 << 20), row_bytes), MAX_BLOCK_ROWS);
+        assert_eq!(block_rows(Some(16 << 10), row_bytes), kernels::MR);
+        assert_eq!(block_rows(Some(0), 0), kernels::MR);
+        assert_eq!(block_rows(None, row_bytes), BLOCK_ROWS);
+    }
+
+    /// A row's probability does not depend on the block it is in.
+    #[test]
+    fn block_size_changes_no_bit() {
+        let dim = if cfg!(miri) { 4 } else { 32 };
+        let rows = if cfg!(miri) { 13 } else { 100 };
+        let model = Model::from_bytes(&model_bytes(dim, &[20, 9], &[])).unwrap();
+        let input: Vec<f32> = (0..rows * dim)
+            .map(|i| ((i * 7 % 31) as f32 - 15.0) / 4.0)
+            .collect();
+        let mut kernels = vec![CpuKernel::Portable, CpuKernel::detect()];
+        kernels.dedup();
+        for kernel in kernels {
+            let mut backend = CpuBackend::with_kernel(&model, 1, kernel).unwrap();
+            let mut results = Vec::new();
+            for block in [kernels::MR, 12, 48, rows] {
+                backend.block_rows = block;
+                let mut got = vec![f32::NAN; rows];
+                backend.classify(&input, rows, &mut got).unwrap();
+                results.push(got);
+            }
+            for pair in results.windows(2) {
+                if cfg!(miri) {
+                    // Miri gives `exp` and `sqrt` a random last-bit error on every call.
+                    for (a, b) in pair[0].iter().zip(&pair[1]) {
+                        assert!((a - b).abs() <= 1e-6, "{kernel:?}: {a} vs {b}");
+                    }
+                } else {
+                    assert_eq!(pair[0], pair[1], "{kernel:?}");
+                }
+            }
+        }
+    }
 
     /// Shared out by outputs (small batches) and by rows, on a pool started by the first call and
     /// reused by the next, every row gets exactly what one thread gives it alone.
