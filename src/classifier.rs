@@ -129,6 +129,30 @@ impl Classifier {
                 labels.len()
             )));
         }
+        if !self
+            .backend
+            .classify_unchecked(embeddings, rows, probabilities)?
+        {
+            // Some value is non-finite or large: the slow path finds which.
+            self.classify_unusual(embeddings, dim, rows, probabilities)?;
+        }
+        if let Some(labels) = labels {
+            for (label, &p) in labels.iter_mut().zip(probabilities.iter()) {
+                *label = u8::from(p >= self.threshold);
+            }
+        }
+        Ok(())
+    }
+
+    /// Classifies input with a non-finite value (an error naming the first) or a large one (its
+    /// rows conditioned first, see [`condition_large_rows`]).
+    fn classify_unusual(
+        &self,
+        embeddings: &[f32],
+        dim: usize,
+        rows: usize,
+        probabilities: &mut [f32],
+    ) -> Result<()> {
         let conditioned;
         let embeddings = match scan(embeddings) {
             Err(index) => {
@@ -148,13 +172,7 @@ impl Classifier {
                 &conditioned
             }
         };
-        self.backend.classify(embeddings, rows, probabilities)?;
-        if let Some(labels) = labels {
-            for (label, &p) in labels.iter_mut().zip(probabilities.iter()) {
-                *label = u8::from(p >= self.threshold);
-            }
-        }
-        Ok(())
+        self.backend.classify(embeddings, rows, probabilities)
     }
 
     /// The backend actually running (never `Auto`).
@@ -202,26 +220,31 @@ enum Scan {
 /// embeddings hold, so ordinary rows reach the backends untouched.
 const LARGE: f32 = 65536.0;
 
-/// Checks every value is finite (`Err` gives the first NaN or infinity) and notes whether any
-/// reaches [`LARGE`].
+/// Whether every value is finite and below [`LARGE`] in magnitude: what every backend is given.
 ///
-/// Every call scans all its input, so this runs at memory speed: blocks are tested with a
-/// branch-free OR of one signed comparison of the magnitude's bits (magnitudes order as their bit
-/// patterns do, infinity and NaN above every finite value), which compiles to SIMD even for
-/// baseline x86-64, like the exponent test it replaced (`position(|x| !x.is_finite())` alone cost
-/// a GPU call of 4,096 rows over a millisecond); only a block that has a large or non-finite value
-/// is searched value by value.
-fn scan(values: &[f32]) -> Result<Scan, usize> {
-    const BLOCK: usize = 256;
+/// Every call checks all its input, so this runs at memory speed: a branch-free OR of one signed
+/// comparison of each magnitude's bits (magnitudes order as their bit patterns do, infinity and
+/// NaN above every finite value), which compiles to SIMD even for baseline x86-64, like the
+/// exponent test it replaced (`position(|x| !x.is_finite())` alone cost a GPU call of 4,096 rows
+/// over a millisecond).
+#[inline]
+pub(crate) fn is_ordinary(values: &[f32]) -> bool {
     const MAGNITUDE: u32 = 0x7fff_ffff;
     // Below the smallest bit pattern that is large: a strict comparison then flags it.
     let below_large = (LARGE.to_bits() - 1) as i32;
+    !values.iter().fold(false, |any, x| {
+        any | ((x.to_bits() & MAGNITUDE) as i32 > below_large)
+    })
+}
+
+/// Checks every value is finite (`Err` gives the first NaN or infinity) and notes whether any
+/// reaches [`LARGE`]: blocks are tested with [`is_ordinary`], and only a block that is not is
+/// searched value by value.
+fn scan(values: &[f32]) -> Result<Scan, usize> {
+    const BLOCK: usize = 256;
     let mut found = Scan::Ordinary;
     for (index, block) in values.chunks(BLOCK).enumerate() {
-        let flagged = block.iter().fold(false, |any, x| {
-            any | ((x.to_bits() & MAGNITUDE) as i32 > below_large)
-        });
-        if flagged {
+        if !is_ordinary(block) {
             if let Some(within) = block.iter().position(|x| !x.is_finite()) {
                 return Err(index * BLOCK + within);
             }

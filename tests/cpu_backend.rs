@@ -176,3 +176,93 @@ fn avx2_and_avx512_kernels_give_identical_probabilities() {
         }
     }
 }
+
+/// A backend that checks its input as it reads it turns back a batch with one value that is not
+/// ordinary (NaN, an infinity, or a magnitude of 2^16 or more) wherever it is: in the first, a
+/// middle or the last block, on one thread or shared out by rows or by outputs; and writes
+/// nothing. An ordinary batch gives what `classify` gives.
+#[test]
+fn unchecked_calls_find_an_unusual_value_anywhere_and_write_nothing() {
+    let model = Model::builtin().unwrap();
+    let dim = model.input_dim();
+    let input = random_embeddings(1000, dim, 21);
+    let sentinel = -1.0f32;
+    for kernel in kernels() {
+        for threads in [1, 2, 3] {
+            let backend = CpuBackend::with_kernel(&model, threads, kernel).unwrap();
+            for rows in [5, 1000] {
+                let input = &input[..rows * dim];
+                let expected = run(&backend, input, dim);
+                let mut got = vec![sentinel; rows];
+                assert!(backend.classify_unchecked(input, rows, &mut got).unwrap());
+                assert_eq!(got, expected, "{kernel:?}, {threads} threads, {rows} rows");
+                let last = rows * dim - 1;
+                for position in [0, 3 * dim + 5, last / 2, last] {
+                    for unusual in [f32::NAN, f32::NEG_INFINITY, 65536.0, -f32::MAX] {
+                        let case = format!(
+                            "{kernel:?}, {threads} threads, {rows} rows, {unusual} at {position}"
+                        );
+                        let mut with_unusual = input.to_vec();
+                        with_unusual[position] = unusual;
+                        let mut got = vec![sentinel; rows];
+                        let ordinary = backend
+                            .classify_unchecked(&with_unusual, rows, &mut got)
+                            .unwrap();
+                        assert!(!ordinary, "{case}");
+                        assert!(got.iter().all(|&p| p == sentinel), "{case}: written");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Through the classifier, in a batch the cpu backend checks as it goes: the first NaN or infinity
+/// is named, with nothing written; rows with large values are conditioned and the others keep
+/// their bits.
+#[test]
+fn classifier_names_the_first_non_finite_value_of_a_large_batch() {
+    use gemma_cyber::{Classifier, ModelSource, Options, Status};
+    let dim = 768;
+    let rows = 1000;
+    let input = random_embeddings(rows, dim, 22);
+    for num_threads in [1, 2] {
+        let classifier = Classifier::new(&Options {
+            backend: gemma_cyber::BackendKind::Cpu,
+            model: ModelSource::Builtin,
+            num_threads,
+            ..Options::default()
+        })
+        .unwrap();
+        let mut expected = vec![0.0f32; rows];
+        classifier
+            .classify(&input, dim, &mut expected, None)
+            .unwrap();
+        let mut with_bad = input.clone();
+        with_bad[998 * dim + 700] = f32::INFINITY;
+        with_bad[999 * dim + 767] = f32::NAN;
+        with_bad[10 * dim] = f32::MAX;
+        let (mut probabilities, mut labels) = (vec![-1.0f32; rows], vec![9u8; rows]);
+        let error = classifier
+            .classify(&with_bad, dim, &mut probabilities, Some(&mut labels))
+            .unwrap_err();
+        assert_eq!(error.status(), Status::NonFiniteInput, "{error}");
+        assert!(
+            error.message().contains("row 998 column 700 is inf"),
+            "{error}"
+        );
+        assert!(probabilities.iter().all(|&p| p == -1.0) && labels.iter().all(|&l| l == 9));
+        let mut with_large = input.clone();
+        with_large[990 * dim + 3] = f32::MAX;
+        classifier
+            .classify(&with_large, dim, &mut probabilities, None)
+            .unwrap();
+        let mut alone = [0.0f32];
+        classifier
+            .classify(&with_large[990 * dim..991 * dim], dim, &mut alone, None)
+            .unwrap();
+        assert_eq!(probabilities[990], alone[0], "{num_threads} threads");
+        probabilities[990] = expected[990];
+        assert_eq!(probabilities, expected, "{num_threads} threads");
+    }
+}

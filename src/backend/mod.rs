@@ -84,4 +84,22 @@ pub trait Backend: Send + Sync {
     ///
     /// Writes to `probabilities` only when it succeeds.
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()>;
+
+    /// [`classify`](Self::classify) for embeddings of the model's width whose values are not
+    /// checked yet: `Ok(false)`, with nothing written, when some value is NaN, infinite or of
+    /// magnitude 2^16 or more, for the caller to find and deal with. The default checks all of the
+    /// input, then classifies it; a backend that reads its input in parts may check each part
+    /// just before reading it, on the thread that reads it.
+    fn classify_unchecked(
+        &self,
+        embeddings: &[f32],
+        rows: usize,
+        probabilities: &mut [f32],
+    ) -> Result<bool> {
+        if !crate::classifier::is_ordinary(embeddings) {
+            return Ok(false);
+        }
+        self.classify(embeddings, rows, probabilities)?;
+        Ok(true)
+    }
 }

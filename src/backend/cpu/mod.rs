@@ -17,6 +17,7 @@ use std::sync::{Mutex, TryLockError};
 use std::time::Instant;
 
 use super::{Backend, BackendKind};
+use crate::classifier::is_ordinary;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use kernels::PackedDense;
@@ -81,6 +82,8 @@ fn l2_cache_bytes() -> Option<usize> {
 thread_local! {
     /// Two activation buffers per thread, reused across calls.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Probabilities of a call that checks its input as it goes, kept until all of it is checked.
+    static STAGED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs the folded model with packed weights, splitting large batches across threads.
@@ -104,6 +107,9 @@ struct Pool {
     workers: Workers,
     /// The input of each layer and the last layer's output.
     activations: Vec<Vec<f32>>,
+    /// Probabilities of a call shared out by rows that checks its input as it goes, kept until all
+    /// of it is checked.
+    staged: Vec<f32>,
     /// `activations` as the threads of a call write them.
     pointers: Vec<SharedPtr>,
     /// Per layer: units of work taken and finished.
@@ -189,10 +195,12 @@ impl CpuBackend {
         })
     }
 
-    /// Probabilities for `output.len()` rows of `input`, block by block, on this thread.
-    fn forward(&self, input: &[f32], output: &mut [f32]) {
+    /// Probabilities for `output.len()` rows of `input`, block by block, on this thread. With
+    /// `unusual`, each block is first checked to be [ordinary](is_ordinary); at the first that is
+    /// not, or once `unusual` is set, it is set and the call stops.
+    fn forward(&self, input: &[f32], output: &mut [f32], unusual: Option<&AtomicBool>) {
         let mut run = |(activations, next): &mut (Vec<f32>, Vec<f32>)| {
-            self.forward_with(input, output, activations, next)
+            self.forward_with(input, output, activations, next, unusual)
         };
         // A C caller may call from its thread's teardown, when the scratch buffers are gone:
         // then the call uses buffers of its own.
@@ -210,12 +218,22 @@ impl CpuBackend {
         output: &mut [f32],
         activations: &mut Vec<f32>,
         next: &mut Vec<f32>,
+        unusual: Option<&AtomicBool>,
     ) {
         let dim = self.input_dim;
         for (block, out) in input
             .chunks(self.block_rows * dim)
             .zip(output.chunks_mut(self.block_rows))
         {
+            // Checked just before LayerNorm reads it: the check brings the block into cache for
+            // LayerNorm, where a check of the whole input first reads a large batch from memory
+            // twice, and on one thread while the others wait.
+            if let Some(unusual) = unusual
+                && (unusual.load(Ordering::Relaxed) || !is_ordinary(block))
+            {
+                unusual.store(true, Ordering::Relaxed);
+                return;
+            }
             layer_norm(self.kernel, block, dim, self.layer_norm_eps, activations);
             for layer in &self.layers {
                 // Every output is written by the layer, so the buffer is only grown, never
@@ -245,12 +263,30 @@ impl Backend for CpuBackend {
     }
 
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
+        self.run(embeddings, rows, probabilities, false);
+        Ok(())
+    }
+
+    fn classify_unchecked(
+        &self,
+        embeddings: &[f32],
+        rows: usize,
+        probabilities: &mut [f32],
+    ) -> Result<bool> {
+        Ok(self.run(embeddings, rows, probabilities, true))
+    }
+}
+
+impl CpuBackend {
+    /// [`classify`](Backend::classify), or with `check`
+    /// [`classify_unchecked`](Backend::classify_unchecked): false, with nothing written, if some
+    /// value is not [ordinary](is_ordinary).
+    fn run(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32], check: bool) -> bool {
         // A thread in teardown (its thread-locals gone) works alone: starting the workers relies
         // on std's thread-locals of the calling thread, and such a call is a last flush anyway.
         let tearing_down = SCRATCH.try_with(|_| ()).is_err();
         if self.threads == 1 || rows == 0 || tearing_down {
-            self.forward(embeddings, probabilities);
-            return Ok(());
+            return self.forward_alone(embeddings, probabilities, check);
         }
         // One call at a time has the workers; a concurrent call runs on its own thread, which is
         // all the cores can give it while the first call keeps them busy.
@@ -258,8 +294,7 @@ impl Backend for CpuBackend {
             Ok(pool) => pool,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                self.forward(embeddings, probabilities);
-                return Ok(());
+                return self.forward_alone(embeddings, probabilities, check);
             }
         };
         if pool.as_ref().is_some_and(|p| !p.workers.belong_here()) {
@@ -269,35 +304,82 @@ impl Backend for CpuBackend {
         let pool = pool.get_or_insert_with(|| Pool {
             workers: Workers::start(self.threads - 1),
             activations: Vec::new(),
+            staged: Vec::new(),
             pointers: Vec::new(),
             progress: Vec::new(),
             last_end: None,
         });
         if pool.workers.len() == 0 {
-            self.forward(embeddings, probabilities);
-            return Ok(());
+            return self.forward_alone(embeddings, probabilities, check);
         }
-        let panicked = if rows < SPLIT_BY_OUTPUTS_BELOW {
-            self.classify_by_outputs(pool, embeddings, rows, probabilities)
+        let (panicked, ordinary) = if rows < SPLIT_BY_OUTPUTS_BELOW {
+            // LayerNorm reads the whole (small) input first: checked before, it is in cache.
+            if check && !is_ordinary(embeddings) {
+                return false;
+            }
+            let panicked = self.classify_by_outputs(pool, embeddings, rows, probabilities);
+            (panicked, true)
+        } else if check {
+            let Pool {
+                workers, staged, ..
+            } = pool;
+            staged.resize(rows, 0.0);
+            let unusual = AtomicBool::new(false);
+            let panicked = self.classify_by_rows(workers, embeddings, rows, staged, Some(&unusual));
+            let ordinary = !unusual.load(Ordering::Relaxed);
+            if ordinary && !panicked {
+                probabilities.copy_from_slice(&staged[..rows]);
+            }
+            (panicked, ordinary)
         } else {
-            self.classify_by_rows(&mut pool.workers, embeddings, rows, probabilities)
+            let panicked =
+                self.classify_by_rows(&mut pool.workers, embeddings, rows, probabilities, None);
+            (panicked, true)
         };
         if panicked {
             panic!("a cpu worker thread panicked");
         }
-        Ok(())
+        ordinary
     }
-}
 
-impl CpuBackend {
-    /// Equal chunks of rows, each run through every layer by whichever thread takes it; true if a
-    /// worker panicked.
+    /// [`run`](Self::run) on this thread alone. Checking, the probabilities wait in this thread's
+    /// `STAGED` until every block is checked.
+    fn forward_alone(&self, input: &[f32], output: &mut [f32], check: bool) -> bool {
+        if !check {
+            self.forward(input, output, None);
+            return true;
+        }
+        let staged_run = |staged: &RefCell<Vec<f32>>| {
+            let mut staged = staged.borrow_mut();
+            staged.resize(output.len(), 0.0);
+            let unusual = AtomicBool::new(false);
+            self.forward(input, &mut staged[..output.len()], Some(&unusual));
+            let ordinary = !unusual.load(Ordering::Relaxed);
+            if ordinary {
+                output.copy_from_slice(&staged[..output.len()]);
+            }
+            ordinary
+        };
+        // In a thread's teardown, the input is checked whole first.
+        STAGED.try_with(staged_run).unwrap_or_else(|_| {
+            let ordinary = is_ordinary(input);
+            if ordinary {
+                self.forward(input, output, None);
+            }
+            ordinary
+        })
+    }
+
+    /// Equal chunks of rows, each run through every layer by whichever thread takes it (each
+    /// checked first, with `unusual`, as in [`forward`](Self::forward)); true if a worker
+    /// panicked.
     fn classify_by_rows(
         &self,
         workers: &mut Workers,
         embeddings: &[f32],
         rows: usize,
         probabilities: &mut [f32],
+        unusual: Option<&AtomicBool>,
     ) -> bool {
         // Equal chunks of at most `chunk_rows`, as many as a multiple of the thread count, so each
         // thread gets the same share on idle cores; taken from a shared counter, so a thread whose
@@ -320,7 +402,7 @@ impl CpuBackend {
             let output = unsafe {
                 std::slice::from_raw_parts_mut(output.get().add(range.start), range.len())
             };
-            self.forward(input, output);
+            self.forward(input, output, unusual);
         };
         // Chunks of rows are work enough to be worth waking sleeping workers for.
         workers.run(chunks - 1, true, &work)
@@ -342,6 +424,7 @@ impl CpuBackend {
             pointers,
             progress,
             last_end,
+            ..
         } = pool;
         activations.resize_with(self.layers.len() + 1, Vec::new);
         layer_norm(
@@ -565,7 +648,8 @@ mod tests {
     }
 
     /// Shared out by outputs (small batches) and by rows, on a pool started by the first call and
-    /// reused by the next, every row gets exactly what one thread gives it alone.
+    /// reused by the next, with the input checked first or as it goes, every row gets exactly what
+    /// one thread gives it alone.
     #[test]
     fn shared_calls_match_one_thread_bit_for_bit() {
         // Hidden widths of several panels, so that every layer's units are shared out; under Miri,
@@ -592,9 +676,13 @@ mod tests {
                 for round in 0..2 {
                     for &rows in batches {
                         let mut got = vec![f32::NAN; rows];
-                        backend
-                            .classify(&input[..rows * dim], rows, &mut got)
-                            .unwrap();
+                        let input = &input[..rows * dim];
+                        // The second round checks the input as it goes.
+                        if round == 0 {
+                            backend.classify(input, rows, &mut got).unwrap();
+                        } else {
+                            assert!(backend.classify_unchecked(input, rows, &mut got).unwrap());
+                        }
                         let case =
                             format!("{kernel:?}, {threads} threads, {rows} rows, round {round}");
                         if cfg!(miri) {
