@@ -24,6 +24,22 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def cpu_model():
+    """The CPU's name, family and model, and its widest vector instructions, from /proc/cpuinfo
+    (Linux); platform.processor() elsewhere. Results compare only within one host kind."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                          if ":" in line)
+    except OSError:
+        return platform.processor()
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields.get("flags", "").split()
+    widest = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
+    return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}, {widest})")
+
+
 def measure(run, batch, seconds):
     """min/median/max seconds per call of run(), after one untimed warm-up call."""
     run()
@@ -213,7 +229,7 @@ def main():
     os.remove(graph)
     rows = combine_rounds(measured)
 
-    machine = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+    machine = {"machine": platform.machine(), "processor": cpu_model(), "cpus": os.cpu_count(),
                "python": platform.python_version(), "load_average": os.getloadavg()}
     with open(os.path.join(args.out, "results.jsonl"), "w") as f:
         f.write(json.dumps({"machine": machine}) + "\n")
