@@ -225,16 +225,25 @@ impl CpuBackend {
             .chunks(self.block_rows * dim)
             .zip(output.chunks_mut(self.block_rows))
         {
-            // Checked just before LayerNorm reads it: the check brings the block into cache for
-            // LayerNorm, where a check of the whole input first reads a large batch from memory
-            // twice, and on one thread while the others wait.
-            if let Some(unusual) = unusual
-                && (unusual.load(Ordering::Relaxed) || !is_ordinary(block))
+            // Each row is checked just before LayerNorm reads it: the check brings the row into
+            // cache for LayerNorm, where a check of the whole input first reads a large batch
+            // from memory twice, and on one thread while the others wait.
+            let check = unusual.is_some();
+            if unusual.is_some_and(|unusual| unusual.load(Ordering::Relaxed))
+                || !layer_norm(
+                    self.kernel,
+                    block,
+                    dim,
+                    self.layer_norm_eps,
+                    activations,
+                    check,
+                )
             {
-                unusual.store(true, Ordering::Relaxed);
+                if let Some(unusual) = unusual {
+                    unusual.store(true, Ordering::Relaxed);
+                }
                 return;
             }
-            layer_norm(self.kernel, block, dim, self.layer_norm_eps, activations);
             for layer in &self.layers {
                 // Every output is written by the layer, so the buffer is only grown, never
                 // cleared: zeroing a block's activations took ~2 % of a call.
@@ -433,6 +442,7 @@ impl CpuBackend {
             self.input_dim,
             self.layer_norm_eps,
             &mut activations[0],
+            false,
         );
         for (buffer, layer) in activations[1..].iter_mut().zip(&self.layers) {
             buffer.resize(rows * layer.outputs(), 0.0);
@@ -536,35 +546,52 @@ impl Drop for FailOnUnwind<'_> {
 /// LayerNorm without affine (folded into the first layer), biased variance as in PyTorch; built
 /// for AVX2 where the kernel is AVX2 or AVX-512 (both are only selected on CPUs with AVX2). The
 /// wider registers change nothing but the number of instructions: the same operations in the
-/// same order give the same bits as the portable build.
-fn layer_norm(kernel: CpuKernel, input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
+/// same order give the same bits as the portable build. With `check`, each row is first checked
+/// to be [ordinary](is_ordinary), and the first that is not stops it: false.
+fn layer_norm(
+    kernel: CpuKernel,
+    input: &[f32],
+    dim: usize,
+    eps: f32,
+    output: &mut Vec<f32>,
+    check: bool,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if kernel != CpuKernel::Portable {
         // SAFETY: a backend's kernel passed `is_supported` at create, and every kernel but the
         // portable one requires AVX2.
-        unsafe { layer_norm_avx2(input, dim, eps, output) };
-        return;
+        return unsafe { layer_norm_avx2(input, dim, eps, output, check) };
     }
     let _ = kernel; // only x86-64 has a second build
-    normalize_rows(input, dim, eps, output);
+    normalize_rows(input, dim, eps, output, check)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn layer_norm_avx2(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
-    normalize_rows(input, dim, eps, output);
+unsafe fn layer_norm_avx2(
+    input: &[f32],
+    dim: usize,
+    eps: f32,
+    output: &mut Vec<f32>,
+    check: bool,
+) -> bool {
+    normalize_rows(input, dim, eps, output, check)
 }
 
 /// The body of [`layer_norm`], inlined into each of its builds.
 #[inline(always)]
-fn normalize_rows(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>) {
+fn normalize_rows(input: &[f32], dim: usize, eps: f32, output: &mut Vec<f32>, check: bool) -> bool {
     output.clear();
     for row in input.chunks_exact(dim) {
+        if check && !is_ordinary(row) {
+            return false;
+        }
         let mean = lane_sum(row, |x| x) / dim as f32;
         let variance = lane_sum(row, |x| (x - mean) * (x - mean)) / dim as f32;
         let inv_std = 1.0 / (variance + eps).sqrt();
         output.extend(row.iter().map(|x| (x - mean) * inv_std));
     }
+    true
 }
 
 /// Sum of `f` over `values` in [`SUM_LANES`] interleaved partial sums. A single running sum is one
