@@ -196,8 +196,9 @@ impl CpuBackend {
     }
 
     /// Probabilities for `output.len()` rows of `input`, block by block, on this thread. With
-    /// `unusual`, each block is first checked to be [ordinary](is_ordinary); at the first that is
-    /// not, or once `unusual` is set, it is set and the call stops.
+    /// `unusual`, each row is first checked to be [ordinary](is_ordinary): at the first that is
+    /// not, `unusual` is set and the call stops there, as it does at its next block once another
+    /// thread has set it.
     fn forward(&self, input: &[f32], output: &mut [f32], unusual: Option<&AtomicBool>) {
         let mut run = |(activations, next): &mut (Vec<f32>, Vec<f32>)| {
             self.forward_with(input, output, activations, next, unusual)
@@ -352,7 +353,7 @@ impl CpuBackend {
     }
 
     /// [`run`](Self::run) on this thread alone. Checking, the probabilities wait in this thread's
-    /// `STAGED` until every block is checked.
+    /// `STAGED` until every row is checked.
     fn forward_alone(&self, input: &[f32], output: &mut [f32], check: bool) -> bool {
         if !check {
             self.forward(input, output, None);
