@@ -31,7 +31,7 @@ const SPLIT_BY_OUTPUTS_BELOW: usize = 128;
 /// 2-vCPU AVX2 EPYC, 1,024-row calls, medians of three alternating runs: 96k rows/s with chunks of
 /// up to 192 rows, 107k with 64, 117k with 32. Where blocks are larger (a larger L2), a chunk is
 /// half a block: each chunk streams every weight once, and on the quiet 2-vCPU Xeon with 2 MiB of
-/// L2 per core, chunks of 96 or 192 rows gave 5–7 % more than 32 at 256 to 65,536 rows.
+/// L2 per core, chunks of 96 or 192 rows gave 3–8 % more than 32 at 256 to 65,536 rows.
 const SHARED_CHUNK_ROWS: usize = 32;
 
 /// Rows run through the layers together where the L2 cache's size is unknown: enough to reuse each
