@@ -107,9 +107,6 @@ struct Pool {
     workers: Workers,
     /// The input of each layer and the last layer's output.
     activations: Vec<Vec<f32>>,
-    /// Probabilities of a call shared out by rows that checks its input as it goes, kept until all
-    /// of it is checked.
-    staged: Vec<f32>,
     /// `activations` as the threads of a call write them.
     pointers: Vec<SharedPtr>,
     /// Per layer: units of work taken and finished.
@@ -273,7 +270,7 @@ impl Backend for CpuBackend {
     }
 
     fn classify(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32]) -> Result<()> {
-        self.run(embeddings, rows, probabilities, false);
+        self.classify_into(embeddings, rows, probabilities, None);
         Ok(())
     }
 
@@ -290,13 +287,44 @@ impl Backend for CpuBackend {
 impl CpuBackend {
     /// [`classify`](Backend::classify), or with `check`
     /// [`classify_unchecked`](Backend::classify_unchecked): false, with nothing written, if some
-    /// value is not [ordinary](is_ordinary).
+    /// value is not [ordinary](is_ordinary). Checking, each row is checked as LayerNorm reads it,
+    /// and the probabilities wait in this thread's `STAGED` until every row has passed.
     fn run(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32], check: bool) -> bool {
+        if !check {
+            self.classify_into(embeddings, rows, probabilities, None);
+            return true;
+        }
+        let mut staged_run = |staged: &mut Vec<f32>| {
+            staged.resize(rows, 0.0);
+            let unusual = AtomicBool::new(false);
+            self.classify_into(embeddings, rows, &mut staged[..rows], Some(&unusual));
+            let ordinary = !unusual.load(Ordering::Relaxed);
+            if ordinary {
+                probabilities.copy_from_slice(&staged[..rows]);
+            }
+            ordinary
+        };
+        // In a thread's teardown, when `STAGED` is gone, the call uses a buffer of its own.
+        STAGED
+            .try_with(|staged| staged_run(&mut staged.borrow_mut()))
+            .unwrap_or_else(|_| staged_run(&mut Vec::new()))
+    }
+
+    /// Probabilities for `rows` rows of `embeddings` into `output`, on this thread or shared out
+    /// among the workers; with `unusual`, as [`forward`](Self::forward) checks them.
+    fn classify_into(
+        &self,
+        embeddings: &[f32],
+        rows: usize,
+        output: &mut [f32],
+        unusual: Option<&AtomicBool>,
+    ) {
         // A thread in teardown (its thread-locals gone) works alone: starting the workers relies
         // on std's thread-locals of the calling thread, and such a call is a last flush anyway.
         let tearing_down = SCRATCH.try_with(|_| ()).is_err();
         if self.threads == 1 || rows == 0 || tearing_down {
-            return self.forward_alone(embeddings, probabilities, check);
+            self.forward(embeddings, output, unusual);
+            return;
         }
         // One call at a time has the workers; a concurrent call runs on its own thread, which is
         // all the cores can give it while the first call keeps them busy.
@@ -304,7 +332,8 @@ impl CpuBackend {
             Ok(pool) => pool,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                return self.forward_alone(embeddings, probabilities, check);
+                self.forward(embeddings, output, unusual);
+                return;
             }
         };
         if pool.as_ref().is_some_and(|p| !p.workers.belong_here()) {
@@ -314,70 +343,22 @@ impl CpuBackend {
         let pool = pool.get_or_insert_with(|| Pool {
             workers: Workers::start(self.threads - 1),
             activations: Vec::new(),
-            staged: Vec::new(),
             pointers: Vec::new(),
             progress: Vec::new(),
             last_end: None,
         });
         if pool.workers.len() == 0 {
-            return self.forward_alone(embeddings, probabilities, check);
+            self.forward(embeddings, output, unusual);
+            return;
         }
-        let (panicked, ordinary) = if rows < SPLIT_BY_OUTPUTS_BELOW {
-            // LayerNorm reads the whole (small) input first: checked before, it is in cache.
-            if check && !is_ordinary(embeddings) {
-                return false;
-            }
-            let panicked = self.classify_by_outputs(pool, embeddings, rows, probabilities);
-            (panicked, true)
-        } else if check {
-            let Pool {
-                workers, staged, ..
-            } = pool;
-            staged.resize(rows, 0.0);
-            let unusual = AtomicBool::new(false);
-            let panicked = self.classify_by_rows(workers, embeddings, rows, staged, Some(&unusual));
-            let ordinary = !unusual.load(Ordering::Relaxed);
-            if ordinary && !panicked {
-                probabilities.copy_from_slice(&staged[..rows]);
-            }
-            (panicked, ordinary)
+        let panicked = if rows < SPLIT_BY_OUTPUTS_BELOW {
+            self.classify_by_outputs(pool, embeddings, rows, output, unusual)
         } else {
-            let panicked =
-                self.classify_by_rows(&mut pool.workers, embeddings, rows, probabilities, None);
-            (panicked, true)
+            self.classify_by_rows(&mut pool.workers, embeddings, rows, output, unusual)
         };
         if panicked {
             panic!("a cpu worker thread panicked");
         }
-        ordinary
-    }
-
-    /// [`run`](Self::run) on this thread alone. Checking, the probabilities wait in this thread's
-    /// `STAGED` until every row is checked.
-    fn forward_alone(&self, input: &[f32], output: &mut [f32], check: bool) -> bool {
-        if !check {
-            self.forward(input, output, None);
-            return true;
-        }
-        let staged_run = |staged: &RefCell<Vec<f32>>| {
-            let mut staged = staged.borrow_mut();
-            staged.resize(output.len(), 0.0);
-            let unusual = AtomicBool::new(false);
-            self.forward(input, &mut staged[..output.len()], Some(&unusual));
-            let ordinary = !unusual.load(Ordering::Relaxed);
-            if ordinary {
-                output.copy_from_slice(&staged[..output.len()]);
-            }
-            ordinary
-        };
-        // In a thread's teardown, the input is checked whole first.
-        STAGED.try_with(staged_run).unwrap_or_else(|_| {
-            let ordinary = is_ordinary(input);
-            if ordinary {
-                self.forward(input, output, None);
-            }
-            ordinary
-        })
     }
 
     /// Equal chunks of rows, each run through every layer by whichever thread takes it (each
@@ -420,13 +401,15 @@ impl CpuBackend {
 
     /// Every layer's outputs shared out in units of panels, all threads finishing a layer before
     /// any starts the next; true if a worker panicked. For small batches, where rows are too few
-    /// to share.
+    /// to share. With `unusual`, as in [`forward`](Self::forward), but the rows are all checked
+    /// before any work is shared out.
     fn classify_by_outputs(
         &self,
         pool: &mut Pool,
         embeddings: &[f32],
         rows: usize,
         probabilities: &mut [f32],
+        unusual: Option<&AtomicBool>,
     ) -> bool {
         let Pool {
             workers,
@@ -434,17 +417,23 @@ impl CpuBackend {
             pointers,
             progress,
             last_end,
-            ..
         } = pool;
         activations.resize_with(self.layers.len() + 1, Vec::new);
-        layer_norm(
+        // The whole (small) input is normalised, and with `unusual` checked, before the layers
+        // are shared out.
+        if !layer_norm(
             self.kernel,
             embeddings,
             self.input_dim,
             self.layer_norm_eps,
             &mut activations[0],
-            false,
-        );
+            unusual.is_some(),
+        ) {
+            if let Some(unusual) = unusual {
+                unusual.store(true, Ordering::Relaxed);
+            }
+            return false;
+        }
         for (buffer, layer) in activations[1..].iter_mut().zip(&self.layers) {
             buffer.resize(rows * layer.outputs(), 0.0);
         }
