@@ -218,7 +218,7 @@ enum Scan {
 
 /// Magnitude from which a row is conditioned before any backend sees it (2^16): far above what
 /// embeddings hold, so ordinary rows reach the backends untouched.
-const LARGE: f32 = 65536.0;
+pub(crate) const LARGE: f32 = 65536.0;
 
 /// Whether every value is finite and below [`LARGE`] in magnitude: what every backend is given.
 ///
