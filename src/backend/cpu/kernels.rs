@@ -4,9 +4,10 @@
 //!
 //! One kernel serves every batch size: a single row streams each weight once (the batch-1 case is
 //! bound by reading 2.2 MB of weights), and larger batches reuse each loaded weight vector for
-//! every row of a tile. Every output accumulates over the inputs in the same order whatever the batch size or
-//! thread split, so a row's probability does not depend on what it was batched with. The AVX2 and
-//! AVX-512 kernels do the same fused multiply-adds in the same order, so they agree bit for bit.
+//! every row of a tile. Every output accumulates over the inputs in the same order whatever the
+//! batch size, tile or thread split, so a row's probability does not depend on what it was batched
+//! with. The AVX2 and AVX-512 kernels do the same fused multiply-adds in the same order, so they
+//! agree bit for bit.
 
 use crate::model::Dense;
 
