@@ -280,20 +280,20 @@ impl Backend for CpuBackend {
         rows: usize,
         probabilities: &mut [f32],
     ) -> Result<bool> {
-        Ok(self.run(embeddings, rows, probabilities, true))
+        Ok(self.classify_checking(embeddings, rows, probabilities))
     }
 }
 
 impl CpuBackend {
-    /// [`classify`](Backend::classify), or with `check`
     /// [`classify_unchecked`](Backend::classify_unchecked): false, with nothing written, if some
-    /// value is not [ordinary](is_ordinary). Checking, each row is checked as LayerNorm reads it,
-    /// and the probabilities wait in this thread's `STAGED` until every row has passed.
-    fn run(&self, embeddings: &[f32], rows: usize, probabilities: &mut [f32], check: bool) -> bool {
-        if !check {
-            self.classify_into(embeddings, rows, probabilities, None);
-            return true;
-        }
+    /// value is not [ordinary](is_ordinary). Each row is checked as LayerNorm reads it, and the
+    /// probabilities wait in this thread's `STAGED` until every row has passed.
+    fn classify_checking(
+        &self,
+        embeddings: &[f32],
+        rows: usize,
+        probabilities: &mut [f32],
+    ) -> bool {
         let mut staged_run = |staged: &mut Vec<f32>| {
             staged.resize(rows, 0.0);
             let unusual = AtomicBool::new(false);
