@@ -8,13 +8,18 @@
 //! of that ceiling on one thread, paired: each window of 65,536 rows (in calls of 256 to 65,536
 //! rows, from an input too large for any cache, as when scoring a shard) follows an FMA window of
 //! the same FLOPs, so the share is the one window's time over the other's, and a busy spell of a
-//! shared host weighs on both. Under `cargo test` (no `--bench` argument) it only checks that it
-//! runs.
+//! shared host weighs on both. Last, each kernel the CPU has against its own width's peak, on
+//! data that stays in cache: one register tile of rows multiplied by one group of weight panels,
+//! pass after pass, at the depth of each of the model's layers, in the same paired windows (about
+//! 0.1 s each). The gap between that and the share of a real call is the memory traffic's (the
+//! input's first read, the weights streamed from L3 for every block of rows), not the kernel's.
+//! Under `cargo test` (no `--bench` argument) it only checks that it runs.
 //!
 //! The AVX-512 intrinsics are stable since Rust 1.89: this benchmark, unlike the library, needs it.
 
 use std::time::Instant;
 
+use gemma_cyber::backend::{CacheResidentTile, CpuKernel};
 use gemma_cyber::{BackendKind, Classifier, Model, Options};
 
 /// Independent accumulator chains: FMA latency (4 cycles) × 2 ports, with room to spare.
@@ -26,6 +31,10 @@ const SHARE_ROWS: usize = 65_536;
 const SHARE_BATCHES: [usize; 4] = [256, 1024, 4096, 65_536];
 /// Pairs of windows per batch size.
 const SHARE_ROUNDS: usize = 5;
+/// Pairs of windows per layer depth for the kernel on cache-resident data.
+const KERNEL_ROUNDS: usize = 9;
+/// Seconds of one such window at the peak.
+const KERNEL_WINDOW_S: f64 = 0.1;
 
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
@@ -38,6 +47,7 @@ fn main() {
         .map(|layer| 2.0 * (layer.inputs * layer.outputs) as f64)
         .sum();
     let mut widest = None;
+    let mut peaks = Vec::new();
     for width in [Width::Avx2, Width::Avx512] {
         match peak_gflops(width, iterations) {
             Some(gflops) => {
@@ -46,6 +56,7 @@ fn main() {
                     width.name()
                 );
                 widest = Some((width, gflops));
+                peaks.push((width, gflops));
             }
             None => println!("one core's {} peak: this CPU lacks it", width.name()),
         }
@@ -61,7 +72,69 @@ fn main() {
         width.name()
     );
     #[cfg(target_arch = "x86_64")]
-    share_of_peak(width, flops_per_row, gflops, smoke);
+    {
+        share_of_peak(width, flops_per_row, gflops, smoke);
+        let layers: Vec<(usize, f64)> = model
+            .layers()
+            .iter()
+            .map(|layer| (layer.inputs, 2.0 * (layer.inputs * layer.outputs) as f64))
+            .collect();
+        for (width, gflops) in peaks {
+            kernel_share(width, gflops, &layers, smoke);
+        }
+    }
+}
+
+/// Passes of the kernel over one cache-resident tile, as a share of `width`'s FMA peak, paired
+/// with FMA windows as in [`share_of_peak`], at the depth of each of the model's layers. Beside
+/// the share of a real call, this tells the kernel's own losses from those of the memory traffic.
+#[cfg(target_arch = "x86_64")]
+fn kernel_share(width: Width, peak_gflops: f64, layers: &[(usize, f64)], smoke: bool) {
+    let kernel = match width {
+        Width::Avx2 => CpuKernel::Avx2Fma,
+        Width::Avx512 => CpuKernel::Avx512,
+    };
+    let rounds = if smoke { 1 } else { KERNEL_ROUNDS };
+    println!(
+        "the {} kernel on cache-resident data: one tile of a large batch's rows by one group of \
+         panels, each window after an FMA window of the same FLOPs, {rounds} rounds",
+        kernel.name(),
+    );
+    let total: f64 = layers.iter().map(|(_, flops)| flops).sum();
+    let mut weighted = 0.0;
+    for &(inputs, flops) in layers {
+        let mut tile = CacheResidentTile::new(kernel, inputs).expect("the CPU has the kernel");
+        let passes = if smoke {
+            10
+        } else {
+            (KERNEL_WINDOW_S * peak_gflops * 1e9 / tile.flops()).ceil() as usize
+        };
+        let iterations =
+            (passes as f64 * tile.flops() / (CHAINS as f64 * width.lanes() * 2.0)).ceil() as u64;
+        let mut shares = Vec::new();
+        for _ in 0..rounds {
+            let start = Instant::now();
+            time_fma(width, iterations);
+            let fma_seconds = start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            tile.run(passes);
+            shares.push(fma_seconds / start.elapsed().as_secs_f64());
+        }
+        std::hint::black_box(tile.output());
+        shares.sort_by(f64::total_cmp);
+        let median = shares[shares.len() / 2];
+        weighted += median * flops / total;
+        println!(
+            "    {inputs:>4} inputs deep, {passes} passes a window: median of pairs {:.1} % of \
+             the peak, best {:.1} %",
+            100.0 * median,
+            100.0 * shares[shares.len() - 1]
+        );
+    }
+    println!(
+        "    weighted by the model's layers' multiply-adds: {:.1} % of the peak",
+        100.0 * weighted
+    );
 }
 
 /// Rows/s on one thread as a share of `width`'s FMA peak, each window paired with an FMA window of

@@ -4,6 +4,8 @@
 mod cpu;
 pub mod plugin;
 
+#[doc(hidden)]
+pub use cpu::CacheResidentTile;
 pub use cpu::{CpuBackend, CpuKernel};
 pub use plugin::{Plugin, PluginBackend};
 

@@ -328,6 +328,91 @@ impl PackedDense {
     }
 }
 
+/// One register tile of a large batch's rows multiplied by one group of panels, pass after pass on
+/// the same data, which stays in cache: the kernel's own speed, apart from the memory traffic of a
+/// real call (LayerNorm's first read of the input, the weights streamed from L3 for every block).
+/// `benches/fma_peak.rs` times it against the FMA peak; not for use beyond that.
+#[doc(hidden)]
+pub struct CacheResidentTile {
+    kernel: CpuKernel,
+    rows: usize,
+    panels: usize,
+    layer: PackedDense,
+    input: Vec<f32>,
+    output: Vec<f32>,
+}
+
+impl CacheResidentTile {
+    /// The tile `kernel` uses for a large batch, `inputs` deep; `None` when the CPU lacks the
+    /// kernel or `inputs` is 0.
+    pub fn new(kernel: CpuKernel, inputs: usize) -> Option<CacheResidentTile> {
+        if !kernel.is_supported() || inputs == 0 {
+            return None;
+        }
+        let rows = kernel.tile_rows(usize::MAX);
+        let panels = kernel.panel_group(usize::MAX);
+        let layer = PackedDense::new(&cache_resident_layer(inputs, panels * NR))?;
+        let input = (0..rows * inputs)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 16.0)
+            .collect();
+        Some(CacheResidentTile {
+            kernel,
+            rows,
+            panels,
+            layer,
+            input,
+            output: vec![0.0; rows * panels * NR],
+        })
+    }
+
+    /// Floating-point operations in one pass (a fused multiply-add counts two).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.rows * self.panels * NR * self.layer.inputs) as f64
+    }
+
+    /// `passes` passes over the tile.
+    pub fn run(&mut self, passes: usize) {
+        let out = TileOut {
+            ptr: self.output.as_mut_ptr(),
+            stride: self.panels * NR,
+        };
+        for _ in 0..passes {
+            // SAFETY: `new` checked that the CPU has the kernel; `output` holds `rows` rows of
+            // `panels` panels of NR floats at that stride, and `&mut self` makes it ours alone.
+            unsafe {
+                self.kernel.tile(
+                    self.rows,
+                    self.panels,
+                    std::hint::black_box(&self.input),
+                    self.layer.inputs,
+                    &self.layer.weight,
+                    &self.layer.bias,
+                    self.layer.relu,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// The last pass's outputs, `rows` × (`panels` × 16), row by row.
+    pub fn output(&self) -> &[f32] {
+        &self.output
+    }
+}
+
+/// The layer a [`CacheResidentTile`] multiplies by: ordinary weights of either sign, with ReLU.
+fn cache_resident_layer(inputs: usize, outputs: usize) -> Dense {
+    Dense {
+        inputs,
+        outputs,
+        weight: (0..inputs * outputs)
+            .map(|i| ((i * 37 % 61) as f32 - 30.0) / 256.0)
+            .collect(),
+        bias: (0..outputs).map(|o| o as f32 / 64.0 - 0.5).collect(),
+        relu: true,
+    }
+}
+
 /// Where a kernel writes its tile: row `r` of panel `p` as the `NR` floats at
 /// `ptr + r * stride + p * NR`.
 #[derive(Clone, Copy)]
@@ -698,6 +783,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_cache_resident_tile_computes_the_layer() {
+        // Shallow under Miri; the model's depths elsewhere.
+        let depths: &[usize] = if cfg!(miri) { &[11] } else { &[11, 768] };
+        for kernel in kernels() {
+            for &inputs in depths {
+                let mut tile = CacheResidentTile::new(kernel, inputs).unwrap();
+                tile.run(2);
+                let outputs = tile.panels * NR;
+                let want = reference(&tile.input, &cache_resident_layer(inputs, outputs));
+                assert_eq!(tile.output().len(), want.len());
+                for (got, want) in tile.output().iter().zip(want) {
+                    assert!(
+                        (*got as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "{kernel:?} {inputs} deep: {got} vs {want}"
+                    );
+                }
+                assert_eq!(tile.flops(), (2 * tile.rows * outputs * inputs) as f64);
+            }
+        }
+        assert!(CacheResidentTile::new(CpuKernel::Portable, 0).is_none());
     }
 
     #[test]

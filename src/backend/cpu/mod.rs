@@ -9,6 +9,8 @@
 mod kernels;
 mod pool;
 
+#[doc(hidden)]
+pub use kernels::CacheResidentTile;
 pub use kernels::CpuKernel;
 
 use std::cell::RefCell;
