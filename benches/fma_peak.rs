@@ -103,7 +103,10 @@ fn kernel_share(width: Width, peak_gflops: f64, layers: &[(usize, f64)], smoke: 
     let total: f64 = layers.iter().map(|(_, flops)| flops).sum();
     let mut weighted = 0.0;
     for &(inputs, flops) in layers {
-        let mut tile = CacheResidentTile::new(kernel, inputs).expect("the CPU has the kernel");
+        let Some(mut tile) = CacheResidentTile::new(kernel, inputs) else {
+            println!("    the {} kernel does not run on this CPU", kernel.name());
+            return;
+        };
         let passes = if smoke {
             10
         } else {

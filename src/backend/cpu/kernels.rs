@@ -344,7 +344,7 @@ pub struct CacheResidentTile {
 
 impl CacheResidentTile {
     /// The tile `kernel` uses for a large batch, `inputs` deep; `None` when the CPU lacks the
-    /// kernel or `inputs` is 0.
+    /// kernel, `inputs` is 0 or the memory cannot be had.
     pub fn new(kernel: CpuKernel, inputs: usize) -> Option<CacheResidentTile> {
         if !kernel.is_supported() || inputs == 0 {
             return None;
