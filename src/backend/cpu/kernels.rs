@@ -351,7 +351,7 @@ impl CacheResidentTile {
         }
         let rows = kernel.tile_rows(usize::MAX);
         let panels = kernel.panel_group(usize::MAX);
-        let layer = PackedDense::new(&cache_resident_layer(inputs, panels * NR))?;
+        let layer = PackedDense::new(&patterned_layer(inputs, panels * NR, true))?;
         let input = (0..rows * inputs)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 16.0)
             .collect();
@@ -400,16 +400,17 @@ impl CacheResidentTile {
     }
 }
 
-/// The layer a [`CacheResidentTile`] multiplies by: ordinary weights of either sign, with ReLU.
-fn cache_resident_layer(inputs: usize, outputs: usize) -> Dense {
+/// A layer of ordinary weights of either sign in a fixed pattern: what a [`CacheResidentTile`]
+/// multiplies by, and the kernel tests' layer.
+fn patterned_layer(inputs: usize, outputs: usize, relu: bool) -> Dense {
     Dense {
         inputs,
         outputs,
         weight: (0..inputs * outputs)
-            .map(|i| ((i * 37 % 61) as f32 - 30.0) / 256.0)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
             .collect(),
-        bias: (0..outputs).map(|o| o as f32 / 64.0 - 0.5).collect(),
-        relu: true,
+        bias: (0..outputs).map(|o| o as f32 / 10.0 - 1.0).collect(),
+        relu,
     }
 }
 
@@ -699,27 +700,13 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
 mod tests {
     use super::*;
 
-    fn layer(inputs: usize, outputs: usize, relu: bool) -> Dense {
-        let weight = (0..inputs * outputs)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
-            .collect();
-        let bias = (0..outputs).map(|o| o as f32 / 10.0 - 1.0).collect();
-        Dense {
-            inputs,
-            outputs,
-            weight,
-            bias,
-            relu,
-        }
-    }
-
     #[test]
     fn packed_weights_start_on_a_cache_line() {
         // The model's first layer is a block glibc maps on its own (16 bytes past a page); Miri
         // takes minutes to pack it, and has an allocator of its own anyway.
         let first_layer = if cfg!(miri) { (40, 33) } else { (768, 512) };
         for (inputs, outputs) in [first_layer, (128, 1), (3, 17)] {
-            let packed = PackedDense::new(&layer(inputs, outputs, true)).unwrap();
+            let packed = PackedDense::new(&patterned_layer(inputs, outputs, true)).unwrap();
             for values in [&*packed.weight, &*packed.bias] {
                 assert_eq!(values.as_ptr() as usize % CACHE_LINE, 0);
             }
@@ -765,7 +752,7 @@ mod tests {
             for &(inputs, outputs) in shapes {
                 for rows in [1, 2, 3, 4, 5, 6, 7, 13, 19, 23] {
                     for relu in [false, true] {
-                        let layer = layer(inputs, outputs, relu);
+                        let layer = patterned_layer(inputs, outputs, relu);
                         let input: Vec<f32> = (0..rows * inputs)
                             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
                             .collect();
@@ -794,7 +781,7 @@ mod tests {
                 let mut tile = CacheResidentTile::new(kernel, inputs).unwrap();
                 tile.run(2);
                 let outputs = tile.panels * NR;
-                let want = reference(&tile.input, &cache_resident_layer(inputs, outputs));
+                let want = reference(&tile.input, &patterned_layer(inputs, outputs, true));
                 assert_eq!(tile.output().len(), want.len());
                 for (got, want) in tile.output().iter().zip(want) {
                     assert!(
@@ -810,7 +797,7 @@ mod tests {
 
     #[test]
     fn a_rows_result_does_not_depend_on_its_batch() {
-        let layer = PackedDense::new(&layer(100, 33, true)).unwrap();
+        let layer = PackedDense::new(&patterned_layer(100, 33, true)).unwrap();
         for kernel in kernels() {
             let input: Vec<f32> = (0..11 * 100)
                 .map(|i| ((i * 7 % 31) as f32 - 15.0) / 9.0)
@@ -838,7 +825,7 @@ mod tests {
             &[(768, 70), (45, 16), (3, 17), (41, 1), (9, 130)]
         };
         for &(inputs, outputs) in shapes {
-            let packed = PackedDense::new(&layer(inputs, outputs, true)).unwrap();
+            let packed = PackedDense::new(&patterned_layer(inputs, outputs, true)).unwrap();
             for rows in [1, 2, 3, 6, 7, 13, 19, 24] {
                 let input: Vec<f32> = (0..rows * inputs)
                     .map(|i| ((i * 11 % 23) as f32 - 11.0) / 7.0)

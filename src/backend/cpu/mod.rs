@@ -593,7 +593,7 @@ unsafe fn layer_norm_avx2(
             _mm256_storeu_ps(lanes.as_mut_ptr(), sums[0]);
             _mm256_storeu_ps(lanes.as_mut_ptr().add(LANES), sums[1]);
         }
-        lanes.iter().sum::<f32>() + row[whole..].iter().map(|&x| f(x)).sum::<f32>()
+        finish_lane_sum(&lanes, &row[whole..], f)
     };
     for (r, row) in input.chunks_exact(dim).enumerate() {
         let x = row.as_ptr();
@@ -684,6 +684,13 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             *lane += f(x);
         }
     }
+    finish_lane_sum(&lanes, rest, f)
+}
+
+/// The end of [`lane_sum`], shared with [`layer_norm_avx2`] so that both add the partial sums and
+/// the values past the last whole group of lanes in the same order, and give the same bits.
+#[inline(always)]
+fn finish_lane_sum(lanes: &[f32; SUM_LANES], rest: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + rest.iter().map(|&x| f(x)).sum::<f32>()
 }
 
