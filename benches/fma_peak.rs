@@ -116,12 +116,8 @@ fn kernel_share(width: Width, peak_gflops: f64, layers: &[(usize, f64)], smoke: 
             (passes as f64 * tile.flops() / (CHAINS as f64 * width.lanes() * 2.0)).ceil() as u64;
         let mut shares = Vec::new();
         for _ in 0..rounds {
-            let start = Instant::now();
-            time_fma(width, iterations);
-            let fma_seconds = start.elapsed().as_secs_f64();
-            let start = Instant::now();
-            tile.run(passes);
-            shares.push(fma_seconds / start.elapsed().as_secs_f64());
+            let (fma_seconds, seconds) = paired_window(width, iterations, || tile.run(passes));
+            shares.push(fma_seconds / seconds);
         }
         std::hint::black_box(tile.output());
         shares.sort_by(f64::total_cmp);
@@ -187,17 +183,14 @@ fn share_of_peak(width: Width, flops_per_row: f64, best_gflops: f64, smoke: bool
         for k in 0..batches.len() {
             let b = (round + k) % batches.len();
             for (c, classifier) in classifiers.iter().enumerate() {
-                let start = Instant::now();
-                time_fma(width, iterations);
-                let fma_seconds = start.elapsed().as_secs_f64();
-                let start = Instant::now();
-                for (part, out) in input
-                    .chunks(batches[b] * dim)
-                    .zip(probabilities.chunks_mut(batches[b]))
-                {
-                    classifier.classify(part, dim, out, None).expect("classify");
-                }
-                let seconds = start.elapsed().as_secs_f64();
+                let (fma_seconds, seconds) = paired_window(width, iterations, || {
+                    for (part, out) in input
+                        .chunks(batches[b] * dim)
+                        .zip(probabilities.chunks_mut(batches[b]))
+                    {
+                        classifier.classify(part, dim, out, None).expect("classify");
+                    }
+                });
                 std::hint::black_box(&probabilities);
                 shares[c][b].push(fma_seconds / seconds);
                 best[c][b] = best[c][b].max(rows as f64 / seconds);
@@ -279,6 +272,18 @@ impl Width {
             Width::Avx512 => unsafe { fma_chains_512(iterations) },
         }
     }
+}
+
+/// Seconds of `iterations` of `width`'s FMA chains, then seconds of `work` just after: one pair of
+/// windows, so that a busy spell of a shared host weighs on both.
+#[cfg(target_arch = "x86_64")]
+fn paired_window(width: Width, iterations: u64, work: impl FnOnce()) -> (f64, f64) {
+    let start = Instant::now();
+    time_fma(width, iterations);
+    let fma_seconds = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    work();
+    (fma_seconds, start.elapsed().as_secs_f64())
 }
 
 /// Runs the chains between two clock readings: both the count and the result pass through
