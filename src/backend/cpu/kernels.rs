@@ -30,7 +30,8 @@ const AVX512_TALL_ROWS: usize = 2 * MR;
 /// Rows × panels in the largest tile: the rows of `NR` floats a tile may need in scratch.
 const MAX_TILE: usize = AVX512_TALL_ROWS * AVX512_PANELS;
 
-/// Runs `$step` with `$i` bound to each input index `0..$k` in order, eight to a loop iteration.
+/// Runs `$step` with `$i` bound to each input index `0..$k` in order, eight to a loop iteration
+/// (and `$every_eight` after each such iteration, where given).
 /// A loop that steps one input at a time spends ~7 instructions of its own (counter, addresses,
 /// branch) beside the 20 of an AVX2 step (2 weight loads, 6 broadcasts, 12 fused multiply-adds).
 /// On an idle core that costs nothing, but when the core's other hardware thread is busy the two
@@ -39,12 +40,16 @@ const MAX_TILE: usize = AVX512_TALL_ROWS * AVX512_PANELS;
 /// 0.99–1.08× by median (calls of the two taken in turn), with best calls unchanged. The order of
 /// the sums is the same.
 macro_rules! for_each_input {
-    ($k:expr, |$i:ident| $step:block) => {{
+    ($k:expr, |$i:ident| $step:block) => {
+        for_each_input!($k, {}, |$i| $step)
+    };
+    ($k:expr, $every_eight:block, |$i:ident| $step:block) => {{
         let k: usize = $k;
         let unrolled = k - k % 8;
         let mut first = 0;
         while first < unrolled {
             for_each_input!(@steps first, $i, $step, 0 1 2 3 4 5 6 7);
+            $every_eight
             first += 8;
         }
         for $i in unrolled..k $step
@@ -55,6 +60,62 @@ macro_rules! for_each_input {
             $step
         })*
     };
+}
+
+/// Cache lines the AVX-512 kernel asks L2 for while it runs, one every eight inputs: the next
+/// block's input, read in early (see `CpuBackend::forward_with`). Its first read from L3 or memory
+/// was most of LayerNorm's time, 5–6 % of a call. Spread out, the reads hide behind the kernel's
+/// arithmetic; asked for in bursts before each tile instead, they cost the layer as much time as
+/// they saved LayerNorm (timed stage by stage on the AVX-512 Xeon,
+/// `docs/bench/xeon/tried_2026-12-06c.txt`). A prefetch changes no result.
+pub(super) struct Prefetch {
+    /// The next line to ask for; never read through.
+    next: *const f32,
+    /// Lines still to ask for.
+    lines: usize,
+}
+
+impl Prefetch {
+    /// Nothing to ask for.
+    pub(super) fn none() -> Prefetch {
+        Prefetch {
+            next: std::ptr::null(),
+            lines: 0,
+        }
+    }
+
+    /// Every cache line of `values`.
+    pub(super) fn of(values: &[f32]) -> Prefetch {
+        Prefetch {
+            next: values.as_ptr(),
+            lines: values.len().div_ceil(CACHE_LINE / size_of::<f32>()),
+        }
+    }
+
+    /// The next line's address, if any is left.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
+    fn take_line(&mut self) -> Option<*const f32> {
+        if self.lines == 0 {
+            return None;
+        }
+        let line = self.next;
+        // Within `values` while lines are left; `wrapping_add`, as the last step may pass its end.
+        self.next = self.next.wrapping_add(CACHE_LINE / size_of::<f32>());
+        self.lines -= 1;
+        Some(line)
+    }
+
+    /// Asks for the next line to be brought into L2 (not L1, which holds the kernel's own rows).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn next_line(&mut self) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        if let Some(line) = self.take_line() {
+            // SAFETY: a prefetch reads nothing the program sees and cannot fault.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(line.cast()) };
+        }
+    }
 }
 
 /// Which instruction set the kernel uses.
@@ -234,14 +295,30 @@ impl PackedDense {
         self.outputs.div_ceil(NR)
     }
 
-    /// `output[r][o] = relu?(weight[o] · input[r] + bias[o])` for every row of `input`.
-    pub(super) fn forward(&self, kernel: CpuKernel, input: &[f32], output: &mut [f32]) {
+    /// `output[r][o] = relu?(weight[o] · input[r] + bias[o])` for every row of `input`, asking for
+    /// lines of `prefetch` as it goes.
+    pub(super) fn forward(
+        &self,
+        kernel: CpuKernel,
+        input: &[f32],
+        output: &mut [f32],
+        prefetch: &mut Prefetch,
+    ) {
         assert_eq!(output.len(), input.len() / self.inputs * self.outputs);
         // SAFETY: `output` is borrowed exclusively and holds every output of every row.
-        unsafe { self.forward_panels(kernel, input, output.as_mut_ptr(), 0..self.panels()) }
+        unsafe {
+            self.forward_panels(
+                kernel,
+                input,
+                output.as_mut_ptr(),
+                0..self.panels(),
+                prefetch,
+            )
+        }
     }
 
-    /// [`forward`](Self::forward) for the outputs of `panels` only, written through `output`
+    /// [`forward`](Self::forward) for the outputs of `panels` only (asking for lines of `prefetch`
+    /// as it goes), written through `output`
     /// (rows × outputs floats, row-major). Several threads may each write their own panels of the
     /// same output at once; each output's sum runs over the inputs in the same order whichever
     /// panels are taken together.
@@ -255,6 +332,7 @@ impl PackedDense {
         input: &[f32],
         output: *mut f32,
         panels: std::ops::Range<usize>,
+        prefetch: &mut Prefetch,
     ) {
         let (k, n) = (self.inputs, self.outputs);
         let rows = input.len() / k;
@@ -301,7 +379,7 @@ impl PackedDense {
                 // floats, at `r * count * NR + p * NR`, and is ours alone.
                 unsafe {
                     kernel.tile(
-                        tile_rows, count, rows_input, k, weights, bias, self.relu, out,
+                        tile_rows, count, rows_input, k, weights, bias, self.relu, out, prefetch,
                     );
                 }
                 if whole {
@@ -389,6 +467,7 @@ impl CacheResidentTile {
                     &self.layer.bias,
                     self.layer.relu,
                     out,
+                    &mut Prefetch::none(),
                 );
             }
         }
@@ -449,7 +528,9 @@ impl CpuKernel {
     /// Row `r`, panel `p` of `out` = `relu?(Σ_i input[r][i] · weights[p][i][j] + bias[p * NR +
     /// j])` for `rows` rows of width `k` and `panels` consecutive panels (as
     /// [`panel_group`](Self::panel_group) picks, or one). The bias and ReLU are applied in
-    /// registers: done afterwards one float at a time they took 6 % of a call.
+    /// registers: done afterwards one float at a time they took 6 % of a call. The AVX-512 kernel
+    /// asks for lines of `prefetch` as it goes; the others leave it, for want of a measurement on
+    /// their host (the AVX2 EPYC, with a quarter of the Xeon's L2 for the lines to wait in).
     ///
     /// # Safety
     /// Every row and panel of `out` must be valid for writes and ours alone during the call.
@@ -464,6 +545,7 @@ impl CpuKernel {
         bias: &[f32],
         relu: bool,
         out: TileOut,
+        prefetch: &mut Prefetch,
     ) {
         // Every kernel takes the same arguments; each arm names only its tile shape.
         macro_rules! dispatch {
@@ -522,7 +604,7 @@ impl CpuKernel {
             // lengths are checked inside, and `out` is the caller's contract.
             #[cfg(target_arch = "x86_64")]
             CpuKernel::Avx512 if rows <= MR => unsafe {
-                dispatch_avx512!((input, k, weights, bias, relu, out))
+                dispatch_avx512!((input, k, weights, bias, relu, out, prefetch))
             },
             // A tall tile has registers for half a group of panels at a time.
             // SAFETY: as above; the second half's weights, bias and outputs start `HALF` panels
@@ -534,17 +616,19 @@ impl CpuKernel {
                     let weights = &weights[first * k * NR..];
                     let bias = &bias[first * NR..];
                     let out = out.skip_panels(first);
-                    dispatch_avx512_tall!(HALF, (input, k, weights, bias, relu, out));
+                    dispatch_avx512_tall!(HALF, (input, k, weights, bias, relu, out, prefetch));
                 }
             },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             CpuKernel::Avx512 => unsafe {
-                dispatch_avx512_tall!(1, (input, k, weights, bias, relu, out))
+                dispatch_avx512_tall!(1, (input, k, weights, bias, relu, out, prefetch))
             },
             // SAFETY: `out` is the caller's contract.
             _ => unsafe { dispatch!(tile_portable, (input, k, weights, bias, relu, out)) },
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = prefetch; // only the AVX-512 kernel asks for lines
     }
 }
 
@@ -649,6 +733,7 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
     bias: &[f32],
     relu: bool,
     out: TileOut,
+    prefetch: &mut Prefetch,
 ) {
     use std::arch::x86_64::*;
     assert!(
@@ -657,8 +742,10 @@ unsafe fn tile_avx512<const ROWS: usize, const PANELS: usize>(
     assert!(bias.len() >= PANELS * NR);
     let (x, w) = (input.as_ptr(), weights.as_ptr());
     let mut acc = [[_mm512_setzero_ps(); PANELS]; ROWS];
-    // Unrolled as the AVX2 kernel: fewer instructions per step of 24 fused multiply-adds.
-    for_each_input!(k, |i| {
+    // Unrolled as the AVX2 kernel: fewer instructions per step of 24 fused multiply-adds. One
+    // line asked for every eight steps (192 multiply-adds at most) spreads a block's input over
+    // the layer after the first.
+    for_each_input!(k, { prefetch.next_line() }, |i| {
         let mut wv = [_mm512_setzero_ps(); PANELS];
         for (p, v) in wv.iter_mut().enumerate() {
             // SAFETY: `(p * k + i) * NR + 16 <= PANELS * k * NR <= weights.len()` (asserted above).
@@ -757,9 +844,12 @@ mod tests {
                             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0)
                             .collect();
                         let mut output = vec![f32::NAN; rows * outputs];
-                        PackedDense::new(&layer)
-                            .unwrap()
-                            .forward(kernel, &input, &mut output);
+                        PackedDense::new(&layer).unwrap().forward(
+                            kernel,
+                            &input,
+                            &mut output,
+                            &mut Prefetch::none(),
+                        );
                         for (got, want) in output.iter().zip(reference(&input, &layer)) {
                             assert!(
                                 (*got as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
@@ -796,6 +886,20 @@ mod tests {
     }
 
     #[test]
+    fn a_prefetch_asks_for_every_line_once_then_stops() {
+        // Two whole lines and part of a third.
+        let values = vec![0.0f32; 40];
+        let mut prefetch = Prefetch::of(&values);
+        let lines: Vec<_> = std::iter::from_fn(|| prefetch.take_line()).collect();
+        let line = CACHE_LINE / size_of::<f32>();
+        let want: Vec<_> = (0..3).map(|l| values[l * line..].as_ptr()).collect();
+        assert_eq!(lines, want);
+        assert!(prefetch.take_line().is_none());
+        assert!(Prefetch::none().take_line().is_none());
+        assert!(Prefetch::of(&[]).take_line().is_none());
+    }
+
+    #[test]
     fn a_rows_result_does_not_depend_on_its_batch() {
         let layer = PackedDense::new(&patterned_layer(100, 33, true)).unwrap();
         for kernel in kernels() {
@@ -803,10 +907,10 @@ mod tests {
                 .map(|i| ((i * 7 % 31) as f32 - 15.0) / 9.0)
                 .collect();
             let mut batched = vec![0.0; 11 * 33];
-            layer.forward(kernel, &input, &mut batched);
+            layer.forward(kernel, &input, &mut batched, &mut Prefetch::none());
             for (x, expected) in input.chunks_exact(100).zip(batched.chunks_exact(33)) {
                 let mut single = vec![0.0; 33];
-                layer.forward(kernel, x, &mut single);
+                layer.forward(kernel, x, &mut single, &mut Prefetch::none());
                 assert_eq!(single, expected, "{kernel:?}");
             }
         }
@@ -832,8 +936,13 @@ mod tests {
                     .collect();
                 let mut avx2 = vec![f32::NAN; rows * outputs];
                 let mut avx512 = vec![f32::NAN; rows * outputs];
-                packed.forward(CpuKernel::Avx2Fma, &input, &mut avx2);
-                packed.forward(CpuKernel::Avx512, &input, &mut avx512);
+                packed.forward(CpuKernel::Avx2Fma, &input, &mut avx2, &mut Prefetch::none());
+                packed.forward(
+                    CpuKernel::Avx512,
+                    &input,
+                    &mut avx512,
+                    &mut Prefetch::none(),
+                );
                 assert_eq!(avx2, avx512, "{inputs}x{outputs}, {rows} rows");
             }
         }
