@@ -112,8 +112,7 @@ fn kernel_share(width: Width, peak_gflops: f64, layers: &[(usize, f64)], smoke: 
         } else {
             (KERNEL_WINDOW_S * peak_gflops * 1e9 / tile.flops()).ceil() as usize
         };
-        let iterations =
-            (passes as f64 * tile.flops() / (CHAINS as f64 * width.lanes() * 2.0)).ceil() as u64;
+        let iterations = width.iterations_for(passes as f64 * tile.flops());
         let mut shares = Vec::new();
         for _ in 0..rounds {
             let (fma_seconds, seconds) = paired_window(width, iterations, || tile.run(passes));
@@ -167,8 +166,7 @@ fn share_of_peak(width: Width, flops_per_row: f64, best_gflops: f64, smoke: bool
     let input = unit_rows(rows, dim);
     let mut probabilities = vec![0.0f32; rows];
     // At the peak, the FMA window takes exactly as long as the model's window.
-    let iterations =
-        (rows as f64 * flops_per_row / (CHAINS as f64 * width.lanes() * 2.0)).ceil() as u64;
+    let iterations = width.iterations_for(rows as f64 * flops_per_row);
     println!(
         "share of the {} peak on one thread: windows of {rows} rows from a {} MiB input, each \
          after an FMA window of the same FLOPs, {rounds} rounds",
@@ -254,6 +252,16 @@ impl Width {
         }
     }
 
+    /// FLOPs of one iteration of the chains: a fused multiply-add (two) in every lane of each.
+    fn flops_per_iteration(self) -> f64 {
+        CHAINS as f64 * self.lanes() * 2.0
+    }
+
+    /// Iterations of the chains that do at least `flops`.
+    fn iterations_for(self, flops: f64) -> u64 {
+        (flops / self.flops_per_iteration()).ceil() as u64
+    }
+
     #[cfg(target_arch = "x86_64")]
     fn supported(self) -> bool {
         match self {
@@ -304,7 +312,7 @@ fn peak_gflops(width: Width, iterations: u64) -> Option<f64> {
             let start = Instant::now();
             time_fma(width, iterations);
             let seconds = start.elapsed().as_secs_f64();
-            let flops = iterations as f64 * CHAINS as f64 * width.lanes() * 2.0;
+            let flops = iterations as f64 * width.flops_per_iteration();
             best = best.max(flops / seconds / 1e9);
         }
         return Some(best);
