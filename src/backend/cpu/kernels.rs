@@ -88,7 +88,7 @@ impl Prefetch {
     pub(super) fn of(values: &[f32]) -> Prefetch {
         Prefetch {
             next: values.as_ptr(),
-            lines: values.len().div_ceil(CACHE_LINE / size_of::<f32>()),
+            lines: values.len().div_ceil(CACHE_LINE_FLOATS),
         }
     }
 
@@ -101,7 +101,7 @@ impl Prefetch {
         }
         let line = self.next;
         // Within `values` while lines are left; `wrapping_add`, as the last step may pass its end.
-        self.next = self.next.wrapping_add(CACHE_LINE / size_of::<f32>());
+        self.next = self.next.wrapping_add(CACHE_LINE_FLOATS);
         self.lines -= 1;
         Some(line)
     }
@@ -214,6 +214,8 @@ pub(super) struct PackedDense {
 
 /// Bytes in a cache line of current x86 and ARM cores.
 const CACHE_LINE: usize = 64;
+/// Floats in a cache line: what the cpu backend's prefetches step by.
+pub(super) const CACHE_LINE_FLOATS: usize = CACHE_LINE / size_of::<f32>();
 
 /// Zero-initialised floats that start on a cache line. A panel's row of weights is `NR` floats,
 /// one cache line, so every weight load of the AVX-512 kernel, and every pair of the AVX2 kernel,
@@ -230,7 +232,7 @@ struct CacheAligned {
 impl CacheAligned {
     /// `None` when the memory cannot be had.
     fn zeros(len: usize) -> Option<CacheAligned> {
-        let slack = CACHE_LINE / size_of::<f32>() - 1;
+        let slack = CACHE_LINE_FLOATS - 1;
         let mut storage = Vec::new();
         storage.try_reserve_exact(len.checked_add(slack)?).ok()?;
         storage.resize(len + slack, 0.0);
@@ -891,8 +893,9 @@ mod tests {
         let values = vec![0.0f32; 40];
         let mut prefetch = Prefetch::of(&values);
         let lines: Vec<_> = std::iter::from_fn(|| prefetch.take_line()).collect();
-        let line = CACHE_LINE / size_of::<f32>();
-        let want: Vec<_> = (0..3).map(|l| values[l * line..].as_ptr()).collect();
+        let want: Vec<_> = (0..3)
+            .map(|l| values[l * CACHE_LINE_FLOATS..].as_ptr())
+            .collect();
         assert_eq!(lines, want);
         assert!(prefetch.take_line().is_none());
         assert!(Prefetch::none().take_line().is_none());
