@@ -29,6 +29,10 @@ pub struct Options {
     /// Searched first for plugin libraries, before `GEMMA_CYBER_PLUGIN_DIR` and the directory of
     /// the core library itself.
     pub plugin_dir: Option<PathBuf>,
+    /// Searched last for plugin libraries, in place of the directory of the file the library is
+    /// in: for a program that links the library in and is installed apart from its plugins (the
+    /// installed `gemma-cyber` program gives its prefix's `lib/`).
+    pub plugin_install_dir: Option<PathBuf>,
     /// The plugin to run when `backend` is [`BackendKind::Plugin`], e.g. `"mydevice"` for
     /// `libgemma_cyber_mydevice.so`.
     pub plugin_name: Option<String>,
@@ -386,7 +390,11 @@ fn start_plugin(
     model: &Arc<Model>,
     auto: bool,
 ) -> Result<Box<dyn Backend>> {
-    let plugin = plugin::find(name, options.plugin_dir.as_deref())?;
+    let plugin = plugin::find(
+        name,
+        options.plugin_dir.as_deref(),
+        options.plugin_install_dir.as_deref(),
+    )?;
     let settings = plugin_settings(name, options, auto);
     Ok(Box::new(PluginBackend::new(plugin, model, &settings)?))
 }

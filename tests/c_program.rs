@@ -213,3 +213,63 @@ fn assert_every_part_passed(stdout: &str, stderr: &str, parts: &[&str], backend:
         "{backend}: {stdout}{stderr}"
     );
 }
+
+#[test]
+fn a_core_opened_by_a_relative_path_never_looks_for_plugins_in_the_working_directory() {
+    // The program moves to a directory with a file named like the core and a plugin the core
+    // would otherwise load from there. It is not linked to the library (so its one copy is the
+    // one opened by the relative path).
+    let lib_dir = library_dir("relative_load");
+    let program = lib_dir.join("relative_load");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let status = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O1",
+        ])
+        .arg(format!("-I{}", common::repo_path("include").display()))
+        .arg(common::repo_path("tests/c/relative_load.c"))
+        .arg("-ldl")
+        .arg("-o")
+        .arg(&program)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "tests/c/relative_load.c does not compile cleanly"
+    );
+    let elsewhere = common::backends::scratch_dir("relative-load-cwd");
+    std::fs::write(elsewhere.join("libgemma_cyber.so"), "").unwrap();
+    std::fs::copy(
+        common::backends::example_c_plugin_dir().join("libgemma_cyber_example_c.so"),
+        elsewhere.join("libgemma_cyber_example_c.so"),
+    )
+    .unwrap();
+    let run = Command::new(&program)
+        .arg(&lib_dir)
+        .arg(&elsewhere)
+        .env_remove("GEMMA_CYBER_PLUGIN_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Not found: the core's own directory is where the built library really is.
+    let real_dir = built_library().canonicalize().unwrap();
+    let real_dir = real_dir.parent().unwrap().to_str().unwrap();
+    assert!(stdout.starts_with("status 6: "), "{stdout}");
+    assert!(stdout.contains("no example_c plugin"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{real_dir} (the core library's directory)")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(elsewhere.to_str().unwrap()), "{stdout}");
+    let _ = std::fs::remove_dir_all(&lib_dir);
+}

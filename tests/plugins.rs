@@ -111,6 +111,50 @@ fn a_fifo_or_a_directory_named_like_a_plugin_is_refused_without_blocking() {
 }
 
 #[test]
+fn a_link_gives_a_plugin_file_no_second_name() {
+    // One file under two names: asked for by the link's name it is refused, whichever name was
+    // asked for first, and by its own name it loads.
+    let dir = scratch_dir("alias");
+    let real = example_c_plugin_dir().join("libgemma_cyber_example_c.so");
+    std::os::unix::fs::symlink(&real, dir.join("libgemma_cyber_alias.so")).unwrap();
+    let by_alias = || create_error(&plugin_options("alias", &dir));
+    let by_name = || Classifier::new(&plugin_options("example_c", &example_c_plugin_dir()));
+    assert_error(
+        &by_alias(),
+        Status::BackendUnavailable,
+        &["libgemma_cyber_alias.so", "calls itself \"example_c\""],
+    );
+    let classifier = by_name().expect("the plugin by its own name");
+    assert!(classifier.device_name().starts_with("example_c"));
+    assert_error(&by_alias(), Status::BackendUnavailable, &["calls itself"]);
+}
+
+#[test]
+fn a_search_directory_that_cannot_be_looked_into_is_not_passed_over() {
+    // A plugin_dir that is a file: the lookup there fails with something other than "not
+    // found", so the copy in the environment's directory must not be taken in its place.
+    let dir = scratch_dir("not-a-dir");
+    let file = dir.join("plugins");
+    std::fs::write(&file, "").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
+        .args(["classify", "--plugin", "example_c", "--plugin-dir"])
+        .arg(&file)
+        .arg(repo_path("examples/data/sample.npy"))
+        .env("GEMMA_CYBER_PLUGIN_DIR", example_c_plugin_dir())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(16));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "plugin {}/libgemma_cyber_example_c.so is not usable",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn misbehaving_plugins_fail_their_calls_and_the_process_carries_on() {
     let dir = scratch_dir("misbehaving");
     for name in [

@@ -167,6 +167,7 @@ pub(crate) unsafe fn read(options: *const gemma_cyber_options) -> Result<Options
         model_sha256: (!sha256.is_null())
             .then(|| unsafe { sha256.cast::<[u8; 32]>().read_unaligned() }),
         plugin_dir,
+        plugin_install_dir: None,
         plugin_name,
         // SAFETY: the caller's promises, passed on.
         plugin_settings: unsafe { read_plugin_settings(options, struct_size) }?,

@@ -66,8 +66,13 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// Where plugins are looked for, in order, each with where it came from.
-pub fn search_dirs(plugin_dir: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
+/// Where plugins are looked for, in order, each with where it came from: `plugin_dir`, the
+/// environment's, then `install_dir` where given (a program that links the library in and is
+/// installed apart from its plugins), else the directory of the file the library is in.
+pub fn search_dirs(
+    plugin_dir: Option<&Path>,
+    install_dir: Option<&Path>,
+) -> Vec<(PathBuf, &'static str)> {
     let mut dirs = Vec::new();
     if let Some(dir) = plugin_dir {
         dirs.push((dir.to_owned(), "options.plugin_dir"));
@@ -75,20 +80,36 @@ pub fn search_dirs(plugin_dir: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
     if let Some(dir) = std::env::var_os(PLUGIN_DIR_ENV).filter(|dir| !dir.is_empty()) {
         dirs.push((PathBuf::from(dir), PLUGIN_DIR_ENV));
     }
-    if let Some(dir) = core_library_dir() {
+    if let Some(dir) = install_dir {
+        dirs.push((dir.to_owned(), "the installation's plugin directory"));
+    } else if let Some(dir) = core_library_dir() {
         dirs.push((dir, "the core library's directory"));
     }
     dirs
 }
 
 /// The plugin called `name`: the first file of that name in [`search_dirs`], loaded and checked.
-pub fn find(name: &str, plugin_dir: Option<&Path>) -> Result<Arc<Plugin>> {
+pub fn find(
+    name: &str,
+    plugin_dir: Option<&Path>,
+    install_dir: Option<&Path>,
+) -> Result<Arc<Plugin>> {
     let file = file_name(name);
-    let dirs = search_dirs(plugin_dir);
+    let dirs = search_dirs(plugin_dir, install_dir);
     for (dir, _) in &dirs {
         let path = dir.join(&file);
-        if std::fs::symlink_metadata(&path).is_ok() {
-            return load(&path);
+        // Only a file that is not there moves the search on: one that is there but cannot be
+        // looked at (a directory we may not search, say) would otherwise be passed over for a
+        // copy further down the list, with nothing said.
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => return load(&path),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(Error::backend_unavailable(format!(
+                    "plugin {} is not usable: {error}",
+                    path.display()
+                )))
+            }
         }
     }
     Err(Error::backend_unavailable(format!(
@@ -106,10 +127,13 @@ pub fn find(name: &str, plugin_dir: Option<&Path>) -> Result<Arc<Plugin>> {
 
 /// Every plugin file in the search directories, in search order, each loaded and checked.
 /// A name found again in a later directory is listed too (the first one is the one used).
-pub fn discover(plugin_dir: Option<&Path>) -> Vec<(PathBuf, Result<Arc<Plugin>>)> {
+pub fn discover(
+    plugin_dir: Option<&Path>,
+    install_dir: Option<&Path>,
+) -> Vec<(PathBuf, Result<Arc<Plugin>>)> {
     let mut found = Vec::new();
     let mut seen_dirs: Vec<PathBuf> = Vec::new();
-    for (dir, _) in search_dirs(plugin_dir) {
+    for (dir, _) in search_dirs(plugin_dir, install_dir) {
         let canonical = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         if seen_dirs.contains(&canonical) {
             continue;
@@ -136,8 +160,13 @@ pub fn discover(plugin_dir: Option<&Path>) -> Vec<(PathBuf, Result<Arc<Plugin>>)
     found
 }
 
-/// Every file loaded so far, by canonical path, with the outcome: a file is opened once.
-static LOADED: Mutex<Vec<(PathBuf, Result<Arc<Plugin>>)>> = Mutex::new(Vec::new());
+/// Every file loaded so far, by canonical path, with the outcome: a file is opened once. The
+/// outcome leaves out the name check, which depends on the name the file was asked for by (a link
+/// may give one file two names).
+static LOADED: Mutex<Vec<(PathBuf, Opened)>> = Mutex::new(Vec::new());
+
+/// A file's plugin, or why it is not usable.
+type Opened = std::result::Result<Arc<Plugin>, String>;
 
 /// Loads and checks the plugin at `path` (once per process; later calls get the same outcome).
 pub fn load(path: &Path) -> Result<Arc<Plugin>> {
@@ -152,19 +181,38 @@ pub fn load(path: &Path) -> Result<Arc<Plugin>> {
     // Only a regular file: a FIFO or a device would block or feed the loader endless bytes.
     crate::fs::check_regular_file(path).map_err(|e| refuse(e.to_string()))?;
     let canonical = std::fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
-    let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, outcome)) = loaded.iter().find(|(known, _)| *known == canonical) {
-        return outcome.clone();
-    }
-    let outcome = open_and_check(&canonical, expected).map_err(refuse);
-    loaded.push((canonical, outcome.clone()));
+    let outcome = {
+        let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+        match loaded.iter().find(|(known, _)| *known == canonical) {
+            Some((_, outcome)) => outcome.clone(),
+            None => {
+                let outcome = open_and_check(&canonical);
+                loaded.push((canonical, outcome.clone()));
+                outcome
+            }
+        }
+    };
     outcome
+        .and_then(|plugin| check_name(&plugin.name, expected).map(|()| plugin))
+        .map_err(refuse)
 }
 
-/// dlopen, dlsym, the entry call and the table checks. Never unloads, even on failure: the
-/// library's constructors have run and may have left state that code in it still refers to.
+/// A plugin must call itself what its file's name says.
+fn check_name(name: &str, expected: &str) -> std::result::Result<(), String> {
+    if name == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "it calls itself {name:?}, but its file is named for {expected:?}"
+        ))
+    }
+}
+
+/// dlopen, dlsym, the entry call and the table checks but the name's. Never unloads, even on
+/// failure: the library's constructors have run and may have left state that code in it still
+/// refers to.
 #[cfg(unix)]
-fn open_and_check(path: &Path, expected_name: &str) -> std::result::Result<Arc<Plugin>, String> {
+fn open_and_check(path: &Path) -> Opened {
     use std::os::unix::ffi::OsStrExt;
 
     let c_path = CString::new(path.as_os_str().as_bytes())
@@ -185,11 +233,11 @@ fn open_and_check(path: &Path, expected_name: &str) -> std::result::Result<Arc<P
     }
     // SAFETY: the plugin ABI fixes this symbol's signature.
     let entry: gemma_cyber_plugin_entry = unsafe { std::mem::transmute::<*mut c_void, _>(symbol) };
-    check(entry, Some(path.to_owned()), expected_name)
+    check_table(entry, Some(path.to_owned()))
 }
 
 #[cfg(not(unix))]
-fn open_and_check(_path: &Path, _expected_name: &str) -> std::result::Result<Arc<Plugin>, String> {
+fn open_and_check(_path: &Path) -> Opened {
     Err("loading plugins is not supported on this platform yet".into())
 }
 
@@ -201,6 +249,16 @@ pub(super) fn check(
     entry: gemma_cyber_plugin_entry,
     path: Option<PathBuf>,
     expected_name: &str,
+) -> std::result::Result<Arc<Plugin>, String> {
+    let plugin = check_table(entry, path)?;
+    check_name(&plugin.name, expected_name)?;
+    Ok(plugin)
+}
+
+/// [`check`] but for the name.
+fn check_table(
+    entry: gemma_cyber_plugin_entry,
+    path: Option<PathBuf>,
 ) -> std::result::Result<Arc<Plugin>, String> {
     // SAFETY: an all-zero table is valid (NULL pointers, `None` functions).
     let mut table: gemma_cyber_plugin_backend = unsafe { std::mem::zeroed() };
@@ -238,11 +296,6 @@ pub(super) fn check(
     };
     let name = text(table.name, "name")?;
     let version = text(table.version, "version")?;
-    if name != expected_name {
-        return Err(format!(
-            "it calls itself {name:?}, but its file is named for {expected_name:?}"
-        ));
-    }
     let missing = [
         ("create", table.create.is_none()),
         ("classify", table.classify.is_none()),
@@ -265,28 +318,61 @@ pub(super) fn check(
 }
 
 /// The directory of the file this code was loaded from: the core shared library, or the program
-/// it is linked into statically.
+/// it is linked into statically. Found once: the library does not move.
 #[cfg(unix)]
 fn core_library_dir() -> Option<PathBuf> {
-    // SAFETY: `info` is written by dladdr before it is read; the file name is copied at once.
-    unsafe {
-        let mut info: libc::Dl_info = std::mem::zeroed();
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
         let here = core_library_dir as *const c_void;
-        if libc::dladdr(here, &mut info) == 0 || info.dli_fname.is_null() {
+        let file = mapped_file(here as usize).or_else(|| loaded_file(here))?;
+        file.parent().map(Path::to_path_buf)
+    })
+    .clone()
+}
+
+/// The file mapped at `address`, as the kernel names it in `/proc/self/maps`: an absolute path,
+/// whatever the working directory is now or was when the file was loaded.
+#[cfg(target_os = "linux")]
+fn mapped_file(address: usize) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+
+    let maps = std::fs::read("/proc/self/maps").ok()?;
+    maps.split(|&byte| byte == b'\n').find_map(|line| {
+        // start-end perms offset device inode, then the path after the padding.
+        let text = std::str::from_utf8(line.get(..line.iter().position(|&b| b == b'/')?)?).ok()?;
+        let (start, end) = text.split_whitespace().next()?.split_once('-')?;
+        let range = usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?;
+        let path = &line[text.len()..];
+        // A file replaced since it was mapped is named with this suffix: its directory may no
+        // longer hold it, and a plain path can end so too.
+        (range.contains(&address) && !path.ends_with(b" (deleted)"))
+            .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn mapped_file(_address: usize) -> Option<PathBuf> {
+    None
+}
+
+/// The file the dynamic loader says `address` comes from, only where it gives an absolute path:
+/// a relative one was relative to the working directory of the time of loading, which may have
+/// changed since, and resolving it now could find another file.
+#[cfg(unix)]
+fn loaded_file(address: *const c_void) -> Option<PathBuf> {
+    // SAFETY: `info` is written by dladdr before it is read; the file name is copied at once.
+    let file = unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(address, &mut info) == 0 || info.dli_fname.is_null() {
             return None;
         }
-        let file = PathBuf::from(
+        PathBuf::from(
             CStr::from_ptr(info.dli_fname)
                 .to_string_lossy()
                 .into_owned(),
-        );
-        // dladdr gives the path the loader used, which may be relative to the working directory
-        // or a bare name for the main program.
-        let file = std::fs::canonicalize(&file)
-            .ok()
-            .or_else(|| std::env::current_exe().ok())?;
-        file.parent().map(Path::to_path_buf)
-    }
+        )
+    };
+    file.is_absolute().then_some(file)
 }
 
 #[cfg(not(unix))]

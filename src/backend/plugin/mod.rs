@@ -21,8 +21,13 @@ use crate::model::Model;
 /// Bytes of the message buffer a plugin may fill on failure.
 const ERROR_LEN: usize = 1024;
 
-/// The plugin called `name`: compiled into this library (static builds), else found on disk.
-pub fn find(name: &str, plugin_dir: Option<&std::path::Path>) -> Result<Arc<Plugin>> {
+/// The plugin called `name`: compiled into this library (static builds), else found on disk
+/// ([`loader::search_dirs`]).
+pub fn find(
+    name: &str,
+    plugin_dir: Option<&std::path::Path>,
+    install_dir: Option<&std::path::Path>,
+) -> Result<Arc<Plugin>> {
     if !loader::is_valid_name(name) {
         return Err(Error::invalid_argument(format!(
             "plugin name {name:?} is not [a-z0-9_]+"
@@ -31,7 +36,7 @@ pub fn find(name: &str, plugin_dir: Option<&std::path::Path>) -> Result<Arc<Plug
     if let Some(plugin) = builtin::find(name) {
         return Ok(plugin);
     }
-    loader::find(name, plugin_dir)
+    loader::find(name, plugin_dir, install_dir)
 }
 
 /// The backends compiled into this library, as plugins (empty unless a static-* feature is on).

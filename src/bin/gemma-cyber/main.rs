@@ -258,7 +258,8 @@ fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
         num_threads: setup.num_threads,
         model_sha256: setup.model_sha256,
         plugin_name: setup.plugin.clone(),
-        plugin_dir: setup.plugins.plugin_dir(),
+        plugin_dir: setup.plugins.plugin_dir.clone(),
+        plugin_install_dir: plugins::installed_lib_dir(),
         plugin_settings: setup.plugins.plugin_settings.clone(),
     };
     Ok(start_classifier(&options)?)

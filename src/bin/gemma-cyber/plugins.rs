@@ -12,7 +12,7 @@ use crate::Failure;
 #[derive(Args, Clone, Debug, Default)]
 pub(crate) struct PluginArgs {
     /// Look for plugin libraries here first (then GEMMA_CYBER_PLUGIN_DIR, then next to the
-    /// library; an installed gemma-cyber also looks in its prefix's lib/).
+    /// library; an installed gemma-cyber looks in its prefix's lib/ instead).
     #[arg(long, value_name = "DIR")]
     pub(crate) plugin_dir: Option<PathBuf>,
     /// A plugin setting KEY=VALUE, e.g. wgpu.adapter=NVIDIA or onnxruntime.library=PATH (a key
@@ -21,16 +21,10 @@ pub(crate) struct PluginArgs {
     pub(crate) plugin_settings: Vec<String>,
 }
 
-impl PluginArgs {
-    /// `--plugin-dir`, else `PREFIX/lib` when this program runs from an installed `PREFIX/bin`
-    /// (the library is linked into the program, so "next to the library" is `bin/`).
-    pub(crate) fn plugin_dir(&self) -> Option<PathBuf> {
-        self.plugin_dir.clone().or_else(installed_lib_dir)
-    }
-}
-
-/// `PREFIX/lib` when this executable is `PREFIX/bin/gemma-cyber` and that directory holds plugins.
-fn installed_lib_dir() -> Option<PathBuf> {
+/// `PREFIX/lib` when this executable is `PREFIX/bin/gemma-cyber` and that directory holds
+/// plugins: searched in place of "next to the library", which for this program (the library is
+/// linked into it) would be `bin/`.
+pub(crate) fn installed_lib_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?;
     if bin.file_name()? != "bin" {
@@ -59,18 +53,14 @@ pub(crate) struct PluginsArgs {
 
 /// Lists every plugin found, in search order: path, name, version, ABI, usable or why not.
 pub(crate) fn run(args: &PluginsArgs) -> Result<(), Failure> {
-    let plugin_args = PluginArgs {
-        plugin_dir: args.plugin_dir.clone(),
-        ..PluginArgs::default()
-    };
-    let plugin_dir = plugin_args.plugin_dir();
+    let (plugin_dir, install_dir) = (args.plugin_dir.as_deref(), installed_lib_dir());
     let mut out = io::stdout().lock();
     writeln!(out, "searched:")?;
-    for (dir, source) in loader::search_dirs(plugin_dir.as_deref()) {
+    for (dir, source) in loader::search_dirs(plugin_dir, install_dir.as_deref()) {
         writeln!(out, "  {} ({source})", dir.display())?;
     }
     let builtin = plugin::builtin();
-    let found = loader::discover(plugin_dir.as_deref());
+    let found = loader::discover(plugin_dir, install_dir.as_deref());
     if builtin.is_empty() && found.is_empty() {
         writeln!(out, "no plugins found")?;
     }
