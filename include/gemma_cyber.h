@@ -282,8 +282,9 @@ void gemma_cyber_destroy(struct gemma_cyber_classifier *classifier);
 
 /**
  * This thread's most recent failure as "STATUS_NAME: message", or "" if none. The string is
- * owned by the library and stays valid until this thread's next failing call; successful calls
- * leave it as it was.
+ * owned by the library and stays valid until this thread's next failing call, even while the
+ * thread exits; successful calls leave it as it was. A message over 16 KiB is cut, ending in
+ * "…".
  */
 const char *gemma_cyber_last_error(void);
 

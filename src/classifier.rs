@@ -112,13 +112,7 @@ impl Classifier {
         if rows == 0 && embeddings.is_empty() {
             return Ok(());
         }
-        let input_dim = self.model.input_dim();
-        if dim != input_dim {
-            return Err(Error::new(
-                Status::DimensionMismatch,
-                format!("embeddings have dim {dim} but the model expects {input_dim}"),
-            ));
-        }
+        self.check_dim(dim)?;
         if embeddings.len() / dim != rows || !embeddings.len().is_multiple_of(dim) {
             return Err(Error::invalid_argument(format!(
                 "{} embedding values are not {rows} rows of {dim}",
@@ -192,6 +186,19 @@ impl Classifier {
     /// Width of one embedding.
     pub fn input_dim(&self) -> usize {
         self.model.input_dim()
+    }
+
+    /// DIMENSION_MISMATCH unless `dim` is the model's input dimension (never 0).
+    pub fn check_dim(&self, dim: usize) -> Result<()> {
+        let input_dim = self.model.input_dim();
+        if dim == input_dim {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Status::DimensionMismatch,
+                format!("embeddings have dim {dim} but the model expects {input_dim}"),
+            ))
+        }
     }
 
     /// The threshold in force: the options' one, else the model's.

@@ -345,6 +345,34 @@ fn size_overflow_is_invalid_argument() {
 }
 
 #[test]
+fn dim_zero_with_any_row_count_is_dimension_mismatch() {
+    // rows * 0 fits any size check, so the dimension must be refused before outputs of `rows`
+    // values are taken as slices.
+    let handle = builtin();
+    let input = [0.0f32; 4];
+    let mut probabilities = [SENTINEL; 4];
+    let mut labels = [7u8; 4];
+    for rows in [usize::MAX, 1 << 62, 1 << 61, 3] {
+        // SAFETY: the dimension is wrong on purpose and must be refused before any pointer is
+        // read or written.
+        let status = unsafe {
+            gemma_cyber_classify(
+                handle.0,
+                input.as_ptr(),
+                rows,
+                0,
+                probabilities.as_mut_ptr(),
+                labels.as_mut_ptr(),
+            )
+        };
+        assert_eq!(status, Status::DimensionMismatch, "rows {rows}");
+        assert!(last_error().contains("dim 0"), "{}", last_error());
+    }
+    assert_eq!(probabilities, [SENTINEL; 4]);
+    assert_eq!(labels, [7; 4]);
+}
+
+#[test]
 fn nan_or_infinity_anywhere_is_non_finite_input_and_writes_nothing() {
     let handle = builtin();
     let rows = 5;

@@ -61,6 +61,10 @@ fn compile_against(source: &str, output_name: &str, include_dir: &str) -> PathBu
         .arg(format!("-L{}", lib_dir.display()))
         .arg("-lgemma_cyber")
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        // An RPATH, not a RUNPATH: searched before LD_LIBRARY_PATH, where `cargo test` puts
+        // target/<profile>/, whose libgemma_cyber.so.1 is the copy `cargo build` last made and
+        // may predate the library under test.
+        .arg("-Wl,--disable-new-dtags")
         .arg("-lm")
         .arg("-o")
         .arg(&output)

@@ -111,6 +111,9 @@ pub unsafe extern "C" fn gemma_cyber_classify(
         if rows == 0 {
             return Ok(());
         }
+        // First: with dim 0, any `rows` would pass the size check below, and slices of `rows`
+        // outputs could then be longer than isize allows.
+        handle.classifier.check_dim(dim)?;
         let values = rows
             .checked_mul(dim)
             .filter(|&n| {
@@ -130,7 +133,8 @@ pub unsafe extern "C" fn gemma_cyber_classify(
         }
         // SAFETY: the pointers are not NULL (checked above) and the caller promised they are
         // valid for `rows * dim` floats in and `rows` values out, without overlap; `values` fits
-        // in isize bytes, so `rows` floats and labels do too.
+        // in isize bytes and `dim` is at least 1 (the model's), so `rows` floats and labels do
+        // too.
         let embeddings = unsafe { std::slice::from_raw_parts(embeddings, values) };
         // SAFETY: as above.
         let probabilities = unsafe { std::slice::from_raw_parts_mut(probabilities, rows) };
@@ -160,8 +164,9 @@ pub unsafe extern "C" fn gemma_cyber_destroy(classifier: *mut gemma_cyber_classi
 }
 
 /// This thread's most recent failure as "STATUS_NAME: message", or "" if none. The string is
-/// owned by the library and stays valid until this thread's next failing call; successful calls
-/// leave it as it was.
+/// owned by the library and stays valid until this thread's next failing call, even while the
+/// thread exits; successful calls leave it as it was. A message over 16 KiB is cut, ending in
+/// "…".
 #[unsafe(no_mangle)]
 pub extern "C" fn gemma_cyber_last_error() -> *const c_char {
     boundary::last_error()

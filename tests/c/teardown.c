@@ -2,7 +2,8 @@
  * Calls into the library while the calling thread is being torn down, after the library's
  * thread-locals are gone: from a pthread-key destructor on a worker thread, and from an atexit
  * handler on the main thread. Every call must return its documented status (never abort) and the
- * last error must stay readable. Prints "<where>: N passed, M failed" for each.
+ * last error must stay readable, a pointer to it kept from before the teardown too. Prints
+ * "<where>: N passed, M failed" for each.
  * Usage: teardown [cpu|onnxruntime]  (default cpu)
  */
 #define _POSIX_C_SOURCE 200809L
@@ -40,9 +41,15 @@ static gemma_cyber_classifier *create_classifier(uint32_t threads) {
     return classifier;
 }
 
+/* This thread's last error as it was when warm_up ended: a failing call's message, which the
+   library promises stays valid until this thread's next failing call. */
+static _Thread_local const char *kept_error;
+
 /* Every kind of call, valid and failing, as a thread or process on its way out would make it. */
 static void exercise(const char *where) {
     passed = failed = 0;
+    CHECK(starts_with(kept_error, "GEMMA_CYBER_STATUS_NON_FINITE_INPUT"),
+          "the last error kept from before the teardown: %s", kept_error ? kept_error : "(none)");
     gemma_cyber_classifier *classifier = create_classifier(4);
     if (classifier != NULL) {
         size_t dim = gemma_cyber_input_dim(classifier);
@@ -109,6 +116,7 @@ static void warm_up(void) {
     gemma_cyber_classify(classifier, embeddings, ROWS, 768, probabilities, NULL);
     embeddings[0] = NAN;
     gemma_cyber_classify(classifier, embeddings, 1, 768, probabilities, NULL);
+    kept_error = gemma_cyber_last_error();
     free(embeddings);
     gemma_cyber_destroy(classifier);
 }
