@@ -344,6 +344,9 @@ fn check_plugin_options(options: &Options) -> Result<()> {
                 "plugin setting {pair:?} is not key=value"
             )));
         };
+        if let Some((plugin, _)) = key.split_once('.') {
+            check_setting_plugin(pair, plugin.trim(), options)?;
+        }
         let bare = key.rsplit_once('.').map_or(key, |(_, bare)| bare).trim();
         if CORE_SETTINGS.contains(&bare) {
             return Err(Error::invalid_argument(format!(
@@ -353,6 +356,38 @@ fn check_plugin_options(options: &Options) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A setting addressed to `plugin` (`plugin.key=value`) must name a plugin that could be started:
+/// one AUTO tries, the one the options name, one compiled in, or one whose file is in the search
+/// directories. Any other name is most likely misspelt, and the setting would reach nobody.
+fn check_setting_plugin(pair: &str, plugin: &str, options: &Options) -> Result<()> {
+    if !plugin::loader::is_valid_name(plugin) {
+        return Err(Error::invalid_argument(format!(
+            "plugin setting {pair:?}: {plugin:?} is not a plugin name ([a-z0-9_]+)"
+        )));
+    }
+    let dirs = plugin::loader::search_dirs(
+        options.plugin_dir.as_deref(),
+        options.plugin_install_dir.as_deref(),
+    );
+    let known = AUTO_PLUGINS.contains(&plugin)
+        || options.plugin_name.as_deref() == Some(plugin)
+        || plugin::builtin().iter().any(|found| found.name == plugin)
+        || dirs.iter().any(|(dir, _)| {
+            std::fs::symlink_metadata(dir.join(plugin::loader::file_name(plugin))).is_ok()
+        });
+    if known {
+        return Ok(());
+    }
+    Err(Error::invalid_argument(format!(
+        "plugin setting {pair:?} is for plugin {plugin:?}, which is not a backend of this library \
+         and not in the plugin directories ({}); is its name misspelt?",
+        dirs.iter()
+            .map(|(dir, _)| dir.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// Starts the backend the options name; AUTO tries each of [`AUTO_PLUGINS`] in order, keeping
@@ -415,10 +450,13 @@ fn plugin_settings(name: &str, options: &Options, auto: bool) -> Vec<String> {
     }
     for pair in &options.plugin_settings {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Spaces around a key's parts are not part of it, as `check_plugin_options` reads it.
         match key.split_once('.') {
-            Some((plugin, key)) if plugin == name => settings.push(format!("{key}={value}")),
+            Some((plugin, key)) if plugin.trim() == name => {
+                settings.push(format!("{}={value}", key.trim()));
+            }
             Some(_) => {}
-            None => settings.push(pair.clone()),
+            None => settings.push(format!("{}={value}", key.trim())),
         }
     }
     settings

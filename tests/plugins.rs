@@ -320,6 +320,39 @@ fn settings_the_library_owns_and_malformed_settings_are_invalid_arguments() {
             "{setting}: {error}"
         );
     }
+    // A setting for a plugin that is nowhere to be found would reach nobody: its name is most
+    // likely misspelt.
+    for setting in [
+        "wpgu.adapter=nvidia",
+        "Wgpu.adapter=nvidia",
+        "no such.key=1",
+    ] {
+        let options = Options {
+            backend: BackendKind::Cpu,
+            plugin_settings: vec![setting.to_owned()],
+            ..Options::default()
+        };
+        assert_error(&create_error(&options), Status::InvalidArgument, &[setting]);
+    }
+    // Known names pass, whether or not that plugin is the one started, and spaces around a key
+    // do not keep a setting from its plugin.
+    let options = Options {
+        backend: BackendKind::Cpu,
+        plugin_settings: vec!["wgpu.adapter=nvidia".into(), "onnxruntime.library=x".into()],
+        ..Options::default()
+    };
+    Classifier::new(&options).expect("settings for the library's own plugins");
+    // Refused by the wgpu plugin itself, so it got the setting (an adapter of no such name).
+    let options = Options {
+        backend: BackendKind::Wgpu,
+        plugin_settings: vec![" wgpu . adapter =nosuchgpu".into()],
+        ..Options::default()
+    };
+    assert_error(
+        &create_error(&options),
+        Status::BackendUnavailable,
+        &["\"nosuchgpu\""],
+    );
     for (backend, name) in [
         (BackendKind::Plugin, None),
         (BackendKind::Plugin, Some("Not-Valid")),
