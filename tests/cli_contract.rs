@@ -327,6 +327,31 @@ fn npy_shapes_that_lie_or_hold_nothing_are_refused() {
 }
 
 #[test]
+fn npy_headers_nested_deep_are_refused_before_they_are_parsed() {
+    // npyz's header parser is exponential in bracket nesting: 28 levels held the tool for hours.
+    let brackets = format!("{}{}", "[".repeat(28), "]".repeat(28));
+    let nested = npy("<f4", &format!("(8, 768), 'x': {brackets}"), &[]);
+    let file = TempFile::new("nested.npy", &nested);
+    let needle = "nests brackets 29 deep; the limit is 8";
+    let output = run(&["classify", "--backend", "cpu", file.path()], b"");
+    assert_refused(&output, 3, needle, "classify FILE");
+    let output = run(&["classify", "--backend", "cpu"], &nested);
+    assert_refused(&output, 3, needle, "classify < FILE");
+    let output = run(
+        &[
+            "evaluate",
+            "examples/data/sample.npy",
+            "--labels",
+            file.path(),
+            "--backend",
+            "cpu",
+        ],
+        b"",
+    );
+    assert_refused(&output, 3, needle, "evaluate --labels FILE");
+}
+
+#[test]
 fn labels_mean_the_same_in_every_format() {
     let sample = "examples/data/sample.npy";
     let text_output = run(&["classify", "--backend", "cpu", sample], b"");

@@ -12,6 +12,7 @@ use super::{
     json_float, num_threads_parser, open_classifier, parse_backend, parse_unit_interval,
     read_embeddings, Failure, ReportFormat, Setup,
 };
+use crate::input;
 use crate::terminal::{self, escape};
 
 /// `gemma-cyber evaluate`.
@@ -230,6 +231,8 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>, Failure> {
 }
 
 fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
+    // The header's length and nesting are checked before npyz parses it.
+    input::read_npy_header(bytes)?;
     let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
     if npy.shape().len() != 1 {
         return Err(format!(

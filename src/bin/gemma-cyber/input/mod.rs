@@ -8,7 +8,7 @@ mod jsonl;
 mod npy;
 
 pub(crate) use jsonl::{check_width, read_json_lines, JsonLines};
-pub(crate) use npy::{read_npy, NPY_MAGIC};
+pub(crate) use npy::{read_npy, read_npy_header, NPY_MAGIC};
 
 /// Embeddings, row-major, `dim` values a row.
 pub(crate) struct Embeddings {

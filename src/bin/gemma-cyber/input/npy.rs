@@ -11,36 +11,21 @@ pub(crate) const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 /// Largest `.npy` header accepted; numpy writes a few hundred bytes.
 const MAX_NPY_HEADER: u64 = 64 * 1024;
 
+/// Deepest bracket nesting accepted in a `.npy` header. numpy's header is a flat dict holding a
+/// tuple (`{'descr': '<f4', 'fortran_order': False, 'shape': (2, 768), }`, depth 2); a structured
+/// dtype, refused later anyway, nests a few levels more.
+const MAX_NPY_HEADER_NESTING: usize = 8;
+
 /// Bytes converted per read while loading an array.
 const CHUNK_BYTES: usize = 1 << 20;
 
 /// Reads a 2-D `.npy` array from `reader`, converting to float32 as it goes, so the file's bytes
 /// are never held next to the values. `data_len`, when known (a file), is the number of bytes after
 /// the header, and must be exactly what the header's shape and dtype promise.
-pub(crate) fn read_npy(mut reader: impl Read, data_len: Option<u64>) -> Result<Embeddings, String> {
-    // The header length is checked before npyz allocates it (a version 2 header may claim 4 GiB).
-    let mut prefix = [0u8; 12];
-    reader
-        .read_exact(&mut prefix[..10])
-        .map_err(|_| "not a valid .npy file: shorter than its header".to_owned())?;
-    let (prefix_len, header_len) = match prefix[6] {
-        1 => (10, u64::from(u16::from_le_bytes([prefix[8], prefix[9]]))),
-        2 | 3 => {
-            reader
-                .read_exact(&mut prefix[10..12])
-                .map_err(|_| "not a valid .npy file: shorter than its header".to_owned())?;
-            let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
-            (12, u64::from(len))
-        }
-        version => return Err(format!("not a valid .npy file: format version {version}")),
-    };
-    if header_len > MAX_NPY_HEADER {
-        return Err(format!(
-            "not a valid .npy file: its header claims {header_len} bytes; the limit is {MAX_NPY_HEADER}"
-        ));
-    }
-    let data_len = data_len.map(|len| len.saturating_sub(prefix_len + header_len));
-    let npy = npyz::NpyFile::new(io::Cursor::new(&prefix[..prefix_len as usize]).chain(reader))
+pub(crate) fn read_npy(reader: impl Read, data_len: Option<u64>) -> Result<Embeddings, String> {
+    let (head, reader) = read_npy_header(reader)?;
+    let data_len = data_len.map(|len| len.saturating_sub(head.len() as u64));
+    let npy = npyz::NpyFile::new(io::Cursor::new(head).chain(reader))
         .map_err(|e| format!("not a valid .npy file: {e}"))?;
     let shape = npy.shape().to_vec();
     let [rows, dim] = shape[..] else {
@@ -120,6 +105,59 @@ pub(crate) fn read_npy(mut reader: impl Read, data_len: Option<u64>) -> Result<E
         ));
     }
     Ok(Embeddings { values, dim })
+}
+
+/// Reads the magic, version, length and header text of a `.npy` file, refusing what npyz must
+/// not be given: a header longer than [`MAX_NPY_HEADER`] (a version 2 header may claim 4 GiB), or
+/// one nested deeper than [`MAX_NPY_HEADER_NESTING`] (npyz's header parser takes time exponential
+/// in the nesting, so a 6 KB file of brackets would hold it for hours). Returns those bytes, to be
+/// handed to npyz in front of the rest of `reader`, and the reader.
+pub(crate) fn read_npy_header<R: Read>(mut reader: R) -> Result<(Vec<u8>, R), String> {
+    let short = |_| "not a valid .npy file: shorter than its header".to_owned();
+    let mut prefix = [0u8; 12];
+    reader.read_exact(&mut prefix[..10]).map_err(short)?;
+    let (prefix_len, header_len) = match prefix[6] {
+        1 => (10, u64::from(u16::from_le_bytes([prefix[8], prefix[9]]))),
+        2 | 3 => {
+            reader.read_exact(&mut prefix[10..12]).map_err(short)?;
+            let len = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
+            (12, u64::from(len))
+        }
+        version => return Err(format!("not a valid .npy file: format version {version}")),
+    };
+    if header_len > MAX_NPY_HEADER {
+        return Err(format!(
+            "not a valid .npy file: its header claims {header_len} bytes; the limit is {MAX_NPY_HEADER}"
+        ));
+    }
+    let mut head = prefix[..prefix_len].to_vec();
+    head.resize(prefix_len + header_len as usize, 0);
+    reader.read_exact(&mut head[prefix_len..]).map_err(short)?;
+    let nesting = nesting_depth(&head[prefix_len..]);
+    if nesting > MAX_NPY_HEADER_NESTING {
+        return Err(format!(
+            "not a valid .npy file: its header nests brackets {nesting} deep; the limit is {MAX_NPY_HEADER_NESTING}"
+        ));
+    }
+    Ok((head, reader))
+}
+
+/// The deepest nesting of brackets in `header`, quotes ignored: a bracket inside a quoted name
+/// counts too, which only makes the bound stricter for headers this reader refuses anyway.
+fn nesting_depth(header: &[u8]) -> usize {
+    let mut depth = 0usize;
+    let mut deepest = 0;
+    for byte in header {
+        match byte {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[derive(Clone, Copy)]
@@ -229,5 +267,24 @@ mod tests {
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 768), }";
         let error = read(&npy(header, &data), false).err().unwrap();
         assert!(error.contains("ends before"), "{error}");
+    }
+
+    #[test]
+    fn deeply_nested_headers_are_refused_before_npyz_parses_them() {
+        // npyz's parser is exponential in the nesting: 28 levels took hours before this check.
+        let nested = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), 'x': {}{}, }}",
+            "[".repeat(28),
+            "]".repeat(28)
+        );
+        for known in [true, false] {
+            let error = read(&npy(&nested, &[0; 4]), known).err().unwrap();
+            assert!(error.contains("nests brackets 29 deep"), "{error}");
+        }
+        // numpy's own header, and a little nesting beyond it, still get to npyz.
+        let plain = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), }";
+        assert_eq!(read(&npy(plain, &[0; 4]), true).unwrap().values, [0.0]);
+        let extra = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), 'x': [[[]]], }";
+        assert!(read_npy_header(&npy(extra, &[0; 4])[..]).is_ok());
     }
 }
