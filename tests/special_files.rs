@@ -189,6 +189,49 @@ fn cli_refuses_special_files_as_model_checkpoint_and_config() {
 
 #[cfg(feature = "cli")]
 #[test]
+fn cli_refuses_special_files_and_oversized_files_as_labels() {
+    let dir = fifo_dir("labels");
+    let sample = "examples/data/sample.npy";
+    for (path, what) in special_paths(&dir) {
+        let path = path.to_str().unwrap();
+        for command in ["evaluate", "threshold"] {
+            let mut args = vec![command, sample, "--labels", path, "--backend", "cpu"];
+            if command == "threshold" {
+                args.push("--max-f1");
+            }
+            let output = cli_within_patience(&args, &[]);
+            // 3: input unreadable or malformed.
+            assert_one_line(&output, 3, what, &format!("{command} --labels {path}"));
+        }
+    }
+    // A sparse file far larger than 8 rows' labels can take is refused by its size, unread.
+    let big = dir.join("big.txt");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let output = cli_within_patience(
+        &[
+            "evaluate",
+            sample,
+            "--labels",
+            big.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ],
+        &[],
+    );
+    assert_one_line(
+        &output,
+        3,
+        "as labels for 8 rows: it is 1073741824 bytes or more; the limit is",
+        "evaluate --labels big.txt",
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[cfg(feature = "cli")]
+#[test]
 fn onnxruntime_library_variable_refuses_special_files() {
     let dir = fifo_dir("ort-env");
     for (path, what) in special_paths(&dir) {

@@ -179,8 +179,8 @@ fn score(
     labels_path: &Path,
 ) -> Result<(Vec<f32>, Vec<u8>), Failure> {
     let embeddings = read_embeddings(Some(input))?;
-    let labels = read_labels(labels_path)?;
     let rows = embeddings.rows();
+    let labels = read_labels(labels_path, rows)?;
     if labels.len() != rows {
         return Err(Failure::input(format!(
             "{} has {} labels for {rows} embeddings",
@@ -193,11 +193,25 @@ fn score(
     Ok((probabilities, labels))
 }
 
-/// Reads labels: a 1-D `.npy` of bool or integers, else text with one 0 or 1 per line.
-pub fn read_labels(path: &Path) -> Result<Vec<u8>, Failure> {
+/// Bytes a label file may hold beyond [`MAX_LABEL_BYTES_PER_ROW`] a row: room for a `.npy`
+/// header (at most 64 KiB), or blank lines and spaces in text.
+const LABEL_FILE_SLACK: u64 = 1 << 20;
+
+/// Bytes a label may take: an int64 in a `.npy` takes 8, a text line "1\r\n" 3; 64 leaves room for
+/// padding with spaces without letting an endless file be read whole.
+const MAX_LABEL_BYTES_PER_ROW: u64 = 64;
+
+/// Reads the labels for `rows` embeddings: a 1-D `.npy` of bool or integers, else text with one 0
+/// or 1 per line. Only a regular file is read (a FIFO or `/dev/zero` would never end), and only up
+/// to a size that fits `rows` labels, so a wrong path cannot fill the memory.
+pub fn read_labels(path: &Path, rows: usize) -> Result<Vec<u8>, Failure> {
     let name = path.display();
-    let bytes =
-        std::fs::read(path).map_err(|e| Failure::input(format!("cannot read {name}: {e}")))?;
+    let limit = (rows as u64)
+        .saturating_mul(MAX_LABEL_BYTES_PER_ROW)
+        .saturating_add(LABEL_FILE_SLACK);
+    let bytes = gemma_cyber::fs::read_regular_file(path, limit).map_err(|e| {
+        Failure::input(format!("cannot read {name} as labels for {rows} rows: {e}"))
+    })?;
     let values: Vec<i64> = if bytes.starts_with(b"\x93NUMPY") {
         read_npy_labels(&bytes).map_err(|m| Failure::input(format!("{name}: {m}")))?
     } else {
