@@ -271,6 +271,63 @@ fn threshold_command_writes_a_model_with_only_the_threshold_changed() {
     }
 }
 
+/// A write that fails part way (here the file size limit, standing in for a full disk, and
+/// effective as root where permission bits are not) leaves the model already at the path intact.
+#[cfg(unix)]
+#[test]
+fn a_failed_write_model_leaves_the_old_model_in_place() {
+    use std::os::unix::process::CommandExt;
+    let dir = std::env::temp_dir().join(format!("gemma-cyber-thr-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("model.safetensors");
+    let old = b"the model that was here";
+    std::fs::write(&out, old).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gemma-cyber"));
+    command.current_dir(repo_path("")).args([
+        "threshold",
+        "--backend",
+        "cpu",
+        VALIDATION_EMBEDDINGS,
+        "--labels",
+        VALIDATION_LABELS,
+        "--max-f1",
+        "--write-model",
+        out.to_str().unwrap(),
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec. With SIGXFSZ ignored (kept
+    // across exec), a write past the limit fails with EFBIG instead of killing the process.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 64 * 1024,
+                rlim_max: 64 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    let kept = std::fs::read(&out).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write"), "{stderr}");
+    assert_eq!(kept, old, "the old model was overwritten");
+    assert_eq!(
+        left,
+        ["model.safetensors"],
+        "a temporary file was left behind"
+    );
+}
+
 #[test]
 fn mismatched_labels_and_a_missing_target_fail_cleanly() {
     let short = std::env::temp_dir().join(format!("gemma-cyber-short-{}.txt", std::process::id()));

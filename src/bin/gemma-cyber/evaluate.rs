@@ -12,6 +12,7 @@ use super::{
     json_float, num_threads_parser, open_classifier, parse_backend, parse_unit_interval,
     read_embeddings, Failure, ReportFormat, Setup,
 };
+use crate::convert::write_atomically;
 use crate::input;
 use crate::terminal::{self, escape};
 
@@ -139,10 +140,9 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
             file_name(&args.input)
         );
         let bytes = with_threshold(&original, chosen, &provenance)?;
-        std::fs::write(path, bytes).map_err(|e| Failure {
-            message: format!("cannot write {}: {e}", path.display()),
-            code: 1,
-        })?;
+        // Through a temporary file and a rename: a failed write (a full disk) must not leave a
+        // truncated model where a good one was, which is what writing in place would do.
+        write_atomically(path, &bytes)?;
         if let ReportFormat::Text = args.format {
             let path = path.display().to_string();
             writeln!(out, "wrote:       {} (threshold {chosen})", escape(&path))?;
