@@ -351,6 +351,44 @@ fn npy_headers_nested_deep_are_refused_before_they_are_parsed() {
     assert_refused(&output, 3, needle, "evaluate --labels FILE");
 }
 
+/// A sparse file whose header and length agree on 100,000,000 × 768 float32 values (307 GB, no
+/// disk): refused with a message, not aborted by a failed allocation. The child's address space is
+/// capped at 16 GiB so the reservation fails whatever the machine's memory and overcommit policy.
+#[cfg(unix)]
+#[test]
+fn an_npy_too_large_for_memory_is_refused() {
+    use std::os::unix::process::CommandExt;
+    let file = TempFile::new("huge.npy", &npy("<f4", "(100000000, 768)", &[]));
+    let header_len = std::fs::metadata(&file.0).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file.0)
+        .unwrap()
+        .set_len(header_len + 100_000_000 * 768 * 4)
+        .unwrap();
+    let mut command = command(&["classify", "--backend", "cpu", file.path()]);
+    // SAFETY: setrlimit is async-signal-safe, as calls between fork and exec must be.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 16 << 30,
+                rlim_max: 16 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    assert_refused(
+        &output,
+        3,
+        "not enough memory for the array's 100000000 × 768 values (307200000000 bytes as float32)",
+        "huge.npy",
+    );
+}
+
 #[test]
 fn labels_mean_the_same_in_every_format() {
     let sample = "examples/data/sample.npy";

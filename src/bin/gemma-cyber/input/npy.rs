@@ -76,12 +76,23 @@ pub(crate) fn read_npy(reader: impl Read, data_len: Option<u64>) -> Result<Embed
     let count = usize::try_from(count).map_err(|_| too_large())?;
     let dim = usize::try_from(dim).map_err(|_| too_large())?;
     let mut reader = npy.into_inner();
-    // A stream's header may lie about its length: capacity grows with the data actually read.
-    let mut values = Vec::with_capacity(if data_len.is_some() {
-        count
-    } else {
-        count.min(CHUNK_BYTES)
-    });
+    // Reserved fallibly: a file's length can be anything a sparse file claims (hundreds of GB that
+    // take no disk), and that must be an error, not an abort. A stream's header may lie about its
+    // length: there capacity grows, fallibly too, with the data actually read.
+    let out_of_memory = || {
+        format!(
+            "not enough memory for the array's {rows} × {dim} values ({} bytes as float32)",
+            (count as u64).saturating_mul(4)
+        )
+    };
+    let mut values: Vec<f32> = Vec::new();
+    values
+        .try_reserve_exact(if data_len.is_some() {
+            count
+        } else {
+            count.min(CHUNK_BYTES)
+        })
+        .map_err(|_| out_of_memory())?;
     let mut chunk = vec![0u8; CHUNK_BYTES];
     while values.len() < count {
         let want = ((count - values.len()) * element.size()).min(CHUNK_BYTES);
@@ -92,6 +103,8 @@ pub(crate) fn read_npy(reader: impl Read, data_len: Option<u64>) -> Result<Embed
             }
             _ => format!("cannot read the array data: {e}"),
         })?;
+        let more = want / element.size();
+        values.try_reserve(more).map_err(|_| out_of_memory())?;
         element.extend(&mut values, chunk, big_endian);
     }
     if data_len.is_none()
@@ -286,5 +299,16 @@ mod tests {
         assert_eq!(read(&npy(plain, &[0; 4]), true).unwrap().values, [0.0]);
         let extra = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), 'x': [[[]]], }";
         assert!(read_npy_header(&npy(extra, &[0; 4])[..]).is_ok());
+    }
+
+    #[test]
+    fn an_array_too_large_to_reserve_is_an_error_not_an_abort() {
+        // 2^40 × 768 float32 values, 3 PiB: more than any address space holds. The file's length
+        // is only claimed, as a sparse file's would be.
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 768), }";
+        let bytes = npy(header, &[]);
+        let claimed = bytes.len() as u64 + (1u64 << 40) * 768 * 4;
+        let error = read_npy(&bytes[..], Some(claimed)).err().unwrap();
+        assert!(error.contains("not enough memory"), "{error}");
     }
 }
