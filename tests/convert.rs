@@ -649,6 +649,19 @@ fn an_absurd_zip_entry_count_is_refused_before_reading_the_directory() {
 }
 
 #[test]
+fn a_file_of_end_of_directory_records_is_refused() {
+    // 256 KiB of end-of-central-directory records after a local header's signature, each
+    // claiming one entry in a directory at offset 0: tried one by one, from the last.
+    let mut bytes = b"PK\x03\x04".to_vec();
+    let record = b"PK\x05\x06\0\0\0\0\x01\0\x01\0\x2e\0\0\0\0\0\0\0\0\0";
+    while bytes.len() + record.len() <= 256 * 1024 {
+        bytes.extend_from_slice(record);
+    }
+    let message = refused(&bytes);
+    assert!(message.contains("not a readable zip file"), "{message}");
+}
+
+#[test]
 fn a_missing_storage_entry_is_refused() {
     let (pickle, mut storages) = crafted_parts(&small_model());
     storages.retain(|(key, _)| key != "2");

@@ -5,7 +5,7 @@
 //! compression method means a zip bomb has nothing to expand: an entry's bytes are at most the
 //! file's own bytes.
 
-use std::io::{Cursor, Read};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 
 use zip::{CompressionMethod, ZipArchive};
 
@@ -19,7 +19,7 @@ pub const MAX_ENTRIES: usize = 16384;
 
 /// An opened checkpoint archive.
 pub struct Archive<'a> {
-    zip: ZipArchive<Cursor<&'a [u8]>>,
+    zip: ZipArchive<BudgetedReader<'a>>,
     /// `<archive>/`, the folder every entry sits in.
     prefix: String,
 }
@@ -52,7 +52,14 @@ impl<'a> Archive<'a> {
                 "the checkpoint zip claims {claimed} entries; the limit is {MAX_ENTRIES}"
             )));
         }
-        let zip = ZipArchive::new(Cursor::new(bytes))
+        // The archive starts at offset 0 (the file starts with a local header, checked above).
+        // Left to detect it, the zip reader scans from the central directory's offset up to
+        // every end-of-directory record it finds, so a file of such records (each failing) takes
+        // time quadratic in its length; at a known offset each record is checked in one place.
+        let config = zip::read::Config {
+            archive_offset: zip::read::ArchiveOffset::Known(0),
+        };
+        let zip = ZipArchive::with_config(config, BudgetedReader::new(bytes))
             .map_err(|e| Error::model_invalid(format!("not a readable zip file: {e}")))?;
         if zip.len() > MAX_ENTRIES {
             return Err(Error::model_invalid(format!(
@@ -158,6 +165,52 @@ impl<'a> Archive<'a> {
             .read_to_end(&mut bytes)
             .map_err(|e| Error::model_invalid(format!("zip entry {full}: {e}")))?;
         Ok(Some(bytes))
+    }
+}
+
+/// The checkpoint's bytes for the zip reader, with a cap on how many it may read in all. When an
+/// end-of-directory record does not lead to a readable directory, the reader tries the next one
+/// back, and each try may parse a directory again: a file of such records costs time quadratic in
+/// its length. A valid archive is read about once for the directory and once for the entries
+/// (their total is capped at the file's length besides), so [`READ_BUDGET_PER_BYTE`] passes stop
+/// only such files, in time linear in their length.
+struct BudgetedReader<'a> {
+    bytes: Cursor<&'a [u8]>,
+    left: u64,
+}
+
+/// Passes over the file the zip reader may make, counting every byte it reads.
+const READ_BUDGET_PER_BYTE: u64 = 4;
+/// Reads allowed beyond those passes: the records of a small archive read more than once.
+const READ_BUDGET_SLACK: u64 = 1 << 20;
+
+impl<'a> BudgetedReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        BudgetedReader {
+            bytes: Cursor::new(bytes),
+            left: (bytes.len() as u64)
+                .saturating_mul(READ_BUDGET_PER_BYTE)
+                .saturating_add(READ_BUDGET_SLACK),
+        }
+    }
+}
+
+impl Read for BudgetedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.bytes.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::other(format!(
+                "its records took more than {READ_BUDGET_PER_BYTE} passes over the file to read \
+                 (many end-of-directory records that lead nowhere?)"
+            ))
+        })?;
+        Ok(n)
+    }
+}
+
+impl Seek for BudgetedReader<'_> {
+    fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
+        self.bytes.seek(position)
     }
 }
 
