@@ -649,6 +649,62 @@ fn an_absurd_zip_entry_count_is_refused_before_reading_the_directory() {
 }
 
 #[test]
+fn zip_entries_sharing_their_bytes_are_refused() {
+    // Every storage claims 16384 floats (64 KiB); each tensor views the first few.
+    let mut specs = small_model();
+    for spec in &mut specs {
+        spec.numel = Some(16384);
+    }
+    let (pickle, mut storages) = crafted_parts(&specs);
+    convert_checkpoint(&torch_zip(&pickle, &storages), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("each storage with bytes of its own converts: {e}"));
+    // Only storage 0 keeps its bytes; the directory records of the others are pointed at them,
+    // so ten 64 KiB reads come from a 66 KiB file.
+    for (key, bytes) in &mut storages {
+        if key != "0" {
+            bytes.clear();
+        }
+    }
+    let mut bytes = torch_zip(&pickle, &storages);
+    let eocd = bytes.len() - 22;
+    assert_eq!(&bytes[eocd..eocd + 4], b"PK\x05\x06");
+    let field = |bytes: &[u8], at: usize, len: usize| {
+        let mut buf = [0u8; 4];
+        buf[..len].copy_from_slice(&bytes[at..at + len]);
+        u32::from_le_bytes(buf) as usize
+    };
+    let mut record = field(&bytes, eocd + 16, 4);
+    let mut shared = None;
+    let mut aliases = Vec::new();
+    while &bytes[record..record + 4] == b"PK\x01\x02" {
+        let name_len = field(&bytes, record + 28, 2);
+        let name = &bytes[record + 46..record + 46 + name_len];
+        if name == b"archive/data/0" {
+            // CRC, sizes, and the local header's offset.
+            let fields = [
+                &bytes[record + 16..record + 28],
+                &bytes[record + 42..record + 46],
+            ];
+            shared = Some(fields.map(<[u8]>::to_vec));
+        } else if name.starts_with(b"archive/data/") {
+            aliases.push(record);
+        }
+        record += 46 + name_len + field(&bytes, record + 30, 2) + field(&bytes, record + 32, 2);
+    }
+    let [sizes, offset] = shared.expect("archive/data/0 in the directory");
+    assert_eq!(aliases.len(), 9);
+    for record in aliases {
+        bytes[record + 16..record + 28].copy_from_slice(&sizes);
+        bytes[record + 42..record + 46].copy_from_slice(&offset);
+    }
+    let message = refused(&bytes);
+    assert!(
+        message.contains("overlaps entries already read"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_file_of_end_of_directory_records_is_refused() {
     // 256 KiB of end-of-central-directory records after a local header's signature, each
     // claiming one entry in a directory at offset 0: tried one by one, from the last.

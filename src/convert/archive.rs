@@ -22,6 +22,10 @@ pub struct Archive<'a> {
     zip: ZipArchive<BudgetedReader<'a>>,
     /// `<archive>/`, the folder every entry sits in.
     prefix: String,
+    /// The file's length in bytes.
+    len: u64,
+    /// `len` less the bytes of the entries read so far.
+    unread: u64,
 }
 
 impl<'a> Archive<'a> {
@@ -88,7 +92,12 @@ impl<'a> Archive<'a> {
                 )))
             }
         };
-        let mut archive = Archive { zip, prefix };
+        let mut archive = Archive {
+            zip,
+            prefix,
+            len: bytes.len() as u64,
+            unread: bytes.len() as u64,
+        };
         if let Some(order) = archive.read("byteorder", 16)?
             && order != b"little"
         {
@@ -159,6 +168,17 @@ impl<'a> Archive<'a> {
         // `size` is what the entry claims; a stored entry cannot really exceed the file, but
         // the claim can lie, so the read itself is bounded too.
         let want = size.min(limit as u64);
+        // Stored entries lie side by side in the file, so together they hold at most its length.
+        // Directory records pointing at the same bytes would otherwise be read, and held, once
+        // each: a 32 MiB entry named by a hundred storage keys is 3 GiB from a 32 MB file.
+        if want > self.unread {
+            return Err(Error::model_invalid(format!(
+                "zip entry {full} overlaps entries already read: with it they would hold more \
+                 than the checkpoint's {} bytes; every entry must have bytes of its own",
+                self.len
+            )));
+        }
+        self.unread -= want;
         let mut bytes = Vec::with_capacity(usize::try_from(want).unwrap_or(0).min(1 << 26));
         (&mut entry)
             .take(want)
