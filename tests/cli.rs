@@ -149,6 +149,9 @@ fn info_describes_model_backend_and_provenance() {
 
 #[test]
 fn errors_are_one_line_with_documented_exit_codes() {
+    // A first row of the model's width, so that the second row's width is what is refused (a
+    // first row of the wrong width is refused before the second is read).
+    let uneven = format!("[{}]\n[1, 2]\n", vec!["0"; 768].join(","));
     let cases: [(&[&str], &[u8], i32, &str); 6] = [
         (
             &["classify", "no/such/file.npy"],
@@ -156,12 +159,7 @@ fn errors_are_one_line_with_documented_exit_codes() {
             3,
             "cannot read no/such/file.npy",
         ),
-        (
-            &["classify"],
-            b"[1, 2, 3]\n[1, 2]\n",
-            3,
-            "line 2 has 2 values",
-        ),
+        (&["classify"], uneven.as_bytes(), 3, "line 2 has 2 values"),
         (
             &["classify"],
             b"{\"not\": \"an array\"}\n",

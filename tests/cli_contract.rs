@@ -430,6 +430,32 @@ fn labels_mean_the_same_in_every_format() {
 }
 
 #[test]
+fn a_stream_of_the_wrong_width_is_refused_at_its_first_row() {
+    let wide = format!("[{}]\n", vec!["0.5"; 769].join(","));
+    let output = run(
+        &["classify", "--backend", "cpu"],
+        wide.repeat(100).as_bytes(),
+    );
+    assert_refused(
+        &output,
+        12,
+        "dim 769 but the model expects 768",
+        "100 wide rows",
+    );
+    // Refused before the next line is even parsed: that line's error never comes up.
+    let output = run(
+        &["classify", "--backend", "cpu"],
+        format!("{wide}not json\n").as_bytes(),
+    );
+    assert_refused(
+        &output,
+        12,
+        "dim 769 but the model expects 768",
+        "a wide row, then a bad one",
+    );
+}
+
+#[test]
 fn lines_are_answered_as_they_arrive() {
     let (values, dim) = sample();
     let mut child = command(&["classify", "--backend", "cpu", "--format", "jsonl"])

@@ -318,8 +318,23 @@ fn classify_standard_input(format: Format, setup: &Setup) -> Result<(), Failure>
         let row = lines.next_row().map_err(&in_input)?;
         let end = row.is_none();
         if let Some(row) = row {
+            let first = dim.is_none();
             batch.dim =
                 input::check_width(&mut dim, row.len(), lines.line_number()).map_err(&in_input)?;
+            // Every row has the first row's width, so the first is checked against the model's
+            // as soon as it is parsed: rows of the wrong width would otherwise be buffered up to
+            // a whole batch (gigabytes of very wide rows) before the classifier refused them.
+            let expected = classifier.input_dim();
+            if first && batch.dim != expected {
+                return Err(gemma_cyber::Error::new(
+                    gemma_cyber::Status::DimensionMismatch,
+                    format!(
+                        "embeddings have dim {} but the model expects {expected}",
+                        batch.dim
+                    ),
+                )
+                .into());
+            }
             batch.values.extend(row);
         }
         let rows = batch.rows();
