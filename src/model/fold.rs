@@ -51,12 +51,14 @@ pub(super) fn fold(
                 "tensor \"hidden.{i}.norm.running_var\" holds a negative variance ({v})"
             )));
         }
-        let (scale, shift): (Vec<f64>, Vec<f64>) = (0..outputs)
-            .map(|o| {
-                let s = norm_weight[o] / (running_var[o] + settings.batch_norm_eps).sqrt();
-                (s, norm_bias[o] - s * running_mean[o])
-            })
-            .unzip();
+        let norm_name = format!("hidden.{i}.norm.weight");
+        let mut scale = reserved(outputs, &norm_name, outputs)?;
+        let mut shift = reserved(outputs, &norm_name, outputs)?;
+        for o in 0..outputs {
+            let s = norm_weight[o] / (running_var[o] + settings.batch_norm_eps).sqrt();
+            scale.push(s);
+            shift.push(norm_bias[o] - s * running_mean[o]);
+        }
         let output_affine = match settings.norm_order {
             NormOrder::LinearBnRelu => Some((&scale[..], &shift[..])),
             NormOrder::LinearReluBn => None,
@@ -134,7 +136,7 @@ fn fold_layer(
     weight
         .try_reserve_exact(outputs * inputs)
         .map_err(|_| out_of_memory(&weight_name, outputs * inputs * 4))?;
-    let mut row = Vec::with_capacity(inputs);
+    let mut row = reserved(inputs, &weight_name, outputs * inputs)?;
     for (o, stored) in data.chunks_exact(inputs * element).enumerate() {
         row.clear();
         decode(dtype, stored, &mut row);
@@ -158,25 +160,32 @@ fn fold_layer(
         }
     }
     let bias_name = format!("{prefix}.bias");
-    let bias = bias
-        .iter()
-        .enumerate()
-        .map(|(o, &b)| {
-            let narrowed = b as f32;
-            if narrowed.is_finite() {
-                Ok(narrowed)
-            } else {
-                Err(overflows(&bias_name, o, b))
-            }
-        })
-        .collect::<Result<Vec<f32>>>()?;
+    let mut narrowed_bias = reserved(outputs, &bias_name, outputs)?;
+    for (o, &b) in bias.iter().enumerate() {
+        let narrowed = b as f32;
+        if !narrowed.is_finite() {
+            return Err(overflows(&bias_name, o, b));
+        }
+        narrowed_bias.push(narrowed);
+    }
     Ok(Dense {
         inputs,
         outputs,
         weight,
-        bias,
+        bias: narrowed_bias,
         relu,
     })
+}
+
+/// An empty vector with room for `len` values, reserved fallibly: the widths come from the file,
+/// so a model too large for the memory available is an error naming `tensor` (of `elements`
+/// values), not an abort.
+fn reserved<T>(len: usize, tensor: &str, elements: usize) -> Result<Vec<T>> {
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(len)
+        .map_err(|_| out_of_memory(tensor, elements.saturating_mul(4)))?;
+    Ok(values)
 }
 
 fn overflows(name: &str, index: usize, value: f64) -> Error {
