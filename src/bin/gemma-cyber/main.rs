@@ -324,16 +324,8 @@ fn classify_standard_input(format: Format, setup: &Setup) -> Result<(), Failure>
             // Every row has the first row's width, so the first is checked against the model's
             // as soon as it is parsed: rows of the wrong width would otherwise be buffered up to
             // a whole batch (gigabytes of very wide rows) before the classifier refused them.
-            let expected = classifier.input_dim();
-            if first && batch.dim != expected {
-                return Err(gemma_cyber::Error::new(
-                    gemma_cyber::Status::DimensionMismatch,
-                    format!(
-                        "embeddings have dim {} but the model expects {expected}",
-                        batch.dim
-                    ),
-                )
-                .into());
+            if first {
+                classifier.check_dim(batch.dim)?;
             }
             batch.values.extend(row);
         }
