@@ -324,3 +324,17 @@ def test_every_page_layout_decodes_bit_identically(tmp_path, fixed, nullable):
                     out = tmp_path / "out.parquet"
                     expect_failure(code, "classify", shard(f"{name}-broken.parquet", broken, **options), "-o", out, fragments=fragments)
                     assert not out.exists()
+
+
+def test_output_directory_that_holds_the_input_is_refused(tmp_path):
+    """`-o .` beside the input names the input once the file name is joined on: refused like
+    `-o INPUT`, whichever path leads there (`sub/..`, a link), and the input is left untouched."""
+    good = tmp_path / "good.parquet"
+    write_shard(good, 0, embeddings(20, seed=6))
+    before = good.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path)
+    for output in (tmp_path, tmp_path / "sub" / "..", tmp_path / "link"):
+        expect_failure(2, "classify", good, "-o", output, "--keep", "id", fragments=("must not be the input",))
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.parquet", "link", "sub"]

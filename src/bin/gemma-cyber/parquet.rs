@@ -70,6 +70,20 @@ pub(crate) fn is_parquet_input(input: &Path) -> bool {
         && &magic == b"PAR1"
 }
 
+/// True when both paths exist and are the same file or directory, whatever the links, `.` and
+/// `..` on the way (a hard link too, where the platform tells).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        matches!((fs::metadata(a), fs::metadata(b)), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
 fn has_glob(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
@@ -129,13 +143,12 @@ pub(crate) fn classify(
                 output.display()
             )));
         }
-        let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
         let input_dir = if input.is_dir() {
             input
         } else {
             input.parent().unwrap_or(Path::new("."))
         };
-        if same(input_dir, output) {
+        if same_file(input_dir, output) {
             return Err(usage(
                 "the output directory must not be the input directory",
             ));
@@ -153,16 +166,24 @@ pub(crate) fn classify(
             // ever appear complete, by rename).
             .filter(|(_, target)| !target.exists())
             .collect()
-    } else if output.is_dir() {
-        let name = input
-            .file_name()
-            .ok_or_else(|| usage(format!("{} names no file", input.display())))?;
-        vec![(input.to_owned(), output.join(name))]
     } else {
-        if matches!((input.canonicalize(), output.canonicalize()), (Ok(a), Ok(b)) if a == b) {
-            return Err(usage("the output must not be the input file"));
+        let target = if output.is_dir() {
+            let name = input
+                .file_name()
+                .ok_or_else(|| usage(format!("{} names no file", input.display())))?;
+            output.join(name)
+        } else {
+            output.to_owned()
+        };
+        // `-o .` beside the input names the input itself once joined: checked on the path that
+        // is written, or the output would replace the input.
+        if same_file(input, &target) {
+            return Err(usage(format!(
+                "the output {} must not be the input file",
+                target.display()
+            )));
         }
-        vec![(input.to_owned(), output.to_owned())]
+        vec![(input.to_owned(), target)]
     };
 
     // Every shard is checked readable, and its rows counted for the progress bar, before any
