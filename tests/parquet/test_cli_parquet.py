@@ -338,3 +338,11 @@ def test_output_directory_that_holds_the_input_is_refused(tmp_path):
         expect_failure(2, "classify", good, "-o", output, "--keep", "id", fragments=("must not be the input",))
     assert good.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.parquet", "link", "sub"]
+
+
+def test_output_that_names_no_file_is_refused(tmp_path):
+    """`-o missing/..` is no directory (it does not exist) and has no file name to write under."""
+    good = tmp_path / "good.parquet"
+    write_shard(good, 0, embeddings(20, seed=7))
+    expect_failure(2, "classify", good, "-o", tmp_path / "missing" / "..", fragments=("names no output file",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.parquet"]

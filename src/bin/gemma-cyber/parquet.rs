@@ -183,6 +183,15 @@ pub(crate) fn classify(
                 target.display()
             )));
         }
+        // The temporary output is made beside the target under the target's name; a path that
+        // ends in `..` under a directory that does not exist (so it is not a directory either)
+        // names no file to write.
+        if target.file_name().is_none() {
+            return Err(usage(format!(
+                "-o {}: names no output file; give OUT.parquet or an existing directory",
+                output.display()
+            )));
+        }
         vec![(input.to_owned(), target)]
     };
 
