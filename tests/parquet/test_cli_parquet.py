@@ -346,3 +346,55 @@ def test_output_that_names_no_file_is_refused(tmp_path):
     write_shard(good, 0, embeddings(20, seed=7))
     expect_failure(2, "classify", good, "-o", tmp_path / "missing" / "..", fragments=("names no output file",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.parquet"]
+
+
+def test_a_pipe_is_opened_once_and_read_from_its_first_byte(tmp_path):
+    """A FIFO or `<(...)` (a pipe under /dev/fd) is read as JSON lines or `.npy` like a file: the
+    Parquet check must not open it first (a FIFO's writer would be gone by the second open, and
+    the bytes looked at would be gone from a pipe), nor open it at all to refuse -o. Every run is
+    bounded by a timeout: a hang fails the test instead of stalling it."""
+    import io
+    import json
+    import os
+    import threading
+
+    x = embeddings(3, seed=11)
+    lines = "".join(json.dumps([float(v) for v in row]) + "\n" for row in x).encode()
+    npy = io.BytesIO()
+    np.save(npy, x)
+    regular = tmp_path / "x.jsonl"
+    regular.write_bytes(lines)
+    expected = run_cli("classify", regular, "--backend", "cpu").stdout
+    assert len(expected.splitlines()) == 1 + 3  # a header, then a line per row
+
+    def write_in_background(open_writer, data):
+        def write():
+            with open_writer() as pipe:
+                pipe.write(data)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        return thread
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for data in (lines, npy.getvalue()):
+        writer = write_in_background(lambda: open(fifo, "wb"), data)
+        result = subprocess.run([str(CLI), "classify", str(fifo), "--backend", "cpu"], capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr, result.stdout) == (0, "", expected)
+        writer.join(timeout=10)
+
+        read_end, write_end = os.pipe()
+        writer = write_in_background(lambda: os.fdopen(write_end, "wb"), data)
+        result = subprocess.run([str(CLI), "classify", f"/dev/fd/{read_end}", "--backend", "cpu"],
+                                capture_output=True, text=True, timeout=60, pass_fds=(read_end,))
+        os.close(read_end)
+        assert (result.returncode, result.stderr, result.stdout) == (0, "", expected)
+        writer.join(timeout=10)
+
+    # No writer ever comes: refusing -o must not wait for one.
+    result = subprocess.run([str(CLI), "classify", str(fifo), "-o", str(tmp_path / "out.parquet")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "not a regular file" in result.stderr
+    assert not (tmp_path / "out.parquet").exists()

@@ -58,10 +58,18 @@ struct Columns<'a> {
     keep: &'a [String],
 }
 
-/// True when `input` is Parquet: a directory (of shards), a glob, or a file starting with `PAR1`.
+/// True when `input` is Parquet: a directory (of shards), a glob, or a regular file starting with
+/// `PAR1`.
+///
+/// Only a regular file is opened to look: the bytes read from a pipe (a FIFO, `<(...)`) are gone
+/// for the reader that comes next, and a FIFO opened a second time waits for a writer that has
+/// already left. Parquet needs random access anyway, which a pipe does not give.
 pub(crate) fn is_parquet_input(input: &Path) -> bool {
     if input.is_dir() || has_glob(input) {
         return true;
+    }
+    if !fs::metadata(input).is_ok_and(|metadata| metadata.is_file()) {
+        return false;
     }
     let mut magic = [0u8; 4];
     File::open(input)
@@ -106,9 +114,20 @@ fn output_failure(message: impl Into<String>) -> Failure {
 
 /// The failure for Parquet-only options given with an input that is not Parquet.
 pub(crate) fn not_parquet(input: Option<&Path>) -> Failure {
-    match input.map(|path| (path, File::open(path))) {
-        Some((path, Err(e))) => Failure::input(format!("cannot read {}: {e}", path.display())),
-        _ => usage("--output, --column and --keep apply to Parquet input"),
+    let Some(path) = input else {
+        return usage("--output, --column and --keep apply to Parquet input");
+    };
+    // Looked at, not opened: opening a FIFO waits for a writer.
+    match fs::metadata(path) {
+        Err(e) => Failure::input(format!("cannot read {}: {e}", path.display())),
+        Ok(metadata) if !metadata.is_file() => usage(format!(
+            "--output, --column and --keep apply to Parquet input, and {} is not a regular file (Parquet is read from a file, a directory or a glob, never from a pipe)",
+            path.display()
+        )),
+        Ok(_) => match File::open(path) {
+            Err(e) => Failure::input(format!("cannot read {}: {e}", path.display())),
+            Ok(_) => usage("--output, --column and --keep apply to Parquet input"),
+        },
     }
 }
 
