@@ -348,6 +348,59 @@ def test_output_that_names_no_file_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.parquet"]
 
 
+def zigzag_varint(value: int) -> bytes:
+    """An i32 as Thrift's compact protocol writes it."""
+    value = (value << 1) ^ (value >> 31)
+    out = b""
+    while value >= 0x80:
+        out += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def patch_page_row_count(path: pathlib.Path, column: int, values: int, claimed: int) -> None:
+    """Makes the first data page of `column` in row group 0 claim `claimed` values instead of
+    `values`, as a faulty writer or a flipped bit would: the num_values that opens the page
+    header's DataPageHeader (field 5, a struct: 0x2c; its field 1, an i32: 0x15)."""
+    data = bytearray(path.read_bytes())
+    start = pq.ParquetFile(path).metadata.row_group(0).column(column).data_page_offset
+    old, new = (b"\x2c\x15" + zigzag_varint(n) for n in (values, claimed))
+    assert len(old) == len(new)
+    at = data.index(old, start, start + 32)
+    data[at : at + len(new)] = new
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("layout", ["fixed32", "fixed16"])
+@pytest.mark.parametrize("keep", ["id", "id,url"])
+def test_a_column_that_gives_a_row_group_fewer_rows_is_refused(tmp_path, layout, keep):
+    """Each column is decoded on its own: a page that gives `id` 90 rows of row group 0's 100 would
+    pair every later id with another row's embedding. pyarrow refuses such a file; so must the
+    CLI, naming the row group, and write nothing."""
+    source = tmp_path / "in.parquet"
+    write_shard(source, 0, embeddings(300, seed=8), layout, row_group_size=100, use_dictionary=False)
+    run_cli("classify", source, "-o", tmp_path / "clean.parquet", "--keep", keep, "--backend", "cpu")
+    patch_page_row_count(source, 0, 100, 90)
+    with pytest.raises(Exception):
+        pq.read_table(source)
+    out = tmp_path / "out.parquet"
+    expect_failure(3, "classify", source, "-o", out, "--keep", keep, "--backend", "cpu", fragments=("in.parquet", "row group 0"))
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.parquet", "in.parquet"]
+
+
+def test_an_embedding_column_that_gives_a_row_group_fewer_rows_is_refused(tmp_path):
+    """The same with the embedding column's page short of rows, whether other columns are kept
+    or none are (then the row group's count comes from the metadata alone)."""
+    source = tmp_path / "in.parquet"
+    write_shard(source, 0, embeddings(300, seed=10), "list32", row_group_size=100, use_dictionary=False, data_page_size=1 << 30)
+    patch_page_row_count(source, 3, 100 * DIM, 90 * DIM)
+    out = tmp_path / "out.parquet"
+    for keep in (("--keep", "id"), ()):
+        expect_failure(3, "classify", source, "-o", out, *keep, "--backend", "cpu", fragments=("in.parquet", "row group 0"))
+    assert not out.exists()
+
+
 def test_a_pipe_is_opened_once_and_read_from_its_first_byte(tmp_path):
     """A FIFO or `<(...)` (a pipe under /dev/fd) is read as JSON lines or `.npy` like a file: the
     Parquet check must not open it first (a FIFO's writer would be gone by the second open, and

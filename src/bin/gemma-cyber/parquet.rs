@@ -16,12 +16,12 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::Args;
 use gemma_cyber::{Classifier, Status};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::shard_reader::{Embeddings, FloatColumn, ShardReader};
+use crate::shard_reader::{Embeddings, FloatColumn, Projection, ShardReader};
 use crate::Failure;
 
 /// Rows decoded and classified at a time: 2,048 rows of 768 float32 are 6 MiB (fits a 32 MiB L3
@@ -420,12 +420,17 @@ fn classify_shard(
         }
     };
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let batches = builder
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
+    let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), Default::default())
         .map_err(|e| Failure::input(format!("{}: {e}", shard.display())))?;
-    let reader = ShardReader::new(shard, dim, batches, embeddings);
+    let file = File::open(shard)
+        .map_err(|e| Failure::input(format!("cannot read {}: {e}", shard.display())))?;
+    let projection = Projection {
+        file,
+        metadata,
+        mask,
+        batch_rows: BATCH_ROWS,
+    };
+    let reader = ShardReader::new(shard, dim, projection, embeddings);
 
     let mut fields: Vec<Arc<Field>> = kept;
     fields.push(Arc::new(Field::new(

@@ -21,7 +21,10 @@ use arrow_array::types::Float16Type;
 use arrow_array::{Array, RecordBatch};
 use gemma_cyber::Status;
 use half::slice::HalfFloatSliceExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
 use parquet::column::reader::{get_typed_column_reader, ColumnReaderImpl};
 use parquet::data_type::FloatType;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -41,28 +44,56 @@ pub(crate) enum Embeddings {
     Float16 { column: String },
 }
 
+/// The columns of a shard that its batches carry: the kept ones, and a float16 embedding.
+pub(crate) struct Projection {
+    /// A handle on the shard, cloned for each row group's reader.
+    pub(crate) file: File,
+    pub(crate) metadata: ArrowReaderMetadata,
+    pub(crate) mask: ProjectionMask,
+    pub(crate) batch_rows: usize,
+}
+
 /// A shard read batch by batch: each [`ShardReader::next_batch`] gives the kept columns of the
 /// next rows and fills the caller's buffer with their embeddings.
+///
+/// Row groups are read one at a time, each column required to give exactly the row group's rows:
+/// every column is decoded on its own, so a corrupt page that gives one column fewer or more rows
+/// would otherwise pair each row's other columns with another row's embedding, and score it
+/// without a word.
 pub(crate) struct ShardReader<'a> {
     shard: &'a Path,
     dim: usize,
-    batches: ParquetRecordBatchReader,
+    projection: Projection,
+    next_row_group: usize,
+    group: Option<RowGroup>,
     embeddings: Embeddings,
     /// Rows of the shard read so far: error messages number rows from the shard's start.
     first_row: usize,
+}
+
+/// The row group being read.
+struct RowGroup {
+    index: usize,
+    /// Its rows, as the file's metadata gives them.
+    rows: usize,
+    /// Rows its batches gave so far.
+    read: usize,
+    batches: ParquetRecordBatchReader,
 }
 
 impl<'a> ShardReader<'a> {
     pub(crate) fn new(
         shard: &'a Path,
         dim: usize,
-        batches: ParquetRecordBatchReader,
+        projection: Projection,
         embeddings: Embeddings,
     ) -> ShardReader<'a> {
         ShardReader {
             shard,
             dim,
-            batches,
+            projection,
+            next_row_group: 0,
+            group: None,
             embeddings,
             first_row: 0,
         }
@@ -74,19 +105,97 @@ impl<'a> ShardReader<'a> {
         &mut self,
         values: &mut Vec<f32>,
     ) -> Option<Result<RecordBatch, Failure>> {
-        let batch = match self.batches.next()? {
-            Ok(batch) => batch,
-            Err(e) => return Some(Err(self.failure(e))),
-        };
-        let rows = batch.num_rows();
-        let filled = match &mut self.embeddings {
-            Embeddings::Float32(column) => column.read(rows, values),
-            Embeddings::Float16 { column } => widen(&batch, column, self.dim, values),
-        };
-        let filled =
-            filled.map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim));
-        self.first_row += rows;
-        Some(filled.map(|()| batch))
+        loop {
+            let group = match &mut self.group {
+                Some(group) => group,
+                None => {
+                    let row_groups = self.projection.metadata.metadata().num_row_groups();
+                    if self.next_row_group == row_groups {
+                        return None;
+                    }
+                    match self.open_row_group(self.next_row_group) {
+                        Ok(group) => self.group.insert(group),
+                        Err(failure) => return Some(Err(failure)),
+                    }
+                }
+            };
+            let (index, expected) = (group.index, group.rows);
+            let batch = match group.batches.next() {
+                Some(Ok(batch)) => batch,
+                Some(Err(e)) => {
+                    return Some(Err(self.failure(format!("row group {index}: {e}"))));
+                }
+                None => {
+                    let read = group.read;
+                    if read != expected {
+                        return Some(Err(self.miscounted(index, read, expected)));
+                    }
+                    // The embedding column must end with the row group too.
+                    if let Embeddings::Float32(column) = &mut self.embeddings
+                        && let Err(problem) = column.finish_row_group()
+                    {
+                        return Some(Err(problem.into_failure(
+                            self.shard,
+                            self.first_row,
+                            self.dim,
+                        )));
+                    }
+                    self.group = None;
+                    continue;
+                }
+            };
+            let rows = batch.num_rows();
+            group.read += rows;
+            if group.read > expected {
+                let read = group.read;
+                return Some(Err(self.miscounted(index, read, expected)));
+            }
+            let filled = match &mut self.embeddings {
+                Embeddings::Float32(column) => column.read(rows, values),
+                Embeddings::Float16 { column } => widen(&batch, column, self.dim, values),
+            };
+            let filled = filled
+                .map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim));
+            self.first_row += rows;
+            return Some(filled.map(|()| batch));
+        }
+    }
+
+    /// The reader of row group `index` alone, its batches ending where it ends.
+    fn open_row_group(&mut self, index: usize) -> Result<RowGroup, Failure> {
+        self.next_row_group = index + 1;
+        let projection = &self.projection;
+        let rows = projection.metadata.metadata().row_group(index).num_rows();
+        let rows = usize::try_from(rows)
+            .map_err(|_| self.failure(format!("row group {index} claims {rows} rows")))?;
+        let file = projection
+            .file
+            .try_clone()
+            .map_err(|e| self.failure(format!("cannot read: {e}")))?;
+        let batches =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, projection.metadata.clone())
+                .with_projection(projection.mask.clone())
+                .with_batch_size(projection.batch_rows)
+                .with_row_groups(vec![index])
+                .build()
+                .map_err(|e| self.failure(format!("row group {index}: {e}")))?;
+        if let Embeddings::Float32(column) = &mut self.embeddings {
+            column
+                .start_row_group(index)
+                .map_err(|problem| problem.into_failure(self.shard, self.first_row, self.dim))?;
+        }
+        Ok(RowGroup {
+            index,
+            rows,
+            read: 0,
+            batches,
+        })
+    }
+
+    fn miscounted(&self, index: usize, read: usize, expected: usize) -> Failure {
+        self.failure(format!(
+            "row group {index}: its columns give {read} rows where the row group has {expected}; the file is corrupt"
+        ))
     }
 
     fn failure(&self, e: impl std::fmt::Display) -> Failure {
@@ -174,7 +283,7 @@ pub(crate) struct FloatColumn {
     file: Arc<SerializedFileReader<File>>,
     /// The column's index among the file's leaf columns.
     leaf: usize,
-    next_row_group: usize,
+    /// The chunk of the row group being read.
     chunk: Option<Chunk>,
     levels: Levels,
 }
@@ -211,7 +320,6 @@ impl FloatColumn {
         Ok(Some(FloatColumn {
             file,
             leaf,
-            next_row_group: 0,
             chunk: None,
             levels: Levels {
                 dim,
@@ -223,45 +331,57 @@ impl FloatColumn {
         }))
     }
 
-    /// Reads the next `rows` rows into `values` (replacing what was there): `rows × dim` values,
-    /// or the first problem found.
+    /// Starts reading the column's chunk in row group `row_group`.
+    fn start_row_group(&mut self, row_group: usize) -> Result<(), Problem> {
+        let pages = self
+            .file
+            .get_row_group(row_group)
+            .and_then(|group| group.get_column_page_reader(self.leaf))
+            .map_err(unreadable)?;
+        let pages = Pages::new(pages, self.levels.dim, self.levels.max_definition);
+        self.chunk = Some(Chunk {
+            row_group,
+            rows: 0,
+            source: Source::Pages(Box::new(pages)),
+        });
+        Ok(())
+    }
+
+    /// Reads the next `rows` rows of the row group into `values` (replacing what was there):
+    /// `rows × dim` values, or the first problem found.
     fn read(&mut self, rows: usize, values: &mut Vec<f32>) -> Result<(), Problem> {
         values.clear();
+        let mut chunk = self.chunk.take().expect("a row group is started");
         let mut done = 0;
         while done < rows {
-            let mut chunk = match self.chunk.take() {
-                Some(chunk) => chunk,
-                None => {
-                    if self.next_row_group == self.file.num_row_groups() {
-                        return Err(Problem::Unreadable(format!(
-                            "the embedding column ends after {} rows of this batch of {rows}",
-                            done
-                        )));
-                    }
-                    let row_group = self
-                        .file
-                        .get_row_group(self.next_row_group)
-                        .map_err(unreadable)?;
-                    let pages = row_group
-                        .get_column_page_reader(self.leaf)
-                        .map_err(unreadable)?;
-                    let pages = Pages::new(pages, self.levels.dim, self.levels.max_definition);
-                    self.next_row_group += 1;
-                    Chunk {
-                        row_group: self.next_row_group - 1,
-                        rows: 0,
-                        source: Source::Pages(Box::new(pages)),
-                    }
-                }
-            };
             let records = self.read_chunk(&mut chunk, rows - done, done, values)?;
-            // A chunk that gives no more rows is done; the next read starts the next row group.
-            if records > 0 {
-                self.chunk = Some(chunk);
-                done += records;
+            if records == 0 {
+                return Err(self.miscounted(&chunk, format!("ends after {} rows", chunk.rows)));
             }
+            done += records;
+        }
+        self.chunk = Some(chunk);
+        Ok(())
+    }
+
+    /// Checks that the row group's chunk has no rows left once its other columns have ended.
+    fn finish_row_group(&mut self) -> Result<(), Problem> {
+        let Some(mut chunk) = self.chunk.take() else {
+            return Ok(());
+        };
+        let mut rest = Vec::new();
+        if self.read_chunk(&mut chunk, 1, 0, &mut rest)? > 0 {
+            return Err(self.miscounted(&chunk, "has more rows".into()));
         }
         Ok(())
+    }
+
+    fn miscounted(&self, chunk: &Chunk, what: String) -> Problem {
+        let rows = self.file.metadata().row_group(chunk.row_group).num_rows();
+        Problem::Unreadable(format!(
+            "row group {}: the embedding column {what} where the row group has {rows}; the file is corrupt",
+            chunk.row_group
+        ))
     }
 
     /// Reads up to `rows` rows of `chunk` into `values`, the rows after `first_row` rows of the
