@@ -451,3 +451,36 @@ def test_a_pipe_is_opened_once_and_read_from_its_first_byte(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "not a regular file" in result.stderr
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_shard_the_parquet_decoder_panics_on_is_a_bad_input(tmp_path):
+    """The parquet crate panics, rather than failing, on a float16 dictionary index past the
+    dictionary's end. That is a corrupt shard like any other: exit 3 and one line, not exit 101
+    with a panic message, and no output nor temporary file left."""
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 4, (20, DIM)).astype(np.float16)  # four distinct values: indices of 2 bits
+    source = tmp_path / "in.parquet"
+    table = pa.table({"id": np.arange(20), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), DIM)})
+    pq.write_table(table, source, compression="none", use_dictionary=True, data_page_version="1.0")
+    chunk = pq.ParquetFile(source).metadata.row_group(0).column(1)
+    assert "RLE_DICTIONARY" in chunk.encodings
+    # The one data page: its header, then repetition and definition levels (each after its length
+    # in 4 bytes), then the indices' bit width in 1 byte. The header's length is the one at which
+    # it gives the page's size (uncompressed: the rest of the chunk).
+    data = bytearray(source.read_bytes())
+    end = chunk.dictionary_page_offset + chunk.total_compressed_size
+    header = next(n for n in range(8, 200) if data[chunk.data_page_offset :].startswith(
+        b"\x15\x00\x15" + zigzag_varint(end - chunk.data_page_offset - n)))
+    start = chunk.data_page_offset + header
+    repetition = int.from_bytes(data[start : start + 4], "little")
+    definition = int.from_bytes(data[start + 4 + repetition : start + 8 + repetition], "little")
+    width = start + 8 + repetition + definition
+    assert data[width] == 2
+    data[width] = 8  # the same bytes read 8 bits at a time: indices up to 255 of 4 entries
+    source.write_bytes(bytes(data))
+
+    out = tmp_path / "out.parquet"
+    message = expect_failure(3, "classify", source, "-o", out, "--keep", "id", "--backend", "cpu",
+                             fragments=("in.parquet", "corrupt"))
+    assert "panicked" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]

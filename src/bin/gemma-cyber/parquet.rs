@@ -500,13 +500,15 @@ fn write_rows(
     // Decoding runs one batch ahead on its own thread, so reading and converting Parquet overlaps
     // classification instead of adding to it. The channel holds one batch and embedding buffers
     // come back for reuse, so memory stays flat: at most three batches exist at once.
+    let shard = job.shard;
     std::thread::scope(|scope| {
         let (sender, decoded) = std::sync::mpsc::sync_channel(1);
         let (recycle, spare) = std::sync::mpsc::channel::<Vec<f32>>();
-        scope.spawn(move || {
+        let decoder = move || {
             loop {
                 let mut values = spare.try_recv().unwrap_or_default();
-                let Some(next) = reader.next_batch(&mut values) else {
+                let Some(next) = decode_without_panic(shard, || reader.next_batch(&mut values))
+                else {
                     break;
                 };
                 let failed = next.is_err();
@@ -515,8 +517,52 @@ fn write_rows(
                     break;
                 }
             }
-        });
+        };
+        std::thread::Builder::new()
+            .name(DECODER_THREAD.into())
+            .spawn_scoped(scope, decoder)
+            .map_err(|e| {
+                Failure::input(format!("cannot start decoding {}: {e}", shard.display()))
+            })?;
         classify_batches(job, decoded.into_iter(), &recycle, writer)
+    })
+}
+
+/// The name of the thread that decodes shards, whose panics [`decode_without_panic`] reports.
+const DECODER_THREAD: &str = "parquet decoder";
+
+/// `decode()`, with a panic in it turned into the failure of a bad input.
+///
+/// The parquet crate panics, rather than failing, on some corrupt pages (an out-of-range
+/// dictionary index in a float16 column, for one). The panic is caught where it happens and the
+/// decoder stops, so the run ends like any bad shard (exit 3, one line, the partial output
+/// removed) instead of exit 101 with a backtrace hint; the default panic message is kept off
+/// standard error for this thread only.
+fn decode_without_panic<T>(
+    shard: &Path,
+    decode: impl FnOnce() -> Option<Result<T, Failure>>,
+) -> Option<Result<T, Failure>> {
+    static QUIET_DECODER: std::sync::Once = std::sync::Once::new();
+    QUIET_DECODER.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(DECODER_THREAD) {
+                default(info);
+            }
+        }));
+    });
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no reason given".into());
+        // One line: the reason is the parquet crate's text, not ours.
+        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        Some(Err(Failure::input(format!(
+            "{}: cannot decode the shard, which is corrupt (the Parquet decoder failed: {reason})",
+            shard.display()
+        ))))
     })
 }
 
