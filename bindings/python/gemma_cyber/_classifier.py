@@ -55,9 +55,19 @@ def _sha256_bytes(model_sha256: Union[str, bytes, None]) -> Optional[bytes]:
 
 
 def _as_rows(x: npt.ArrayLike) -> np.ndarray:
-    """``x`` as a C-contiguous float32 2-D array: the same object when it already is one (no
-    copy), converted from other real dtypes (float16, float64, integers) otherwise."""
-    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous:
+    """``x`` as a C-contiguous, aligned float32 2-D array: the same object when it already is one
+    (no copy), converted from other real dtypes (float16, float64, integers) otherwise.
+
+    Alignment matters as much as contiguity: the C API reads ``const float *``, and an array over
+    a buffer at an odd address (``np.ndarray(..., buffer=memoryview(buf)[1:])``) is C-contiguous
+    yet not aligned, which the library may not read correctly (and which is undefined in C)."""
+    if (
+        isinstance(x, np.ndarray)
+        and x.dtype == np.float32
+        and x.ndim == 2
+        and x.flags.c_contiguous
+        and x.flags.aligned
+    ):
         return x
     try:
         array = np.asarray(x)
@@ -68,7 +78,9 @@ def _as_rows(x: npt.ArrayLike) -> np.ndarray:
     if array.dtype.kind not in "fiu":
         raise invalid_argument(f"embeddings must be numbers; got dtype {array.dtype}")
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: NON_FINITE_INPUT
-        return np.ascontiguousarray(array, dtype=np.float32)
+        rows = np.ascontiguousarray(array, dtype=np.float32)
+    # ascontiguousarray hands back a misaligned float32 array unchanged; a copy is aligned.
+    return rows if rows.flags.aligned else rows.copy()
 
 
 class Classifier:
@@ -142,7 +154,13 @@ class Classifier:
         if plugin_settings is not None:
             if isinstance(plugin_settings, (str, bytes)):
                 raise invalid_argument("plugin_settings must be a sequence of 'key=value' strings")
-            encoded = [_text("plugin_settings", setting) for setting in plugin_settings]
+            # A None entry would become the NULL that ends the C array, silently dropping every
+            # later setting: refuse it like any other bad argument.
+            encoded = []
+            for index, setting in enumerate(plugin_settings):
+                if setting is None:
+                    raise invalid_argument(f"plugin_settings[{index}] is None; every entry must be a 'key=value' string")
+                encoded.append(_text(f"plugin_settings[{index}]", setting))
             settings = (ctypes.c_char_p * (len(encoded) + 1))(*encoded, None)
             options.plugin_settings = ctypes.cast(settings, ctypes.POINTER(ctypes.c_char_p))
         handle = ctypes.c_void_p()

@@ -76,6 +76,24 @@ def test_lists_and_non_contiguous_arrays_give_the_same_result(golden):
         np.testing.assert_array_equal(classifier.classify(doubled[::2]), reference)
 
 
+def test_a_misaligned_float32_array_is_copied_and_gives_the_same_result(golden):
+    inputs = golden[0]
+    # C-contiguous float32 over a buffer one byte past an aligned start: contiguous, not aligned.
+    buffer = bytearray(inputs.nbytes + 1)
+    misaligned = np.ndarray(inputs.shape, dtype=np.float32, buffer=memoryview(buffer)[1:])
+    misaligned[...] = inputs
+    assert misaligned.flags.c_contiguous and misaligned.ctypes.data % 4 == 1
+    passed = _as_rows(misaligned)
+    assert passed.flags.aligned and passed.ctypes.data % 4 == 0
+    for backend in ("cpu", "onnxruntime"):
+        with gemma_cyber.Classifier(backend=backend) as classifier:
+            reference, reference_labels = classifier.classify_with_labels(inputs)
+            probabilities, labels = classifier.classify_with_labels(misaligned)
+            np.testing.assert_array_equal(classifier.classify(misaligned), reference)
+        np.testing.assert_array_equal(probabilities, reference)
+        np.testing.assert_array_equal(labels, reference_labels)
+
+
 def test_zero_rows_is_an_empty_result():
     with gemma_cyber.Classifier(backend="cpu") as classifier:
         probabilities, labels = classifier.classify_with_labels(np.empty((0, 768), np.float32))
@@ -235,3 +253,13 @@ def test_plugin_options_are_checked(example_plugin_dir):
                                                 plugin_settings=["example_c.colour=blue"]), "colour")
     expect_error(gemma_cyber.InvalidArgumentError, gemma_cyber.Status.INVALID_ARGUMENT,
                  lambda: gemma_cyber.Classifier(plugin_settings="wgpu.adapter=x"), "sequence")
+    # A None entry would be the NULL ending the C array, dropping the settings after it: with
+    # the unknown key after it, the library would never see (and refuse) "example_c.colour".
+    for settings in ([None, "example_c.colour=blue"], ["example_c.colour=blue", None]):
+        expect_error(gemma_cyber.InvalidArgumentError, gemma_cyber.Status.INVALID_ARGUMENT,
+                     lambda: gemma_cyber.Classifier(backend="plugin", plugin_name="example_c",
+                                                    plugin_dir=example_plugin_dir, plugin_settings=settings),
+                     f"plugin_settings[{settings.index(None)}] is None")
+    expect_error(gemma_cyber.InvalidArgumentError, gemma_cyber.Status.INVALID_ARGUMENT,
+                 lambda: gemma_cyber.Classifier(plugin_settings=["wgpu.adapter=a\0b"]),
+                 "plugin_settings[0] contains a NUL byte")
