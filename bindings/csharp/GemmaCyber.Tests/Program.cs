@@ -28,6 +28,7 @@ namespace GemmaCyber.Tests
                 Test("ConcurrentClassifyFromEightThreads", ConcurrentClassifyFromEightThreads),
                 Test("DisposeDuringConcurrentClassifyIsSafe", DisposeDuringConcurrentClassifyIsSafe),
                 Test("DisposeAndFinalizerReleaseEveryHandle", DisposeAndFinalizerReleaseEveryHandle),
+                Test("DisposeDuringDeviceNameIsSafe", DisposeDuringDeviceNameIsSafe),
                 Test("PluginChosenByNameMatchesTheGoldenVectors", PluginChosenByNameMatchesTheGoldenVectors),
                 Test("PluginOptionsAreChecked", PluginOptionsAreChecked),
             };
@@ -64,7 +65,7 @@ namespace GemmaCyber.Tests
 
         /// <summary>Runs <paramref name="body"/> and checks it throws a GemmaCyberException with
         /// <paramref name="want"/> and the library's message format.</summary>
-        private static void Throws(Status want, string what, Action body)
+        private static void Throws(Status want, string what, Action body, params string[] fragments)
         {
             try
             {
@@ -74,6 +75,10 @@ namespace GemmaCyber.Tests
             {
                 Assert(e.Status == want, what + ": status " + e.Status + " (" + e.Message + "), want " + want);
                 Assert(e.Message.StartsWith("GEMMA_CYBER_STATUS_", StringComparison.Ordinal), what + ": message " + e.Message);
+                foreach (string fragment in fragments)
+                {
+                    Assert(e.Message.Contains(fragment), what + ": message " + e.Message + " lacks " + fragment);
+                }
                 return;
             }
             throw new Exception(what + ": no exception, want " + want);
@@ -227,6 +232,19 @@ namespace GemmaCyber.Tests
                 Throws(Status.InvalidArgument, "unknown backend", () => new Classifier(new Options { Backend = (Backend)99 }).Dispose());
                 Throws(Status.InvalidArgument, "threshold above 1", () => new Classifier(new Options { Threshold = 1.5f }).Dispose());
                 Throws(Status.InvalidArgument, "path and data", () => new Classifier(new Options { ModelPath = junk, ModelData = new byte[] { 1 } }).Dispose());
+                Throws(Status.ModelInvalid, "empty model data", () => new Classifier(new Options { ModelData = new byte[0] }).Dispose());
+                // The library would read a string only up to a NUL: the part before it names a
+                // real model here, so only a refusal shows the NUL was not silently cut off.
+                Throws(Status.InvalidArgument, "NUL in ModelPath", () => new Classifier(new Options { Backend = Backend.Cpu, ModelPath = "models/default.safetensors\0junk" }).Dispose(),
+                    "ModelPath contains a NUL byte");
+                Throws(Status.InvalidArgument, "NUL in OnnxRuntimeLibrary", () => new Classifier(new Options { Backend = Backend.Cpu, OnnxRuntimeLibrary = "libonnxruntime.so\0junk" }).Dispose(),
+                    "OnnxRuntimeLibrary contains a NUL byte");
+                Throws(Status.InvalidArgument, "NUL in PluginDir", () => new Classifier(new Options { Backend = Backend.Cpu, PluginDir = ".\0junk" }).Dispose(),
+                    "PluginDir contains a NUL byte");
+                Throws(Status.InvalidArgument, "NUL in PluginName", () => new Classifier(new Options { Backend = Backend.Plugin, PluginName = "example_c\0junk", PluginDir = ExamplePluginDir() }).Dispose(),
+                    "PluginName contains a NUL byte");
+                Throws(Status.InvalidArgument, "NUL in a plugin setting", () => new Classifier(new Options { Backend = Backend.Cpu, PluginSettings = new[] { "wgpu.adapter=x", "wgpu.adapter=y\0junk" } }).Dispose(),
+                    "PluginSettings[1] contains a NUL byte");
             }
             finally
             {
@@ -271,6 +289,15 @@ namespace GemmaCyber.Tests
                 PluginDir = dir,
                 PluginSettings = new[] { "example_c.colour=blue" },
             }).Dispose());
+            // A null entry would be the NULL that ends the C array: the setting after it, which
+            // the plugin refuses, would never be seen and the classifier would be created.
+            Throws(Status.InvalidArgument, "a null setting", () => new Classifier(new Options
+            {
+                Backend = Backend.Plugin,
+                PluginName = "example_c",
+                PluginDir = dir,
+                PluginSettings = new[] { null, "example_c.colour=blue" },
+            }).Dispose(), "PluginSettings[0] is null");
         }
 
         private static void DisposedClassifierRefusesCalls()
@@ -387,6 +414,61 @@ namespace GemmaCyber.Tests
                 thread.Join();
             }
             Assert(errors.Count == 0, string.Join("; ", errors));
+        }
+
+        /// <summary>DeviceName copies a string the classifier owns; a Dispose racing it must either
+        /// wait for the copy or make it throw ObjectDisposedException, never let it read freed
+        /// memory. A lost race shows as a value that is not the device name (or a crash); the
+        /// right outcome is certain, only how often the race is hit varies.</summary>
+        private static void DisposeDuringDeviceNameIsSafe()
+        {
+            string expected;
+            using (var classifier = new Classifier(new Options { Backend = Backend.Cpu }))
+            {
+                expected = classifier.DeviceName;
+            }
+            Assert(expected.Length > 0, "the cpu backend has a device name");
+            var wrong = new List<string>();
+            for (int round = 0; round < 300; round++)
+            {
+                var classifier = new Classifier(new Options { Backend = Backend.Cpu });
+                var start = new ManualResetEventSlim(false);
+                var readers = new List<Thread>();
+                for (int t = 0; t < 2; t++)
+                {
+                    var reader = new Thread(() =>
+                    {
+                        start.Wait();
+                        try
+                        {
+                            while (true)
+                            {
+                                string name = classifier.DeviceName;
+                                if (name != expected)
+                                {
+                                    lock (wrong)
+                                    {
+                                        wrong.Add(name);
+                                    }
+                                }
+                            }
+                        }
+                        catch (ObjectDisposedException)
+                        {
+                        }
+                    });
+                    readers.Add(reader);
+                    reader.Start();
+                }
+                start.Set();
+                Thread.SpinWait(2000);
+                classifier.Dispose();
+                foreach (var reader in readers)
+                {
+                    reader.Join();
+                }
+            }
+            Assert(wrong.Count == 0, wrong.Count + " DeviceName values were not \"" + expected + "\", e.g. \"" + (wrong.Count > 0 ? wrong[0] : "") + "\"");
         }
 
         private static void DisposeAndFinalizerReleaseEveryHandle()

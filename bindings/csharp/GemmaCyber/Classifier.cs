@@ -49,17 +49,24 @@ namespace GemmaCyber
                     modelSha256 = GCHandle.Alloc(options.ModelSha256, GCHandleType.Pinned);
                     native.ModelSha256 = modelSha256.AddrOfPinnedObject();
                 }
-                native.ModelPath = NativeMethods.ToUtf8(options.ModelPath);
-                native.OnnxRuntimeLibrary = NativeMethods.ToUtf8(options.OnnxRuntimeLibrary);
-                native.PluginDir = NativeMethods.ToUtf8(options.PluginDir);
-                native.PluginName = NativeMethods.ToUtf8(options.PluginName);
+                native.ModelPath = NativeMethods.ToUtf8("ModelPath", options.ModelPath);
+                native.OnnxRuntimeLibrary = NativeMethods.ToUtf8("OnnxRuntimeLibrary", options.OnnxRuntimeLibrary);
+                native.PluginDir = NativeMethods.ToUtf8("PluginDir", options.PluginDir);
+                native.PluginName = NativeMethods.ToUtf8("PluginName", options.PluginName);
                 if (options.PluginSettings != null)
                 {
                     // A NULL-terminated array of UTF-8 strings in unmanaged memory.
                     settings = new IntPtr[options.PluginSettings.Length];
                     for (int i = 0; i < settings.Length; i++)
                     {
-                        settings[i] = NativeMethods.ToUtf8(options.PluginSettings[i]);
+                        string field = "PluginSettings[" + i + "]";
+                        // A null entry would become the NULL that ends the C array, silently
+                        // dropping every later setting.
+                        if (options.PluginSettings[i] == null)
+                        {
+                            throw GemmaCyberException.InvalidArgument(field + " is null; every entry must be a \"key=value\" string");
+                        }
+                        settings[i] = NativeMethods.ToUtf8(field, options.PluginSettings[i]);
                     }
                     native.PluginSettings = Marshal.AllocHGlobal(IntPtr.Size * (settings.Length + 1));
                     for (int i = 0; i < settings.Length; i++)
@@ -115,7 +122,31 @@ namespace GemmaCyber
         public Backend Backend => (Backend)NativeMethods.gemma_cyber_active_backend(handle);
 
         /// <summary>The device the classifier runs on, for people.</summary>
-        public string DeviceName => NativeMethods.FromUtf8(NativeMethods.gemma_cyber_device_name(handle));
+        /// <exception cref="ObjectDisposedException">The classifier is disposed.</exception>
+        public string DeviceName
+        {
+            get
+            {
+                // The string belongs to the classifier, and the P/Invoke marshaller's hold on the
+                // handle ends when the call returns, before the copy: a Dispose on another thread
+                // in between would free it under FromUtf8. Holding a reference of our own across
+                // the call and the copy makes that Dispose wait (DangerousAddRef throws
+                // ObjectDisposedException once the handle is closed).
+                bool added = false;
+                try
+                {
+                    handle.DangerousAddRef(ref added);
+                    return NativeMethods.FromUtf8(NativeMethods.gemma_cyber_device_name(handle));
+                }
+                finally
+                {
+                    if (added)
+                    {
+                        handle.DangerousRelease();
+                    }
+                }
+            }
+        }
 
         /// <summary>The model's input dimension: the dim Classify expects.</summary>
         public int InputDim => checked((int)(ulong)NativeMethods.gemma_cyber_input_dim(handle));

@@ -89,12 +89,18 @@ namespace GemmaCyber
         }
 
         /// <summary>A NUL-terminated UTF-8 copy of <paramref name="text"/> in unmanaged memory
-        /// (free it with Marshal.FreeHGlobal); IntPtr.Zero for null.</summary>
-        internal static IntPtr ToUtf8(string text)
+        /// (free it with Marshal.FreeHGlobal); IntPtr.Zero for null. A NUL inside the text is
+        /// refused (INVALID_ARGUMENT naming <paramref name="field"/>): the library would read only
+        /// the part before it, so "real.safetensors\0junk" would silently load real.safetensors.</summary>
+        internal static IntPtr ToUtf8(string field, string text)
         {
             if (text == null)
             {
                 return IntPtr.Zero;
+            }
+            if (text.IndexOf('\0') >= 0)
+            {
+                throw GemmaCyberException.InvalidArgument(field + " contains a NUL byte");
             }
             byte[] bytes = Encoding.UTF8.GetBytes(text);
             IntPtr copy = Marshal.AllocHGlobal(bytes.Length + 1);
