@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -59,7 +60,8 @@ type Options struct {
 	Backend Backend
 	// ModelPath is a safetensors model file; "" (and no ModelData): the built-in model.
 	ModelPath string
-	// ModelData is a whole safetensors model in memory; copied by New.
+	// ModelData is a whole safetensors model in memory; copied by New. nil: not given; an empty
+	// non-nil slice is an empty model (StatusModelInvalid).
 	ModelData []byte
 	// Threshold: label = probability >= *Threshold; nil: the model's own.
 	Threshold *float32
@@ -115,6 +117,22 @@ func call(f func() uint32) error {
 
 // New loads the model opts names on the backend it asks for.
 func New(opts Options) (*Classifier, error) {
+	// C reads a string up to its first NUL, so "real.safetensors\x00junk" would silently load
+	// real.safetensors: refuse such a string before anything is allocated.
+	texts := []struct{ field, value string }{
+		{"ModelPath", opts.ModelPath},
+		{"ONNXRuntimeLibrary", opts.ONNXRuntimeLibrary},
+		{"PluginDir", opts.PluginDir},
+		{"PluginName", opts.PluginName},
+	}
+	for i, setting := range opts.PluginSettings {
+		texts = append(texts, struct{ field, value string }{fmt.Sprintf("PluginSettings[%d]", i), setting})
+	}
+	for _, text := range texts {
+		if strings.IndexByte(text.value, 0) >= 0 {
+			return nil, newError(StatusInvalidArgument, text.field+" contains a NUL byte")
+		}
+	}
 	var c C.gemma_cyber_options
 	C.gemma_cyber_options_init(&c, C.size_t(unsafe.Sizeof(c)))
 	// cgo types the enum field as uint32; the C side validates the value (unknown: INVALID_ARGUMENT).
@@ -153,11 +171,19 @@ func New(opts Options) (*Classifier, error) {
 	}
 	var pinner runtime.Pinner
 	defer pinner.Unpin()
-	if len(opts.ModelData) > 0 {
+	switch {
+	case len(opts.ModelData) > 0:
 		// The options struct holds a pointer into Go memory during the call; cgo requires it pinned.
 		pinner.Pin(&opts.ModelData[0])
 		c.model_data = (*C.uint8_t)(unsafe.Pointer(&opts.ModelData[0]))
 		c.model_data_len = C.size_t(len(opts.ModelData))
+	case opts.ModelData != nil:
+		// Given but empty: a NULL model_data would mean "not given" and load the built-in model,
+		// so pass a valid non-NULL pointer with length 0, which the library refuses as an empty
+		// model (StatusModelInvalid), like an empty file.
+		empty := C.malloc(1)
+		defer C.free(empty)
+		c.model_data = (*C.uint8_t)(empty)
 	}
 	c.threshold = C.float(math.NaN())
 	if opts.Threshold != nil {

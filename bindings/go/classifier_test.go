@@ -256,6 +256,8 @@ func TestBadOptionsReturnTheirStatus(t *testing.T) {
 		{"missing model file", gemmacyber.Options{ModelPath: "/nonexistent/model.safetensors"}, gemmacyber.StatusModelNotFound},
 		{"junk model file", gemmacyber.Options{ModelPath: junk}, gemmacyber.StatusModelInvalid},
 		{"junk model data", gemmacyber.Options{ModelData: []byte("junk")}, gemmacyber.StatusModelInvalid},
+		// Given but empty is an empty model, like an empty file; only nil means the built-in one.
+		{"empty model data", gemmacyber.Options{Backend: gemmacyber.BackendCPU, ModelData: []byte{}}, gemmacyber.StatusModelInvalid},
 		{"path and data", gemmacyber.Options{ModelPath: junk, ModelData: []byte("junk")}, gemmacyber.StatusInvalidArgument},
 		{"unknown backend", gemmacyber.Options{Backend: gemmacyber.Backend(99)}, gemmacyber.StatusInvalidArgument},
 		{"threshold above 1", gemmacyber.Options{Threshold: &tooHigh}, gemmacyber.StatusInvalidArgument},
@@ -266,6 +268,33 @@ func TestBadOptionsReturnTheirStatus(t *testing.T) {
 			t.Fatalf("%s: got a classifier", tc.name)
 		}
 		wantStatus(t, tc.name, err, tc.want)
+	}
+}
+
+// C reads a string only up to a NUL, so each string option with one inside is refused, naming
+// the field; the part before the NUL is valid in every case, so a silent cut would succeed.
+func TestStringOptionsWithANULAreRefused(t *testing.T) {
+	model := "../../models/default.safetensors"
+	cases := []struct {
+		field string
+		opts  gemmacyber.Options
+	}{
+		{"ModelPath", gemmacyber.Options{Backend: gemmacyber.BackendCPU, ModelPath: model + "\x00junk"}},
+		{"ONNXRuntimeLibrary", gemmacyber.Options{Backend: gemmacyber.BackendCPU, ONNXRuntimeLibrary: "libonnxruntime.so\x00junk"}},
+		{"PluginDir", gemmacyber.Options{Backend: gemmacyber.BackendCPU, PluginDir: ".\x00junk"}},
+		{"PluginName", gemmacyber.Options{Backend: gemmacyber.BackendCPU, PluginName: "example_c\x00junk"}},
+		{"PluginSettings[1]", gemmacyber.Options{Backend: gemmacyber.BackendCPU, PluginSettings: []string{"wgpu.adapter=x", "wgpu.adapter=y\x00junk"}}},
+	}
+	for _, tc := range cases {
+		c, err := gemmacyber.New(tc.opts)
+		if c != nil {
+			c.Close()
+			t.Fatalf("%s with a NUL: got a classifier", tc.field)
+		}
+		wantStatus(t, tc.field, err, gemmacyber.StatusInvalidArgument)
+		if want := tc.field + " contains a NUL byte"; !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: message %q does not say %q", tc.field, err.Error(), want)
+		}
 	}
 }
 
