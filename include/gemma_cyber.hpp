@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -42,7 +43,7 @@ enum class backend : std::uint32_t {
     wgpu = GEMMA_CYBER_BACKEND_WGPU,
 };
 
-/** A failed call: its status and the library's message ("STATUS_NAME: message"). */
+/** A failed call: its status and the library's message ("GEMMA_CYBER_STATUS_NAME: message"). */
 class error : public std::runtime_error {
 public:
     /** An error with `code` and `message`. */
@@ -67,6 +68,21 @@ inline void check(gemma_cyber_status code) {
     }
 }
 
+/* An error for a bad argument found by the wrapper itself, worded like the library's own
+ * ("GEMMA_CYBER_STATUS_NAME: message") so callers can treat both alike. */
+inline error invalid_argument(const std::string &message) {
+    return error(status::invalid_argument, "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: " + message);
+}
+
+/* `text` as the C API's NUL-terminated string; nullptr for "" (not given). C reads only up to
+ * the first NUL, so a string with one inside would be silently cut: refused, naming `field`. */
+inline const char *c_string(const char *field, const std::string &text) {
+    if (text.find('\0') != std::string::npos) {
+        throw invalid_argument(std::string(field) + " contains a NUL byte");
+    }
+    return text.empty() ? nullptr : text.c_str();
+}
+
 /* The deleter of the unique_ptr that owns a classifier. */
 struct destroy {
     void operator()(gemma_cyber_classifier *classifier) const noexcept {
@@ -87,8 +103,12 @@ struct options {
     gemma_cyber::backend backend = backend::auto_select;
     /** A safetensors model file; empty (and no model_data): the built-in model. */
     std::string model_path;
-    /** A whole safetensors model in memory; copied at create. */
-    std::vector<std::uint8_t> model_data;
+    /**
+     * A whole safetensors model in memory; copied at create. Not set (std::nullopt): no model
+     * data. Set, even to an empty vector, it is the model, and an empty one is MODEL_INVALID
+     * like an empty file (it never falls back to the built-in model).
+     */
+    std::optional<std::vector<std::uint8_t>> model_data;
     /** label = probability >= threshold; NaN: the model's own. */
     float threshold = std::numeric_limits<float>::quiet_NaN();
     /** Threads a backend may use per call; 0: the library decides. */
@@ -113,13 +133,17 @@ public:
         gemma_cyber_options c_options;
         gemma_cyber_options_init(&c_options, sizeof c_options);
         c_options.backend = static_cast<gemma_cyber_backend>(opts.backend);
-        c_options.model_path = opts.model_path.empty() ? nullptr : opts.model_path.c_str();
-        c_options.model_data = opts.model_data.empty() ? nullptr : opts.model_data.data();
-        c_options.model_data_len = opts.model_data.size();
+        c_options.model_path = detail::c_string("model_path", opts.model_path);
+        if (opts.model_data) {
+            // NULL would mean "no model data" (the built-in model), and an empty vector's data()
+            // may be NULL: point at a byte of our own so that given-but-empty stays given.
+            static const std::uint8_t empty_model = 0;
+            c_options.model_data = opts.model_data->empty() ? &empty_model : opts.model_data->data();
+            c_options.model_data_len = opts.model_data->size();
+        }
         c_options.threshold = opts.threshold;
         c_options.num_threads = opts.num_threads;
-        c_options.onnxruntime_library =
-            opts.onnxruntime_library.empty() ? nullptr : opts.onnxruntime_library.c_str();
+        c_options.onnxruntime_library = detail::c_string("onnxruntime_library", opts.onnxruntime_library);
         gemma_cyber_classifier *raw = nullptr;
         detail::check(gemma_cyber_create(&c_options, &raw));
         handle_.reset(raw);
@@ -137,9 +161,8 @@ public:
     /** Classifies a row-major batch of `dim`-wide embeddings; throws error. */
     result classify(const std::vector<float> &embeddings, std::size_t dim) const {
         if (dim == 0 || embeddings.size() % dim != 0) {
-            throw error(status::invalid_argument,
-                        "INVALID_ARGUMENT: embeddings.size() (" + std::to_string(embeddings.size()) +
-                            ") is not a multiple of dim (" + std::to_string(dim) + ")");
+            throw detail::invalid_argument("embeddings.size() (" + std::to_string(embeddings.size()) +
+                                           ") is not a multiple of dim (" + std::to_string(dim) + ")");
         }
         std::size_t rows = embeddings.size() / dim;
         result out{std::vector<float>(rows), std::vector<std::uint8_t>(rows)};

@@ -3,9 +3,29 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "gemma_cyber.hpp"
+
+// Runs `call`, which must throw gemma_cyber::error with `want` and a message in the documented
+// "GEMMA_CYBER_STATUS_NAME: message" form, whether the library or the wrapper found the fault.
+static bool fails_with(const char *what, gemma_cyber::status want, const char *prefix,
+                       const std::function<void()> &call) {
+    try {
+        call();
+        std::fprintf(stderr, "%s was accepted\n", what);
+        return false;
+    } catch (const gemma_cyber::error &e) {
+        std::printf("%s -> %s\n", what, e.what());
+        if (e.status() != want || std::string(e.what()).rfind(prefix, 0) != 0) {
+            std::fprintf(stderr, "%s: wrong status or message\n", what);
+            return false;
+        }
+        return true;
+    }
+}
 
 int main() {
     std::printf("gemma-cyber %s (ABI %u)\n", gemma_cyber::version().c_str(), gemma_cyber::abi_version());
@@ -46,6 +66,36 @@ int main() {
         std::printf("missing model -> %s\n", e.what());
         if (e.status() != gemma_cyber::status::model_not_found) return 1;
     }
+
+    // The wrapper's own checks word their messages like the library's.
+    if (!fails_with("a batch that is not whole rows", gemma_cyber::status::invalid_argument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ", [&] { classifier.classify(embeddings, dim + 1); }))
+        return 1;
+    // C reads a path only up to a NUL; the part before it is a real model (run.sh runs this from
+    // the repository root), so a silently cut path would load instead of being refused.
+    if (!fails_with("a NUL inside model_path", gemma_cyber::status::invalid_argument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: model_path contains a NUL byte", [] {
+                        gemma_cyber::options options;
+                        options.model_path = "models/default.safetensors";
+                        options.model_path += '\0';
+                        options.model_path += "junk";
+                        gemma_cyber::classifier c(options);
+                    }))
+        return 1;
+    // model_data given but empty is an empty model, like an empty file, not the built-in model.
+    if (!fails_with("empty model_data", gemma_cyber::status::model_invalid, "GEMMA_CYBER_STATUS_MODEL_INVALID: ", [] {
+            gemma_cyber::options options;
+            options.backend = gemma_cyber::backend::cpu;
+            options.model_data = std::vector<std::uint8_t>();
+            gemma_cyber::classifier c(options);
+        }))
+        return 1;
+    if (!fails_with("junk model_data", gemma_cyber::status::model_invalid, "GEMMA_CYBER_STATUS_MODEL_INVALID: ", [] {
+            gemma_cyber::options options;
+            options.model_data = std::vector<std::uint8_t>{1, 2, 3};
+            gemma_cyber::classifier c(options);
+        }))
+        return 1;
 
     // Ownership moves; the moved-from wrapper holds nothing and destroys nothing.
     gemma_cyber::classifier moved = std::move(classifier);
