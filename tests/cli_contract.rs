@@ -734,3 +734,234 @@ fn a_large_npy_is_held_once() {
         "peak RSS {peak} bytes for {data_len} bytes of embeddings"
     );
 }
+
+/// A fresh directory in the temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "gemma-cyber-contract-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn join(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn single_file_outputs_neither_follow_nor_clobber_what_is_beside_them() {
+    // The written file comes from a fresh temporary name: a link or a file of the user's at the
+    // old fixed name `OUT.partial` is left as it was, and nothing temporary is left behind.
+    let dir = TempDir::new("outputs");
+    let precious = dir.join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    std::os::unix::fs::symlink(&precious, dir.join("model.onnx.partial")).unwrap();
+    std::fs::write(dir.join("notes.onnx.partial"), "notes").unwrap();
+    for name in ["model.onnx", "notes.onnx"] {
+        let output = run(&["export-onnx", "-o", &dir.join(name)], b"");
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.onnx.partial")).unwrap(),
+        "notes"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "model.onnx",
+            "model.onnx.partial",
+            "notes.onnx",
+            "notes.onnx.partial",
+            "precious.txt"
+        ]
+    );
+    // A name as long as the file system allows is written, not refused for its temporary name.
+    let long = dir.join(&format!("{}.onnx", "m".repeat(250)));
+    let output = run(&["export-onnx", "-o", &long], b"");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
+
+#[test]
+fn an_output_that_is_its_own_input_is_refused() {
+    let dir = TempDir::new("own-input");
+    let model = dir.join("model.safetensors");
+    std::fs::copy(repo_path("models/default.safetensors"), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let output = run(&["export-onnx", "--model", &model, "-o", &model], b"");
+    assert_refused(
+        &output,
+        2,
+        "is the model itself",
+        "export-onnx over its --model",
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    // convert's config is an input too.
+    let config = dir.join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let checkpoint = repo_path("tests/fixtures/checkpoints/sequential_bn_relu.pt");
+    let output = run(
+        &[
+            "convert",
+            checkpoint.to_str().unwrap(),
+            "-o",
+            &config,
+            "--config",
+            &config,
+        ],
+        b"",
+    );
+    assert_refused(
+        &output,
+        2,
+        "is the config itself",
+        "convert over its --config",
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "{}");
+}
+
+#[test]
+fn a_bad_config_is_named_in_the_message() {
+    let dir = TempDir::new("bad-config");
+    let config = dir.join("settings.json");
+    std::fs::write(&config, r#"{"norm_order": "bogus"}"#).unwrap();
+    let checkpoint = repo_path("tests/fixtures/checkpoints/sequential_bn_relu.pt");
+    let output = run(
+        &[
+            "convert",
+            checkpoint.to_str().unwrap(),
+            "-o",
+            &dir.join("out.safetensors"),
+            "--config",
+            &config,
+        ],
+        b"",
+    );
+    assert_refused(
+        &output,
+        15,
+        &format!("{config}: norm_order is \"bogus\""),
+        "bad config",
+    );
+}
+
+#[test]
+fn library_refusals_of_command_line_values_are_bad_command_lines() {
+    let sample = repo_path("examples/data/sample.npy");
+    let sample = sample.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["classify", "--plugin-setting", "foo", sample],
+            "not key=value",
+        ),
+        (
+            vec!["classify", "--plugin-setting", "num_threads=2", sample],
+            "num_threads",
+        ),
+        (vec!["classify", "--plugin", "NoSuch", sample], "NoSuch"),
+    ] {
+        assert_refused(&run(&args, b""), 2, needle, &args.join(" "));
+    }
+}
+
+#[test]
+fn threshold_prints_nothing_when_its_model_cannot_be_written() {
+    let dir = TempDir::new("threshold-write");
+    // The destination's parent is a file: the write fails whoever runs the test.
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, "").unwrap();
+    let embeddings = repo_path("models/heldout/validation_embeddings.npy");
+    let labels = repo_path("models/heldout/validation_labels.npy");
+    let output = run(
+        &[
+            "threshold",
+            embeddings.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--max-f1",
+            "--write-model",
+            &format!("{blocker}/model.safetensors"),
+        ],
+        b"",
+    );
+    assert_refused(&output, 1, "cannot write", "threshold --write-model");
+}
+
+#[test]
+fn bench_refuses_batches_whose_input_would_not_fit_its_bound() {
+    // A valid model with 2^22 inputs a row: 65,536 rows of it would be a terabyte of input.
+    let dir = TempDir::new("bench-wide");
+    let model = dir.join("wide.safetensors");
+    std::fs::write(&model, wide_model(1 << 22)).unwrap();
+    let output = run(
+        &[
+            "bench",
+            "--model",
+            &model,
+            "--backends",
+            "cpu",
+            "--batches",
+            "65536",
+            "--seconds",
+            "0.1",
+        ],
+        b"",
+    );
+    assert_refused(&output, 2, "--batches 65536", "bench on a wide model");
+}
+
+/// A model with `inputs` inputs, no hidden layer and one output, as float16 (small on disk).
+fn wide_model(inputs: usize) -> Vec<u8> {
+    let one = half_one();
+    let tensors: [(&str, Vec<usize>, Vec<u8>); 4] = [
+        ("input_norm.weight", vec![inputs], one.repeat(inputs)),
+        ("input_norm.bias", vec![inputs], vec![0; 2 * inputs]),
+        ("output.weight", vec![1, inputs], vec![0; 2 * inputs]),
+        ("output.bias", vec![1], vec![0; 2]),
+    ];
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({"format": "gemma-cyber", "format_version": "1",
+            "norm_order": "linear_bn_relu", "layer_norm_eps": "1e-5", "batch_norm_eps": "1e-5",
+            "threshold": "0.5"}),
+    );
+    let mut offset = 0;
+    for (name, shape, data) in &tensors {
+        header.insert(
+            (*name).into(),
+            serde_json::json!({"dtype": "F16", "shape": shape,
+                "data_offsets": [offset, offset + data.len()]}),
+        );
+        offset += data.len();
+    }
+    let header = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    for (_, _, data) in tensors {
+        bytes.extend(data);
+    }
+    bytes
+}
+
+/// 1.0 as little-endian float16.
+fn half_one() -> Vec<u8> {
+    0x3c00u16.to_le_bytes().to_vec()
+}

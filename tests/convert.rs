@@ -56,6 +56,7 @@ fn convert_file(relative: &str, norm_order: Option<NormOrder>) -> gemma_cyber::R
             file_name: path.file_name().unwrap().to_string_lossy().into_owned(),
             norm_order,
             config_json: std::fs::read(config).ok(),
+            config_name: String::new(),
         },
     )
 }

@@ -43,6 +43,8 @@ pub struct ConvertOptions {
     /// `layer_norm_eps`, `batch_norm_eps`, `threshold` and `embedding_model` are used; every other
     /// plain value is kept as `config.<key>` metadata.
     pub config_json: Option<Vec<u8>>,
+    /// What messages call that file (its path); `config.json` when empty.
+    pub config_name: String,
 }
 
 /// A finished conversion.
@@ -88,7 +90,11 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
         ));
     }
 
-    let config = Config::parse(options.config_json.as_deref())?;
+    let config_name = match options.config_name.as_str() {
+        "" => "config.json",
+        name => name,
+    };
+    let config = Config::parse(options.config_json.as_deref(), config_name)?;
     let (norm_order, why) = choose_norm_order(options.norm_order, &config, &layers)?;
     report.push(format!("norm order: {} ({why})", norm_order.as_str()));
 
@@ -203,11 +209,11 @@ struct Config {
 }
 
 impl Config {
-    fn parse(bytes: Option<&[u8]>) -> Result<Config> {
+    fn parse(bytes: Option<&[u8]>, name: &str) -> Result<Config> {
         let Some(bytes) = bytes else {
             return Ok(Config::default());
         };
-        let bad = |why: String| Error::model_invalid(format!("config.json: {why}"));
+        let bad = |why: String| Error::model_invalid(format!("{name}: {why}"));
         if bytes.len() > MAX_CONFIG_BYTES {
             return Err(bad(format!(
                 "{} bytes; the limit is {MAX_CONFIG_BYTES}",

@@ -37,6 +37,10 @@ pub struct BenchArgs {
 /// Largest batch measured: 262,144 rows of 768 floats are 768 MiB of input.
 const MAX_BATCH: usize = 1 << 18;
 
+/// Most input values a call is measured with, whatever the model: the largest batch of the
+/// default model's width. A `--model` with wider rows takes fewer of them.
+const MAX_INPUT_VALUES: usize = MAX_BATCH * 768;
+
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => Ok(seconds),
@@ -62,6 +66,28 @@ impl Measurement {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+    // Checked before anything is printed, with the model's width.
+    let dim = match &args.model {
+        Some(path) => gemma_cyber::Model::from_path(path)?.input_dim(),
+        None => gemma_cyber::Model::builtin()?.input_dim(),
+    };
+    if let Some(&batch) = args
+        .batches
+        .iter()
+        .find(|&&batch| batch.saturating_mul(dim) > MAX_INPUT_VALUES)
+    {
+        // A bad command line: the input would not fit the bound every call is measured under.
+        return Err(Failure {
+            message: format!(
+                "--batches {batch}: with the model's {dim} inputs a row, a call would take {} MiB \
+                 of input; the limit is {} MiB ({} rows of this model)",
+                ((batch as u64).saturating_mul(dim as u64) * 4) >> 20,
+                (MAX_INPUT_VALUES * 4) >> 20,
+                MAX_INPUT_VALUES / dim
+            ),
+            code: 2,
+        });
+    }
     let mut out = io::stdout().lock();
     if !args.json {
         writeln!(

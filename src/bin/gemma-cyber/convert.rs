@@ -46,17 +46,7 @@ enum Order {
 
 /// Runs `convert`.
 pub fn run(args: &Convert) -> Result<(), Failure> {
-    if same_file(&args.checkpoint, &args.output) {
-        // A bad command line, like clap's own refusals.
-        return Err(Failure {
-            message: format!(
-                "the output {} is the checkpoint itself",
-                args.output.display()
-            ),
-            code: 2,
-        });
-    }
-    let bytes = read_input(&args.checkpoint, None)?;
+    refuse_output_over_input(&args.output, &args.checkpoint, "the checkpoint")?;
     let config_path = match (&args.config, args.no_config) {
         (Some(path), _) => Some(path.clone()),
         (None, true) => None,
@@ -64,6 +54,10 @@ pub fn run(args: &Convert) -> Result<(), Failure> {
             Some(args.checkpoint.with_file_name("config.json")).filter(|p| p.is_file())
         }
     };
+    if let Some(config) = &config_path {
+        refuse_output_over_input(&args.output, config, "the config")?;
+    }
+    let bytes = read_input(&args.checkpoint, None)?;
     let config_json = match &config_path {
         Some(path) => Some(read_input(path, Some(MAX_CONFIG_BYTES as u64))?),
         None => None,
@@ -78,6 +72,9 @@ pub fn run(args: &Convert) -> Result<(), Failure> {
             Order::LinearReluBn => NormOrder::LinearReluBn,
         }),
         config_json,
+        config_name: config_path
+            .as_ref()
+            .map_or_else(String::new, |path| path.display().to_string()),
     };
     let conversion =
         convert_checkpoint(&bytes, &options).map_err(|e| e.context(args.checkpoint.display()))?;
@@ -110,22 +107,51 @@ fn read_input(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, Failure> {
     })
 }
 
-/// Writes next to `path` and renames, so a failed write never leaves half a model behind.
+/// Writes a new file next to `path` and renames it there, so a failed write never leaves half a
+/// model behind. The new file has a name of its own, created only if nothing has it (a fixed name
+/// would follow a link planted there, or overwrite a file of the user's by that name), and is
+/// removed if anything fails.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".partial");
-    let temp = PathBuf::from(temp);
-    let result = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        // Exit code 1, as for any output that cannot be written.
-        Failure {
-            message: format!("cannot write {}: {e}", path.display()),
-            code: 1,
-        }
-    })
+    // Exit code 1, as for any output that cannot be written.
+    let cannot = |e: io::Error| Failure {
+        message: format!("cannot write {}: {e}", path.display()),
+        code: 1,
+    };
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".gemma-cyber-").suffix(".partial");
+    // As any new file: the mode the umask leaves, not a temporary file's private 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut temporary = builder.tempfile_in(dir).map_err(cannot)?;
+    temporary.write_all(bytes).map_err(cannot)?;
+    temporary.persist(path).map_err(|e| cannot(e.error))?;
+    Ok(())
 }
 
+/// A bad command line (exit 2, like clap's own refusals) when `output` names the same file as
+/// `input` by any path: writing it would replace what is being read.
+pub(crate) fn refuse_output_over_input(
+    output: &Path,
+    input: &Path,
+    what: &str,
+) -> Result<(), Failure> {
+    if same_file(output, input) {
+        return Err(Failure {
+            message: format!("the output {} is {what} itself", output.display()),
+            code: 2,
+        });
+    }
+    Ok(())
+}
+
+/// Both paths exist and are one file, whatever the links and `..` on the way.
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,

@@ -121,17 +121,11 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
     let metrics = Metrics::compute(&probabilities, &labels, chosen)
         .map_err(|e| Failure::input(e.message()))?;
 
-    let mut out = io::stdout().lock();
-    if let ReportFormat::Text = args.format {
-        writeln!(out, "chosen:      {chosen} ({how})")?;
-        write_report(&mut out, &metrics)?;
-    }
+    // The model is written before anything is printed: a run whose write fails must not leave a
+    // complete-looking report on standard output.
     if let Some(path) = &args.write_model {
         let original = match &args.model {
-            Some(model) => std::fs::read(model).map_err(|e| Failure {
-                message: format!("cannot read {}: {e}", model.display()),
-                code: 14,
-            })?,
+            Some(model) => read_model_file(model)?,
             None => Model::builtin_bytes().to_vec(),
         };
         let provenance = format!(
@@ -143,7 +137,12 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         // Through a temporary file and a rename: a failed write (a full disk) must not leave a
         // truncated model where a good one was, which is what writing in place would do.
         write_atomically(path, &bytes)?;
-        if let ReportFormat::Text = args.format {
+    }
+    let mut out = io::stdout().lock();
+    if let ReportFormat::Text = args.format {
+        writeln!(out, "chosen:      {chosen} ({how})")?;
+        write_report(&mut out, &metrics)?;
+        if let Some(path) = &args.write_model {
             let path = path.display().to_string();
             writeln!(out, "wrote:       {} (threshold {chosen})", escape(&path))?;
         }
@@ -163,6 +162,19 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         writeln!(out, "{}", terminal::json(&report))?;
     }
     Ok(())
+}
+
+/// The model file `threshold` copies with a new threshold: a regular file of at most the model
+/// file limit, read through that cap (exit 14 when it cannot be read, 15 when it is too large).
+fn read_model_file(path: &Path) -> Result<Vec<u8>, Failure> {
+    gemma_cyber::fs::read_regular_file(path, gemma_cyber::model::MAX_FILE_BYTES).map_err(|e| {
+        let status = match e {
+            gemma_cyber::fs::ReadError::TooLarge { .. }
+            | gemma_cyber::fs::ReadError::OutOfMemory(_) => gemma_cyber::Status::ModelInvalid,
+            _ => gemma_cyber::Status::ModelNotFound,
+        };
+        gemma_cyber::Error::new(status, format!("cannot read {}: {e}", path.display())).into()
+    })
 }
 
 fn file_name(path: &Path) -> String {

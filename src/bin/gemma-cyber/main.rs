@@ -151,9 +151,15 @@ impl Failure {
 
 impl From<gemma_cyber::Error> for Failure {
     fn from(error: gemma_cyber::Error) -> Self {
+        // The library's INVALID_ARGUMENT can only come from what the command line set (a plugin
+        // name or setting, a backend): a bad command line, exit 2, as the README's table says.
+        let code = match error.status() {
+            gemma_cyber::Status::InvalidArgument => 2,
+            status => 10 + status as u8,
+        };
         Failure {
             message: error.message().to_owned(),
-            code: 10 + error.status() as u8,
+            code,
         }
     }
 }
@@ -417,6 +423,9 @@ fn check_finite(name: &str, embeddings: &Embeddings, first_row: usize) -> Result
 }
 
 fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
+    if let Some(model) = model {
+        convert::refuse_output_over_input(output, model, "the model")?;
+    }
     let model = match model {
         Some(path) => gemma_cyber::Model::from_path(path)?,
         None => gemma_cyber::Model::builtin()?,

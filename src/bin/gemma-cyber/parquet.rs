@@ -453,7 +453,18 @@ fn classify_shard(
     let cannot_write = |e: &dyn std::fmt::Display| {
         output_failure(format!("cannot write {}: {e}", temporary.display()))
     };
-    let file = File::create(&temporary).map_err(|e| cannot_write(&e))?;
+    // The name is ours (a killed run's leftover is replaced, so none is ever left behind), but
+    // whatever is there is removed rather than opened, and the new file is created only if
+    // nothing has the name by then: opening it would follow a link planted there.
+    match fs::remove_file(&temporary) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(cannot_write(&e)),
+        _ => {}
+    }
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
+        .map_err(|e| cannot_write(&e))?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(OUTPUT_ROW_GROUP_ROWS))
