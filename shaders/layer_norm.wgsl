@@ -1,5 +1,7 @@
 // LayerNorm without affine (the affine is folded into the first dense layer), in place: one
-// workgroup per row, two passes (mean, then biased variance) as the cpu backend does.
+// workgroup per row, two passes (mean, then biased variance) as the cpu backend does, every value
+// taken relative to the row's first: LayerNorm ignores the shift, and a narrow row far from zero
+// (a constant row of 12345.678) keeps its small differences exact that way.
 //
 // Shapes come from the model as pipeline-overridable constants.
 
@@ -47,22 +49,24 @@ fn main(
         return;
     }
     let base = row * STRIDE;
+    // Read by every lane before any lane writes the row (the barriers in workgroup_sum).
+    let pivot = x[base];
 
     var sum = 0.0;
     for (var i = lane; i < DIM; i = i + THREADS) {
-        sum = sum + x[base + i];
+        sum = sum + (x[base + i] - pivot);
     }
     let mean = workgroup_sum(sum, lane) / f32(DIM);
 
     var squares = 0.0;
     for (var i = lane; i < DIM; i = i + THREADS) {
-        let d = x[base + i] - mean;
+        let d = x[base + i] - pivot - mean;
         squares = squares + d * d;
     }
     let variance = workgroup_sum(squares, lane) / f32(DIM);
     let inv_std = 1.0 / sqrt(variance + EPS);
 
     for (var i = lane; i < DIM; i = i + THREADS) {
-        x[base + i] = (x[base + i] - mean) * inv_std;
+        x[base + i] = (x[base + i] - pivot - mean) * inv_std;
     }
 }
