@@ -13,7 +13,8 @@ use common::{npy_f32, npy_f64, random_embeddings, repo_path, GOLDEN, TOLERANCE};
 use gemma_cyber::{BackendKind, Status};
 
 /// Rows of the largest chunk any backend splits a call into (the wgpu plugin's on a software
-/// adapter, and more than the cpu backend's per-thread share): one more crosses a boundary.
+/// adapter, the onnxruntime plugin's runs, and more than the cpu backend's per-thread share): one
+/// more crosses a boundary.
 const LARGEST_CHUNK: usize = 4096;
 
 fn default_model() -> PathBuf {
