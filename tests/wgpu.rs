@@ -156,3 +156,15 @@ fn environment_variable_selects_the_adapter_in_the_cli() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_timeout_of_zero_is_refused_at_create() {
+    // Every call would time out: create must say so rather than succeed.
+    let options = Options {
+        plugin_settings: vec!["wgpu.timeout_ms=0".into()],
+        ..wgpu_options(&root().join("models/default.safetensors"))
+    };
+    let error = Classifier::new(&options).err().expect("refused");
+    assert_eq!(error.status(), Status::BackendUnavailable, "{error}");
+    assert!(error.message().contains("timeout_ms"), "{error}");
+}

@@ -19,7 +19,7 @@ impl DeviceEvents {
         let lost = Arc::clone(&events);
         device.set_device_lost_callback(move |reason, message| {
             if let Ok(mut slot) = lost.lost.lock() {
-                *slot = Some(format!("{reason:?}: {message}"));
+                *slot = Some(one_line(&format!("{reason:?}: {message}")));
             }
         });
         // wgpu's default handler panics; every call runs inside error scopes, so an error that
@@ -28,7 +28,7 @@ impl DeviceEvents {
         let uncaptured = Arc::clone(&events);
         device.on_uncaptured_error(Arc::new(move |error| {
             if let Ok(mut slot) = uncaptured.uncaptured.lock() {
-                slot.get_or_insert_with(|| error.to_string());
+                slot.get_or_insert_with(|| one_line(&error.to_string()));
             }
         }));
         events
@@ -62,7 +62,10 @@ impl ErrorScopes {
         }
         match first {
             None => Ok(()),
-            Some(error) => Err(Error::backend_failure(format!("wgpu: {doing}: {error}"))),
+            Some(error) => Err(Error::backend_failure(format!(
+                "wgpu: {doing}: {}",
+                one_line(&error.to_string())
+            ))),
         }
     }
 }
@@ -70,6 +73,12 @@ impl ErrorScopes {
 pub(super) fn panic_failure(doing: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
     Error::backend_failure(format!(
         "wgpu panicked while {doing}: {}",
-        panic_message(payload.as_ref())
+        one_line(&panic_message(payload.as_ref()))
     ))
+}
+
+/// `text` on one line, as a plugin's messages must be: wgpu's errors list their causes on lines
+/// of their own, indented.
+pub(super) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -153,6 +153,7 @@ impl WgpuBackend {
         keep_instance(backends, &instance);
         let events = DeviceEvents::watch(&device);
 
+        check_weights_bind(model, &limits, &info.name)?;
         let scopes = ErrorScopes::push(&device);
         let setup = Setup::new(&device, model)?;
         scopes.check("compiling the kernels and uploading the weights")?;
@@ -221,6 +222,33 @@ impl Backend for WgpuBackend {
     }
 }
 
+/// BACKEND_UNAVAILABLE unless every layer's weights, as uploaded (inputs and hidden outputs padded
+/// to a multiple of 4), fit one binding of the device: otherwise create would succeed and every
+/// call fail when it binds them.
+fn check_weights_bind(model: &Model<'_>, limits: &wgpu::Limits, adapter: &str) -> Result<()> {
+    let max_binding = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let layers = model.layers();
+    for (index, layer) in layers.iter().enumerate() {
+        let outputs = if index + 1 == layers.len() {
+            layer.outputs
+        } else {
+            layer.outputs.next_multiple_of(4)
+        };
+        let bytes = (layer.inputs.next_multiple_of(4) as u64)
+            .saturating_mul(outputs as u64)
+            .saturating_mul(4);
+        if bytes > max_binding {
+            return Err(Error::backend_unavailable(format!(
+                "wgpu: layer {index}'s weights take {bytes} bytes; {adapter} binds at most \
+                 {max_binding} bytes in one buffer"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Rows one chunk holds at most: `requested`, lowered to what the device's limits allow for rows
 /// of `widest` values; none is BACKEND_UNAVAILABLE.
 fn chunk_rows(
@@ -244,5 +272,31 @@ fn chunk_rows(
             "wgpu: {adapter} binds at most {max_binding} bytes, less than one row of this model"
         ))),
         rows => Ok(rows),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_weights_bind;
+    use gemma_cyber_plugin::Status;
+
+    #[test]
+    fn weights_larger_than_one_binding_are_refused_at_create() {
+        let model = gemma_cyber::Model::builtin().unwrap();
+        let view = model.plugin_view().unwrap();
+        // The first layer, 768 x 512 float32, is the largest: 1,572,864 bytes.
+        let limits = |bytes: u64| wgpu::Limits {
+            max_storage_buffer_binding_size: bytes,
+            ..wgpu::Limits::default()
+        };
+        let error = check_weights_bind(&view, &limits(1_572_863), "a small device").unwrap_err();
+        assert_eq!(error.status(), Status::BackendUnavailable, "{error}");
+        assert!(
+            error
+                .message()
+                .contains("layer 0's weights take 1572864 bytes; a small device binds at most"),
+            "{error}"
+        );
+        check_weights_bind(&view, &limits(1_572_864), "a device").unwrap();
     }
 }

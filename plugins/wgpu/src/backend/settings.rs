@@ -55,9 +55,15 @@ impl WgpuSettings {
             allow_software: !settings.auto()?,
             max_chunk_rows: settings.take_parsed("max_chunk_rows")?.unwrap_or(0),
             piece_rows: settings.take_parsed("piece_rows")?.unwrap_or(0),
-            timeout: settings
-                .take_parsed("timeout_ms")?
-                .map_or(defaults.timeout, Duration::from_millis),
+            timeout: match settings.take_parsed("timeout_ms")? {
+                // No device answers in no time: every call would fail after create succeeded.
+                Some(0) => {
+                    return Err(Error::backend_unavailable(
+                        "setting timeout_ms=\"0\": every call would time out; give at least 1",
+                    ))
+                }
+                milliseconds => milliseconds.map_or(defaults.timeout, Duration::from_millis),
+            },
         };
         // The core's thread count is for CPU backends; the device runs its own.
         settings.num_threads()?;
