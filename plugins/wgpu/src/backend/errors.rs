@@ -73,7 +73,7 @@ impl ErrorScopes {
 pub(super) fn panic_failure(doing: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
     Error::backend_failure(format!(
         "wgpu panicked while {doing}: {}",
-        one_line(&panic_message(payload.as_ref()))
+        one_line(panic_message(payload.as_ref()))
     ))
 }
 
