@@ -345,6 +345,37 @@ fn size_overflow_is_invalid_argument() {
 }
 
 #[test]
+fn misaligned_float_pointers_are_invalid_arguments() {
+    let handle = builtin();
+    // Floats read from one byte into a buffer, as a caller slicing raw bytes would pass them.
+    let bytes = vec![0u8; 768 * 4 + 8];
+    let aligned_start = bytes.as_ptr().align_offset(4);
+    let misaligned = bytes[aligned_start + 1..].as_ptr().cast::<f32>();
+    let input = vec![0.0f32; 768];
+    let mut probabilities = [SENTINEL; 2];
+    let mut out_bytes = [0u8; 12];
+    let out_start = out_bytes.as_ptr().align_offset(4) + 1;
+    let misaligned_out = out_bytes[out_start..].as_mut_ptr().cast::<f32>();
+    for (what, embeddings, output) in [
+        ("embeddings", misaligned, probabilities.as_mut_ptr()),
+        ("probabilities", input.as_ptr(), misaligned_out),
+    ] {
+        // SAFETY: both pointers cover one row and one probability; the misaligned one must be
+        // refused before it is read or written.
+        let status =
+            unsafe { gemma_cyber_classify(handle.0, embeddings, 1, 768, output, null_mut()) };
+        assert_eq!(status, Status::InvalidArgument, "{what}");
+        assert!(
+            last_error().contains(&format!("{what} is not aligned")),
+            "{}",
+            last_error()
+        );
+    }
+    assert_eq!(probabilities, [SENTINEL; 2]);
+    assert_eq!(out_bytes, [0; 12]);
+}
+
+#[test]
 fn dim_zero_with_any_row_count_is_dimension_mismatch() {
     // rows * 0 fits any size check, so the dimension must be refused before outputs of `rows`
     // values are taken as slices.

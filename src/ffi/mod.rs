@@ -131,6 +131,19 @@ pub unsafe extern "C" fn gemma_cyber_classify(
         if probabilities.is_null() {
             return Err(Error::invalid_argument("probabilities is NULL"));
         }
+        // A float pointer off a 4-byte boundary (a buffer read from a byte offset) cannot be a
+        // slice of floats: a status, not undefined behaviour.
+        for (name, address) in [
+            ("embeddings", embeddings as usize),
+            ("probabilities", probabilities as usize),
+        ] {
+            if !address.is_multiple_of(align_of::<f32>()) {
+                return Err(Error::invalid_argument(format!(
+                    "{name} is not aligned to {} bytes, as a float array must be",
+                    align_of::<f32>()
+                )));
+            }
+        }
         // SAFETY: the pointers are not NULL (checked above) and the caller promised they are
         // valid for `rows * dim` floats in and `rows` values out, without overlap; `values` fits
         // in isize bytes and `dim` is at least 1 (the model's), so `rows` floats and labels do
