@@ -7,16 +7,18 @@
 #   to the core at run time), lib/libgemma_cyber.a (static: cpu, wgpu and onnxruntime compiled in),
 #   include/gemma_cyber.h, include/gemma_cyber.hpp, include/gemma_cyber_plugin.h,
 #   lib/pkgconfig/gemma_cyber.pc, lib/cmake/GemmaCyber/GemmaCyberConfig{,Version}.cmake.
-# Usage: tools/install.sh [--no-build] [PREFIX]. --no-build installs what `cargo build --release`
-# already built (for `sudo`, where cargo is often not on root's PATH and a root build would leave
-# root-owned files in target/). DESTDIR stages the tree for packagers (paths inside the files still
-# name PREFIX). The in-tree consumers (examples, Go, C#) run against build/install.
+# Usage: tools/install.sh [--build-only | --no-build] [PREFIX]. --build-only makes the builds and
+# installs nothing; --no-build then installs them (for `sudo`, where cargo is often not on root's
+# PATH and a root build would leave root-owned files in target/). DESTDIR stages the tree for
+# packagers (paths inside the files still name PREFIX). The in-tree consumers (examples, Go, C#)
+# run against build/install.
 set -euo pipefail
 build=1
-if [ "${1:-}" = "--no-build" ]; then
-  build=0
-  shift
-fi
+install=1
+case "${1:-}" in
+  --no-build) build=0; shift ;;
+  --build-only) install=0; shift ;;
+esac
 # A relative PREFIX is relative to where the command was run, and made absolute (the .pc file needs
 # one); an absolute one is taken as is and not created outside DESTDIR. The default is the
 # repository's build/install.
@@ -37,19 +39,29 @@ root="${DESTDIR:-}$prefix"
 # built with the backends compiled in (the very same modules as the plugins), since a statically
 # linked program usually ships without plugin files; its own target directory keeps this build
 # from replacing the shared core's files.
+# The static library's stamp: made when both builds have just run (cargo leaves an up-to-date
+# library's time alone, so the library's own time says nothing), and refused below when the shared
+# library is newer: built again since, the static one may be of older sources.
+stamp=target/static/release/libgemma_cyber.a.built
 if [ "$build" = 1 ]; then
   cargo build --release --quiet
   cargo build --release --quiet -p gemma-cyber --lib --no-default-features \
     --features static-wgpu,static-onnxruntime --target-dir target/static
+  touch "$stamp"
 fi
+[ "$install" = 1 ] || exit 0
 for built in target/release/libgemma_cyber.so target/release/gemma-cyber \
   target/release/libgemma_cyber_wgpu.so target/release/libgemma_cyber_onnxruntime.so; do
-  [ -f "$built" ] || { echo "$built is missing: run cargo build --release first" >&2; exit 1; }
+  [ -f "$built" ] || { echo "$built is missing: run tools/install.sh --build-only first" >&2; exit 1; }
 done
-# Without the static build (--no-build after a plain cargo build), the core's own static library:
-# cpu built in, and the plugins beside it still load at run time.
+# The static library with the backends compiled in, built with the shared one from the same
+# sources: a missing one, or one not built since the shared library was, could be of other code.
 static_lib=target/static/release/libgemma_cyber.a
-[ -f "$static_lib" ] || static_lib=target/release/libgemma_cyber.a
+if [ ! -f "$static_lib" ] || [ ! -f "$stamp" ] || [ target/release/libgemma_cyber.so -nt "$stamp" ]; then
+  echo "$static_lib is missing or not built since target/release/libgemma_cyber.so was:" \
+    "run tools/install.sh --build-only first" >&2
+  exit 1
+fi
 
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
 abi="$(sed -n 's/^#define GEMMA_CYBER_ABI_VERSION \([0-9]*\)$/\1/p' include/gemma_cyber.h)"

@@ -101,6 +101,7 @@ remove_system_install() {
 trap remove_system_install EXIT
 # Root needs no sudo; a machine without it runs the same lines.
 command -v sudo >/dev/null || sudo() { "$@"; }
+documented README.md 'tools/install.sh --build-only'
 documented README.md 'sudo tools/install.sh --no-build /usr/local && sudo ldconfig'
 new_project system
 documented "$repo/README.md" 'cc app.c -lgemma_cyber -o app && ./app'
