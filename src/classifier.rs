@@ -151,26 +151,53 @@ impl Classifier {
         rows: usize,
         probabilities: &mut [f32],
     ) -> Result<()> {
-        let conditioned;
-        let embeddings = match scan(embeddings) {
-            Err(index) => {
-                return Err(Error::new(
-                    Status::NonFiniteInput,
-                    format!(
-                        "embeddings row {} column {} is {}; every value must be finite",
-                        index / dim,
-                        index % dim,
-                        embeddings[index]
-                    ),
-                ))
+        match scan(embeddings) {
+            Err(index) => Err(Error::new(
+                Status::NonFiniteInput,
+                format!(
+                    "embeddings row {} column {} is {}; every value must be finite",
+                    index / dim,
+                    index % dim,
+                    embeddings[index]
+                ),
+            )),
+            Ok(Scan::Ordinary) => self.backend.classify(embeddings, rows, probabilities),
+            Ok(Scan::HasLarge) => self.classify_conditioned(embeddings, dim, rows, probabilities),
+        }
+    }
+
+    /// Classifies input with some value of at least [`LARGE`]: a part of [`CONDITIONED_ROWS`] rows
+    /// at a time, each copied and conditioned ([`condition_large_rows`]) only where it has such a
+    /// row, so the extra memory is one part, not a copy of the whole batch (one large value in a
+    /// batch of 878 MB made it 1.8 GB). The probabilities wait in a buffer of their own until every
+    /// part is done: a failing part leaves the caller's untouched.
+    fn classify_conditioned(
+        &self,
+        embeddings: &[f32],
+        dim: usize,
+        rows: usize,
+        probabilities: &mut [f32],
+    ) -> Result<()> {
+        let mut staged = Vec::new();
+        staged.try_reserve_exact(rows).map_err(|_| {
+            Error::backend_failure(format!(
+                "not enough memory to hold {rows} probabilities; pass fewer rows at a time"
+            ))
+        })?;
+        staged.resize(rows, 0.0f32);
+        for (part, output) in embeddings
+            .chunks(CONDITIONED_ROWS * dim)
+            .zip(staged.chunks_mut(CONDITIONED_ROWS))
+        {
+            if is_ordinary(part) {
+                self.backend.classify(part, output.len(), output)?;
+            } else {
+                let conditioned = condition_large_rows(part, dim)?;
+                self.backend.classify(&conditioned, output.len(), output)?;
             }
-            Ok(Scan::Ordinary) => embeddings,
-            Ok(Scan::HasLarge) => {
-                conditioned = condition_large_rows(embeddings, dim)?;
-                &conditioned
-            }
-        };
-        self.backend.classify(embeddings, rows, probabilities)
+        }
+        probabilities.copy_from_slice(&staged);
+        Ok(())
     }
 
     /// The backend actually running (never `Auto`).
@@ -264,6 +291,10 @@ fn scan(values: &[f32]) -> Result<Scan, usize> {
     }
     Ok(found)
 }
+
+/// Rows conditioned at a time ([`Classifier::classify_conditioned`]): 12 MiB of the default
+/// model's rows.
+const CONDITIONED_ROWS: usize = 4096;
 
 /// Largest magnitude a conditioned row keeps (2^40): every backend's float32 LayerNorm (sums of
 /// squares of up to 2^28 values) stays far from overflow, and the row's variance stays so far

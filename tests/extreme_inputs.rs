@@ -156,3 +156,43 @@ fn extreme_finite_rows_agree_on_every_backend_and_with_float64() {
         }
     }
 }
+
+#[test]
+fn one_large_row_leaves_the_rest_of_a_long_batch_as_it_is() {
+    // Conditioning copies only the part of the batch that holds the large row: the other rows
+    // get the bits they get without it, on each side of the parts' boundaries.
+    let model = Model::builtin().unwrap();
+    let dim = model.input_dim();
+    let rows = 2 * 4096 + 10;
+    let ordinary = random_embeddings(rows, dim, 8);
+    let large_at = 5000;
+    let mut batch = ordinary.clone();
+    for (i, v) in batch[large_at * dim..(large_at + 1) * dim]
+        .iter_mut()
+        .enumerate()
+    {
+        *v = 1e6 + (i as f32) * 0.5;
+    }
+    let classifier = Classifier::new(&Options {
+        backend: BackendKind::Cpu,
+        ..Options::default()
+    })
+    .unwrap();
+    let mut with_large = vec![f32::NAN; rows];
+    classifier
+        .classify(&batch, dim, &mut with_large, None)
+        .unwrap();
+    let mut without = vec![f32::NAN; rows];
+    classifier
+        .classify(&ordinary, dim, &mut without, None)
+        .unwrap();
+    for row in (0..rows).filter(|&row| row != large_at) {
+        assert_eq!(
+            with_large[row].to_bits(),
+            without[row].to_bits(),
+            "row {row}"
+        );
+    }
+    let expected = reference(&model, &batch[large_at * dim..(large_at + 1) * dim]);
+    assert!((f64::from(with_large[large_at]) - expected).abs() <= TOLERANCE);
+}
