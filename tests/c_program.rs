@@ -37,6 +37,16 @@ fn library_dir(program: &str) -> PathBuf {
     dir
 }
 
+/// Every test program is C11 with warnings as errors.
+const C_FLAGS: [&str; 6] = [
+    "-std=c11",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-pedantic",
+    "-O1",
+];
+
 /// Compiles `source` into a fresh directory that also holds the library; returns the program.
 fn compile(source: &str, output_name: &str) -> PathBuf {
     compile_against(source, output_name, "include")
@@ -48,14 +58,7 @@ fn compile_against(source: &str, output_name: &str, include_dir: &str) -> PathBu
     let output = lib_dir.join(output_name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = Command::new(&cc)
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-O1",
-        ])
+        .args(C_FLAGS)
         .arg(format!("-I{}", common::repo_path(include_dir).display()))
         .arg(common::repo_path(source))
         .arg(format!("-L{}", lib_dir.display()))
@@ -227,14 +230,7 @@ fn a_core_opened_by_a_relative_path_never_looks_for_plugins_in_the_working_direc
     let program = lib_dir.join("relative_load");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = Command::new(&cc)
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-O1",
-        ])
+        .args(C_FLAGS)
         .arg(format!("-I{}", common::repo_path("include").display()))
         .arg(common::repo_path("tests/c/relative_load.c"))
         .arg("-ldl")
