@@ -96,7 +96,7 @@ pub fn run(args: &Convert) -> Result<(), Failure> {
 }
 
 /// A regular file of at most `limit` bytes (the checkpoint limit by default), read through that cap.
-fn read_input(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, Failure> {
+pub(crate) fn read_input(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, Failure> {
     let limit = limit.unwrap_or(gemma_cyber::convert::archive::MAX_CHECKPOINT_BYTES);
     gemma_cyber::fs::read_regular_file(path, limit).map_err(|e| {
         let status = match e {
@@ -151,10 +151,16 @@ pub(crate) fn refuse_output_over_input(
     Ok(())
 }
 
-/// Both paths exist and are one file, whatever the links and `..` on the way.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
+/// True when both paths exist and are the same file or directory, whatever the links, `.` and
+/// `..` on the way (a hard link too, where the platform tells).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
     }
 }

@@ -12,7 +12,7 @@ use super::{
     json_float, num_threads_parser, open_classifier, parse_backend, parse_unit_interval,
     read_embeddings, Failure, ReportFormat, Setup,
 };
-use crate::convert::write_atomically;
+use crate::convert::{read_input, write_atomically};
 use crate::input;
 use crate::terminal::{self, escape};
 
@@ -125,7 +125,8 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
     // complete-looking report on standard output.
     if let Some(path) = &args.write_model {
         let original = match &args.model {
-            Some(model) => read_model_file(model)?,
+            // A regular file of at most the model file limit, read through that cap.
+            Some(model) => read_input(model, Some(gemma_cyber::model::MAX_FILE_BYTES))?,
             None => Model::builtin_bytes().to_vec(),
         };
         let provenance = format!(
@@ -162,19 +163,6 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         writeln!(out, "{}", terminal::json(&report))?;
     }
     Ok(())
-}
-
-/// The model file `threshold` copies with a new threshold: a regular file of at most the model
-/// file limit, read through that cap (exit 14 when it cannot be read, 15 when it is too large).
-fn read_model_file(path: &Path) -> Result<Vec<u8>, Failure> {
-    gemma_cyber::fs::read_regular_file(path, gemma_cyber::model::MAX_FILE_BYTES).map_err(|e| {
-        let status = match e {
-            gemma_cyber::fs::ReadError::TooLarge { .. }
-            | gemma_cyber::fs::ReadError::OutOfMemory(_) => gemma_cyber::Status::ModelInvalid,
-            _ => gemma_cyber::Status::ModelNotFound,
-        };
-        gemma_cyber::Error::new(status, format!("cannot read {}: {e}", path.display())).into()
-    })
 }
 
 fn file_name(path: &Path) -> String {

@@ -78,20 +78,6 @@ pub(crate) fn is_parquet_input(input: &Path) -> bool {
         && &magic == b"PAR1"
 }
 
-/// True when both paths exist and are the same file or directory, whatever the links, `.` and
-/// `..` on the way (a hard link too, where the platform tells).
-fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        matches!((fs::metadata(a), fs::metadata(b)), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
-    }
-}
-
 fn has_glob(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
@@ -167,7 +153,7 @@ pub(crate) fn classify(
         } else {
             input.parent().unwrap_or(Path::new("."))
         };
-        if same_file(input_dir, output) {
+        if crate::convert::same_file(input_dir, output) {
             return Err(usage(
                 "the output directory must not be the input directory",
             ));
@@ -196,7 +182,7 @@ pub(crate) fn classify(
         };
         // `-o .` beside the input names the input itself once joined: checked on the path that
         // is written, or the output would replace the input.
-        if same_file(input, &target) {
+        if crate::convert::same_file(input, &target) {
             return Err(usage(format!(
                 "the output {} must not be the input file",
                 target.display()

@@ -226,9 +226,7 @@ impl Backend for WgpuBackend {
 /// to a multiple of 4), fit one binding of the device: otherwise create would succeed and every
 /// call fail when it binds them.
 fn check_weights_bind(model: &Model<'_>, limits: &wgpu::Limits, adapter: &str) -> Result<()> {
-    let max_binding = limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size);
+    let max_binding = max_binding(limits);
     let layers = model.layers();
     for (index, layer) in layers.iter().enumerate() {
         let outputs = if index + 1 == layers.len() {
@@ -249,6 +247,13 @@ fn check_weights_bind(model: &Model<'_>, limits: &wgpu::Limits, adapter: &str) -
     Ok(())
 }
 
+/// Bytes the device lets one storage buffer be and bind.
+fn max_binding(limits: &wgpu::Limits) -> u64 {
+    limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size)
+}
+
 /// Rows one chunk holds at most: `requested`, lowered to what the device's limits allow for rows
 /// of `widest` values; none is BACKEND_UNAVAILABLE.
 fn chunk_rows(
@@ -258,9 +263,7 @@ fn chunk_rows(
     adapter: &str,
 ) -> Result<usize> {
     let widest = widest as u64 * 4;
-    let max_binding = limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size);
+    let max_binding = max_binding(limits);
     let by_binding = (max_binding / widest) as usize;
     // The dense kernel runs one workgroup row per VECTOR_ROWS rows; LayerNorm's one workgroup per
     // row spills into y.
