@@ -5,7 +5,8 @@
 //! cover the FMA latency on both FMA ports of current x86 cores) for about a second, five times, at
 //! each vector width the CPU has: 256-bit (AVX2 + FMA) and 512-bit (AVX-512 F). It prints the best
 //! rate of each and the model's ceiling at the widest one. Then it measures the cpu backend's share
-//! of that ceiling on one thread, paired: each window of 65,536 rows (in calls of 256 to 65,536
+//! of the ceiling at its kernel's width on one thread (the widest, or AVX2's under
+//! `GEMMA_CYBER_CPU_KERNEL=avx2`, as on a host without AVX-512), paired: each window of 65,536 rows (in calls of 256 to 65,536
 //! rows, from an input too large for any cache, as when scoring a shard) follows an FMA window of
 //! the same FLOPs, so the share is the one window's time over the other's, and a busy spell of a
 //! shared host weighs on both. Last, each kernel the CPU has against its own width's peak, on
@@ -73,6 +74,14 @@ fn main() {
     );
     #[cfg(target_arch = "x86_64")]
     {
+        // The cpu backend's share is of its own kernel's width: with `GEMMA_CYBER_CPU_KERNEL=avx2`
+        // on an AVX-512 host, that of the AVX2 peak, as on a host that has no more.
+        let kernel = CpuKernel::chosen().expect("GEMMA_CYBER_CPU_KERNEL");
+        let (width, gflops) = peaks
+            .iter()
+            .copied()
+            .find(|(width, _)| Some(*width) == Width::of(kernel))
+            .unwrap_or((width, gflops));
         share_of_peak(width, flops_per_row, gflops, smoke);
         let layers: Vec<(usize, f64)> = model
             .layers()
@@ -231,13 +240,23 @@ fn unit_rows(rows: usize, dim: usize) -> Vec<f32> {
     values
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Width {
     Avx2,
     Avx512,
 }
 
 impl Width {
+    /// The width `kernel` computes in; `None` for the portable kernel, which the compiler
+    /// vectorises for the baseline target.
+    fn of(kernel: CpuKernel) -> Option<Width> {
+        match kernel {
+            CpuKernel::Portable => None,
+            CpuKernel::Avx2Fma => Some(Width::Avx2),
+            CpuKernel::Avx512 => Some(Width::Avx512),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Width::Avx2 => "AVX2 + FMA (256-bit)",

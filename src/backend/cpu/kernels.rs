@@ -9,6 +9,7 @@
 //! with. The AVX2 and AVX-512 kernels do the same fused multiply-adds in the same order, so they
 //! agree bit for bit.
 
+use crate::error::{Error, Result};
 use crate::model::Dense;
 
 /// Outputs per panel: two 8-lane AVX registers, or one 16-lane AVX-512 register.
@@ -143,6 +144,19 @@ impl CpuKernel {
             .rev()
             .find(|kernel| kernel.is_supported())
             .unwrap_or(CpuKernel::Portable)
+    }
+
+    /// The kernel a cpu backend runs: the one `GEMMA_CYBER_CPU_KERNEL` (`portable`, `avx2`,
+    /// `avx512`) names, or the [best](Self::detect) where it is unset, empty or `auto`.
+    pub fn chosen() -> Result<CpuKernel> {
+        match std::env::var("GEMMA_CYBER_CPU_KERNEL").ok().as_deref() {
+            None | Some("") | Some("auto") => Ok(CpuKernel::detect()),
+            Some(name) => CpuKernel::from_name(name).ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "GEMMA_CYBER_CPU_KERNEL is {name:?}; expected auto, portable, avx2 or avx512"
+                ))
+            }),
+        }
     }
 
     /// The kernel of this [`name`](Self::name), if any.

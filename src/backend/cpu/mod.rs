@@ -136,18 +136,10 @@ unsafe impl Sync for SharedPtr {}
 
 impl CpuBackend {
     /// A cpu backend using up to `threads` threads per call (0: one per available core), with the
-    /// best kernel this CPU supports, or the one `GEMMA_CYBER_CPU_KERNEL` (`portable`, `avx2`,
-    /// `avx512`) names.
+    /// [chosen](CpuKernel::chosen) kernel: the best this CPU supports, or the one
+    /// `GEMMA_CYBER_CPU_KERNEL` names.
     pub fn new(model: &Model, threads: usize) -> Result<CpuBackend> {
-        let kernel = match std::env::var("GEMMA_CYBER_CPU_KERNEL").ok().as_deref() {
-            None | Some("") | Some("auto") => CpuKernel::detect(),
-            Some(name) => CpuKernel::from_name(name).ok_or_else(|| {
-                Error::invalid_argument(format!(
-                    "GEMMA_CYBER_CPU_KERNEL is {name:?}; expected auto, portable, avx2 or avx512"
-                ))
-            })?,
-        };
-        CpuBackend::with_kernel(model, threads, kernel)
+        CpuBackend::with_kernel(model, threads, CpuKernel::chosen()?)
     }
 
     /// A cpu backend with a given kernel; BACKEND_UNAVAILABLE if this CPU lacks its instructions.
