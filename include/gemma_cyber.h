@@ -257,13 +257,12 @@ enum gemma_cyber_status gemma_cyber_create(const struct gemma_cyber_options *opt
  * `rows == 0` succeeds without reading any pointer but `classifier`. On failure nothing is
  * written. Safe to call from many threads at once on one classifier.
  *
- * Statuses: INVALID_ARGUMENT (NULL pointer, `rows * dim` overflow), DIMENSION_MISMATCH,
- * NON_FINITE_INPUT, BACKEND_FAILURE, PANIC.
+ * Statuses: INVALID_ARGUMENT (NULL pointer, `rows * dim` overflow, a float pointer off a 4-byte
+ * boundary, buffers that overlap), DIMENSION_MISMATCH, NON_FINITE_INPUT, BACKEND_FAILURE, PANIC.
  *
  * # Safety
  * `classifier` must be NULL or a live classifier; `embeddings` must be readable for
- * `rows * dim` floats; `probabilities` (and `labels` unless NULL) writable for `rows` values;
- * outputs must not overlap the input.
+ * `rows * dim` floats; `probabilities` (and `labels` unless NULL) writable for `rows` values.
  */
 enum gemma_cyber_status gemma_cyber_classify(struct gemma_cyber_classifier *classifier,
                                              const float *embeddings,

@@ -376,6 +376,52 @@ fn misaligned_float_pointers_are_invalid_arguments() {
 }
 
 #[test]
+fn overlapping_buffers_are_invalid_arguments_and_write_nothing() {
+    let handle = builtin();
+    // Two rows of a spike, then room for two probabilities and two labels, all in one buffer.
+    let mut buffer = vec![0.0f32; 2 * 768 + 4];
+    buffer[0] = 1.0;
+    buffer[768] = 1.0;
+    let before = buffer.clone();
+    let base = buffer.as_mut_ptr();
+    // SAFETY: every offset lies within `buffer`.
+    let (rows_end, last_row, labels) = unsafe {
+        (
+            base.add(2 * 768),
+            base.add(768),
+            base.add(2 * 768 + 2).cast::<u8>(),
+        )
+    };
+    for (what, probabilities, labels) in [
+        ("probabilities overlaps embeddings", base, null_mut()),
+        ("probabilities overlaps embeddings", last_row, null_mut()),
+        // The labels' first byte is the probabilities' last float.
+        (
+            "labels overlaps probabilities",
+            rows_end,
+            // SAFETY: within `buffer`.
+            unsafe { rows_end.add(1).cast::<u8>() },
+        ),
+        // SAFETY: within `buffer`.
+        ("labels overlaps embeddings", rows_end, unsafe {
+            last_row.cast::<u8>().add(7)
+        }),
+    ] {
+        // SAFETY: every pointer covers its two rows or two values within `buffer`; overlapping
+        // ones must be refused before anything is read or written.
+        let status = unsafe { gemma_cyber_classify(handle.0, base, 2, 768, probabilities, labels) };
+        assert_eq!(status, Status::InvalidArgument, "{what}");
+        assert!(last_error().contains(what), "{what}: {}", last_error());
+        assert_eq!(buffer, before, "{what}: something was written");
+    }
+    // Adjacent but apart: the rows, then the probabilities, then the labels.
+    // SAFETY: as above, without overlap.
+    let status = unsafe { gemma_cyber_classify(handle.0, base, 2, 768, rows_end, labels) };
+    assert_eq!(status, Status::Ok, "{}", last_error());
+    assert!(buffer[2 * 768] > 0.0 && buffer[2 * 768 + 1] > 0.0);
+}
+
+#[test]
 fn dim_zero_with_any_row_count_is_dimension_mismatch() {
     // rows * 0 fits any size check, so the dimension must be refused before outputs of `rows`
     // values are taken as slices.

@@ -240,6 +240,13 @@ func TestBadClassifyCallsReturnTheirStatusAndWriteNothing(t *testing.T) {
 	wantStatus(t, "no room for probabilities", err, gemmacyber.StatusInvalidArgument)
 	err = c.ClassifyInto(row, 768, make([]float32, 1), []bool{})
 	wantStatus(t, "no room for labels", err, gemmacyber.StatusInvalidArgument)
+	// Probabilities written over the input the call reads: refused, and the input is unchanged.
+	shared := append([]float32(nil), row...)
+	err = c.ClassifyInto(shared, 768, shared[767:], nil)
+	wantStatus(t, "probabilities over the input", err, gemmacyber.StatusInvalidArgument)
+	if shared[767] != row[767] {
+		t.Fatal("probabilities over the input: the input was written")
+	}
 }
 
 func TestBadOptionsReturnTheirStatus(t *testing.T) {

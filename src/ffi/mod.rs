@@ -89,13 +89,12 @@ pub unsafe extern "C" fn gemma_cyber_create(
 /// `rows == 0` succeeds without reading any pointer but `classifier`. On failure nothing is
 /// written. Safe to call from many threads at once on one classifier.
 ///
-/// Statuses: INVALID_ARGUMENT (NULL pointer, `rows * dim` overflow), DIMENSION_MISMATCH,
-/// NON_FINITE_INPUT, BACKEND_FAILURE, PANIC.
+/// Statuses: INVALID_ARGUMENT (NULL pointer, `rows * dim` overflow, a float pointer off a 4-byte
+/// boundary, buffers that overlap), DIMENSION_MISMATCH, NON_FINITE_INPUT, BACKEND_FAILURE, PANIC.
 ///
 /// # Safety
 /// `classifier` must be NULL or a live classifier; `embeddings` must be readable for
-/// `rows * dim` floats; `probabilities` (and `labels` unless NULL) writable for `rows` values;
-/// outputs must not overlap the input.
+/// `rows * dim` floats; `probabilities` (and `labels` unless NULL) writable for `rows` values.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gemma_cyber_classify(
     classifier: *mut gemma_cyber_classifier,
@@ -144,8 +143,37 @@ pub unsafe extern "C" fn gemma_cyber_classify(
                 )));
             }
         }
+        // Outputs on top of the input (or of each other) would make one buffer both read and
+        // written through separate slices: a status, not undefined behaviour.
+        let spans = [
+            ("embeddings", embeddings as usize, values * size_of::<f32>()),
+            (
+                "probabilities",
+                probabilities as usize,
+                rows * size_of::<f32>(),
+            ),
+            (
+                "labels",
+                labels as usize,
+                if labels.is_null() { 0 } else { rows },
+            ),
+        ];
+        for (i, &(name, start, len)) in spans.iter().enumerate() {
+            for &(other, other_start, other_len) in &spans[i + 1..] {
+                if len > 0
+                    && other_len > 0
+                    && start < other_start.saturating_add(other_len)
+                    && other_start < start.saturating_add(len)
+                {
+                    return Err(Error::invalid_argument(format!(
+                        "{other} overlaps {name}; each must be a buffer of its own"
+                    )));
+                }
+            }
+        }
         // SAFETY: the pointers are not NULL (checked above) and the caller promised they are
-        // valid for `rows * dim` floats in and `rows` values out, without overlap; `values` fits
+        // valid for `rows * dim` floats in and `rows` values out, not overlapping (checked
+        // above); `values` fits
         // in isize bytes and `dim` is at least 1 (the model's), so `rows` floats and labels do
         // too.
         let embeddings = unsafe { std::slice::from_raw_parts(embeddings, values) };

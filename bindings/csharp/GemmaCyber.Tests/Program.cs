@@ -217,6 +217,10 @@ namespace GemmaCyber.Tests
                 Throws(Status.InvalidArgument, "partial row", () => classifier.Classify(new float[700], Dim));
                 Throws(Status.InvalidArgument, "null probabilities", () => classifier.ClassifyInto(row, Dim, null, null));
                 Throws(Status.InvalidArgument, "short labels", () => classifier.ClassifyInto(row, Dim, new float[1], new byte[0]));
+                // The same array as input and probabilities: refused, and the input is unchanged.
+                float[] shared = (float[])row.Clone();
+                Throws(Status.InvalidArgument, "probabilities over the input", () => classifier.ClassifyInto(shared, Dim, shared, null));
+                Assert(shared[0] == row[0], "probabilities over the input: the input was written");
             }
         }
 
