@@ -9,6 +9,7 @@
 #ifndef GEMMA_CYBER_HPP
 #define GEMMA_CYBER_HPP
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -41,6 +42,7 @@ enum class backend : std::uint32_t {
     cpu = GEMMA_CYBER_BACKEND_CPU,
     onnxruntime = GEMMA_CYBER_BACKEND_ONNXRUNTIME,
     wgpu = GEMMA_CYBER_BACKEND_WGPU,
+    plugin = GEMMA_CYBER_BACKEND_PLUGIN, /* the plugin options::plugin_name names */
 };
 
 /** A failed call: its status and the library's message ("GEMMA_CYBER_STATUS_NAME: message"). */
@@ -115,6 +117,21 @@ struct options {
     std::uint32_t num_threads = 0;
     /** ONNX Runtime's shared library; empty: GEMMA_CYBER_ONNXRUNTIME_LIB, then the usual search. */
     std::string onnxruntime_library;
+    /** The SHA-256 the model file must have; not set: not checked. A mismatch is MODEL_INVALID. */
+    std::optional<std::array<std::uint8_t, 32>> model_sha256;
+    /**
+     * Searched first for backend plugins (libgemma_cyber_<name>.so); empty: only
+     * GEMMA_CYBER_PLUGIN_DIR and the library's own directory.
+     */
+    std::string plugin_dir;
+    /** With backend::plugin: the plugin's name, e.g. "example_c". */
+    std::string plugin_name;
+    /**
+     * "key=value" settings for plugins; a key prefixed with a plugin's name and a dot
+     * ("wgpu.adapter=NVIDIA") reaches only that plugin. Each is passed as it is, even empty (the
+     * library says what is wrong with it).
+     */
+    std::vector<std::string> plugin_settings;
 };
 
 /** Probabilities and labels (1: cyber, 0: not) of a batch, one per row. */
@@ -144,6 +161,25 @@ public:
         c_options.threshold = opts.threshold;
         c_options.num_threads = opts.num_threads;
         c_options.onnxruntime_library = detail::c_string("onnxruntime_library", opts.onnxruntime_library);
+        if (opts.model_sha256) c_options.model_sha256 = opts.model_sha256->data();
+        c_options.plugin_dir = detail::c_string("plugin_dir", opts.plugin_dir);
+        c_options.plugin_name = detail::c_string("plugin_name", opts.plugin_name);
+        // The C API's NULL-terminated array, alive until create returns (it reads settings then
+        // only). Not through c_string: an empty setting must stay a setting, not end the array.
+        std::vector<const char *> settings;
+        if (!opts.plugin_settings.empty()) {
+            settings.reserve(opts.plugin_settings.size() + 1);
+            for (std::size_t i = 0; i < opts.plugin_settings.size(); i++) {
+                const std::string &setting = opts.plugin_settings[i];
+                if (setting.find('\0') != std::string::npos) {
+                    throw detail::invalid_argument("plugin_settings[" + std::to_string(i) +
+                                                   "] contains a NUL byte");
+                }
+                settings.push_back(setting.c_str());
+            }
+            settings.push_back(nullptr);
+            c_options.plugin_settings = settings.data();
+        }
         gemma_cyber_classifier *raw = nullptr;
         detail::check(gemma_cyber_create(&c_options, &raw));
         handle_.reset(raw);

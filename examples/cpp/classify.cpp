@@ -1,5 +1,8 @@
-// Classifies a few embeddings through the C++17 wrapper (include/gemma_cyber.hpp), then shows that
-// a bad call throws gemma_cyber::error with its status. Build: see run.sh next to this file.
+// Classifies a few embeddings through the C++17 wrapper (include/gemma_cyber.hpp), on the backend the
+// library picks and on a backend plugin found in PLUGIN_DIR (examples/plugin-c, built there), then
+// shows that a bad call throws gemma_cyber::error with its status. Usage: classify PLUGIN_DIR.
+// Build and run: see run.sh next to this file.
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -27,7 +30,12 @@ static bool fails_with(const char *what, gemma_cyber::status want, const char *p
     }
 }
 
-int main() {
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s PLUGIN_DIR (a directory holding libgemma_cyber_example_c.so)\n", argv[0]);
+        return 2;
+    }
+    const std::string plugin_dir = argv[1];
     std::printf("gemma-cyber %s (ABI %u)\n", gemma_cyber::version().c_str(), gemma_cyber::abi_version());
 
     gemma_cyber::classifier classifier;  // the built-in model on the backend the library picks
@@ -45,6 +53,26 @@ int main() {
     for (std::size_t r = 0; r < result.probabilities.size(); r++) {
         std::printf("row %zu: probability %.6f, %s\n", r, result.probabilities[r],
                     result.labels[r] ? "cyber" : "not cyber");
+    }
+
+    // The same rows through a backend plugin chosen by name, in a directory searched first.
+    {
+        gemma_cyber::options options;
+        options.backend = gemma_cyber::backend::plugin;
+        options.plugin_name = "example_c";
+        options.plugin_dir = plugin_dir;
+        gemma_cyber::classifier plugin(options);
+        std::printf("plugin device: %s\n", plugin.device_name().c_str());
+        if (plugin.backend() != gemma_cyber::backend::plugin || plugin.device_name().rfind("example_c ", 0) != 0)
+            return 1;
+        gemma_cyber::result same = plugin.classify(embeddings, dim);
+        for (std::size_t r = 0; r < same.probabilities.size(); r++) {
+            if (std::fabs(same.probabilities[r] - result.probabilities[r]) > 1e-5f) {
+                std::fprintf(stderr, "row %zu: plugin %.7f, built-in backend %.7f\n", r, same.probabilities[r],
+                             result.probabilities[r]);
+                return 1;
+            }
+        }
     }
 
     try {
@@ -95,6 +123,44 @@ int main() {
             options.model_data = std::vector<std::uint8_t>{1, 2, 3};
             gemma_cyber::classifier c(options);
         }))
+        return 1;
+
+    // Each plugin option reaches the library, which checks it.
+    const auto with = [&](auto set) {
+        return [&plugin_dir, set] {
+            gemma_cyber::options options;
+            options.plugin_dir = plugin_dir;
+            set(options);
+            gemma_cyber::classifier c(options);
+        };
+    };
+    if (!fails_with("a plugin that is not there", gemma_cyber::status::backend_unavailable,
+                    "GEMMA_CYBER_STATUS_BACKEND_UNAVAILABLE: ", with([](gemma_cyber::options &o) {
+                        o.backend = gemma_cyber::backend::plugin;
+                        o.plugin_name = "not_there";
+                    })) ||
+        !fails_with("a setting the plugin does not know", gemma_cyber::status::backend_unavailable,
+                    "GEMMA_CYBER_STATUS_BACKEND_UNAVAILABLE: ", with([](gemma_cyber::options &o) {
+                        o.backend = gemma_cyber::backend::plugin;
+                        o.plugin_name = "example_c";
+                        o.plugin_settings = {"example_c.colour=blue"};
+                    })) ||
+        !fails_with("a setting the library owns", gemma_cyber::status::invalid_argument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ",
+                    with([](gemma_cyber::options &o) { o.plugin_settings = {"num_threads=2"}; })) ||
+        !fails_with("an empty setting", gemma_cyber::status::invalid_argument, "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ",
+                    with([](gemma_cyber::options &o) { o.plugin_settings = {"example_c.colour=blue", ""}; })) ||
+        !fails_with("a NUL inside a setting", gemma_cyber::status::invalid_argument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: plugin_settings[1] contains a NUL byte",
+                    with([](gemma_cyber::options &o) {
+                        o.plugin_settings = {"example_c.colour=blue", std::string("a=b\0c", 5)};
+                    })) ||
+        !fails_with("a model file with another SHA-256", gemma_cyber::status::model_invalid,
+                    "GEMMA_CYBER_STATUS_MODEL_INVALID: ", with([](gemma_cyber::options &o) {
+                        o.backend = gemma_cyber::backend::cpu;
+                        o.model_path = "models/default.safetensors";
+                        o.model_sha256 = std::array<std::uint8_t, 32>{};
+                    })))
         return 1;
 
     // Ownership moves; the moved-from wrapper holds nothing and destroys nothing.
