@@ -8,11 +8,17 @@
  * Errors: every fallible call returns a gemma_cyber_status; on failure it writes nothing to its
  * outputs and gemma_cyber_last_error() describes the failure on the calling thread.
  *
+ * Floating point: call in the default floating-point environment (round to nearest, subnormals
+ * kept, exceptions masked), in which every thread starts. The library's worker threads keep it,
+ * so after fesetround() or a change of the MXCSR a row's result depends on which thread
+ * computed it.
+ *
  * Environment: the library and its plugins read these variables, during gemma_cyber_create only;
  * unset or empty, each has no effect, and the option or plugin setting named beside it wins.
  *   GEMMA_CYBER_PLUGIN_DIR       a directory searched for plugins after options.plugin_dir and
  *                                before the directory holding this library
- *   GEMMA_CYBER_CPU_KERNEL       the cpu backend's kernel: auto (the default), portable or avx2
+ *   GEMMA_CYBER_CPU_KERNEL       the cpu backend's kernel: auto (the default), portable, avx2
+ *                                or avx512
  *   GEMMA_CYBER_ONNXRUNTIME_LIB  ONNX Runtime's shared library for the onnxruntime plugin
  *                                (setting onnxruntime.library, options.onnxruntime_library)
  *   ORT_DYLIB_PATH               the same, read after GEMMA_CYBER_ONNXRUNTIME_LIB
