@@ -905,6 +905,85 @@ fn threshold_prints_nothing_when_its_model_cannot_be_written() {
 }
 
 #[test]
+fn bench_measures_a_plugin_by_name_and_refuses_before_printing() {
+    let plugins = common::backends::example_c_plugin_dir();
+    let plugins = plugins.to_str().unwrap();
+    let quick = ["--batches", "2", "--seconds", "0.05"];
+    // `--plugin NAME` adds the plugin to the backends measured, found in --plugin-dir.
+    let output = run(
+        &[
+            &[
+                "bench",
+                "--plugin",
+                "example_c",
+                "--plugin-dir",
+                plugins,
+                "--json",
+            ],
+            &quick[..],
+        ]
+        .concat(),
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let backends: Vec<&str> = lines
+        .iter()
+        .map(|l| l["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(backends, ["cpu", "plugin"]);
+    assert!(
+        lines[1]["device"]
+            .as_str()
+            .unwrap()
+            .starts_with("example_c "),
+        "{lines:?}"
+    );
+    // A backend that cannot start fails the command before anything is measured or printed,
+    // wherever it stands in the list.
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["--backends", "cpu,plugin"],
+            2,
+            "--backends plugin needs --plugin NAME",
+        ),
+        (
+            &[
+                "--backends",
+                "cpu",
+                "--plugin",
+                "not_there",
+                "--plugin-dir",
+                plugins,
+            ],
+            16,
+            "no not_there plugin",
+        ),
+        (
+            &[
+                "--backends",
+                "cpu,plugin",
+                "--plugin",
+                "example_c",
+                "--plugin-dir",
+                plugins,
+                "--plugin-setting",
+                "example_c.colour=blue",
+            ],
+            16,
+            "unknown setting colour",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let output = run(&[&["bench"], *args, &quick[..]].concat(), b"");
+        assert_refused(&output, *code, needle, &format!("bench {args:?}"));
+    }
+}
+
+#[test]
 fn bench_refuses_batches_whose_input_would_not_fit_its_bound() {
     // A valid model with 2^22 inputs a row: 65,536 rows of it would be a terabyte of input.
     let dir = TempDir::new("bench-wide");

@@ -39,6 +39,7 @@ documented README.md '"$HOME/.local/bin/gemma-cyber" classify examples/data/samp
 # The installed program finds the plugins installed beside the library in PREFIX/lib.
 "$HOME/.local/bin/gemma-cyber" info --backend onnxruntime | grep -q '^backend: *onnxruntime$'
 "$HOME/.local/bin/gemma-cyber" plugins | grep -q "$HOME/.local/lib/libgemma_cyber_wgpu.so: usable"
+"$HOME/.local/bin/gemma-cyber" bench --backends onnxruntime --batches 1 --seconds 0.05 | grep -q '^onnxruntime '
 new_project prefix
 documented "$repo/README.md" 'export PKG_CONFIG_PATH="$HOME/.local/lib/pkgconfig"'
 documented "$repo/README.md" 'cc app.c $(pkg-config --cflags --libs gemma_cyber) -Wl,-rpath,"$(pkg-config --variable=libdir gemma_cyber)" -o app && ./app'

@@ -12,9 +12,14 @@ use crate::Failure;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Backends to measure, comma-separated (auto, cpu, onnxruntime, wgpu).
+    /// Backends to measure, comma-separated (auto, cpu, onnxruntime, wgpu, plugin).
     #[arg(long, value_delimiter = ',', default_value = "cpu", value_parser = crate::parse_backend)]
     backends: Vec<BackendKind>,
+    /// Measure the plugin libgemma_cyber_NAME.so too: the backend `plugin` in --backends.
+    #[arg(long, value_name = "NAME")]
+    plugin: Option<String>,
+    #[command(flatten)]
+    plugins: crate::plugins::PluginArgs,
     /// Batch sizes (rows per call, 1 to 262144), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,256,4096,65536",
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_BATCH as u64))]
@@ -88,6 +93,37 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
+    let mut backends = args.backends.clone();
+    if args.plugin.is_some() && !backends.contains(&BackendKind::Plugin) {
+        backends.push(BackendKind::Plugin);
+    }
+    if backends.contains(&BackendKind::Plugin) && args.plugin.is_none() {
+        return Err(Failure {
+            message: "--backends plugin needs --plugin NAME, the plugin to measure".into(),
+            code: 2,
+        });
+    }
+    // Every backend is started before anything is printed or measured: one that cannot start
+    // fails the command at once, not after the others' minutes of measuring.
+    let mut classifiers = Vec::with_capacity(backends.len());
+    for &backend in &backends {
+        classifiers.push(crate::start_classifier(&Options {
+            backend,
+            model: args
+                .model
+                .clone()
+                .map_or(ModelSource::Builtin, ModelSource::Path),
+            num_threads: args.num_threads,
+            plugin_name: args
+                .plugin
+                .clone()
+                .filter(|_| backend == BackendKind::Plugin),
+            plugin_dir: args.plugins.plugin_dir.clone(),
+            plugin_install_dir: crate::plugins::installed_lib_dir(),
+            plugin_settings: args.plugins.plugin_settings.clone(),
+            ..Options::default()
+        })?);
+    }
     let mut out = io::stdout().lock();
     if !args.json {
         writeln!(
@@ -96,16 +132,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             "backend", "batch", "calls", "min", "median", "max", "rows/s median", "rows/s best"
         )?;
     }
-    for &backend in &args.backends {
-        let classifier = crate::start_classifier(&Options {
-            backend,
-            model: args
-                .model
-                .clone()
-                .map_or(ModelSource::Builtin, ModelSource::Path),
-            num_threads: args.num_threads,
-            ..Options::default()
-        })?;
+    for classifier in &classifiers {
         if !args.json {
             writeln!(
                 out,
@@ -115,7 +142,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
             )?;
         }
         for &batch in &args.batches {
-            let m = measure(&classifier, batch, Duration::from_secs_f64(args.seconds))?;
+            let m = measure(classifier, batch, Duration::from_secs_f64(args.seconds))?;
             if args.json {
                 let line = serde_json::json!({
                     "backend": m.backend.name(),
