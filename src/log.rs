@@ -30,18 +30,44 @@ pub type Logger = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
 /// Sends every later message to `logger` (any thread may call it, at any time), or turns
-/// messages off with `None`. One logger per process.
+/// messages off with `None`. One logger per process. Waits for calls of the logger it replaces to
+/// return, so that afterwards nothing calls the old one: a caller may then free what it used.
 pub fn set_logger(logger: Option<Logger>) {
     *LOGGER.write().unwrap_or_else(PoisonError::into_inner) = logger;
 }
 
-/// Hands `message` to the logger, if one is set.
+/// Hands `message` to the logger, if one is set. The logger runs under the read lock, which is
+/// what lets [`set_logger`] wait for it.
 pub(crate) fn emit(level: LogLevel, message: &str) {
-    let logger = LOGGER
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    if let Some(logger) = logger {
+    if let Some(logger) = LOGGER.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
         logger(level, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn replacing_the_logger_waits_for_its_calls_to_return() {
+        let (started, wait_started) = mpsc::channel();
+        let returned = Arc::new(AtomicBool::new(false));
+        let returned_in_logger = Arc::clone(&returned);
+        set_logger(Some(Arc::new(move |_, _| {
+            started.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            returned_in_logger.store(true, Ordering::SeqCst);
+        })));
+        let call = std::thread::spawn(|| emit(LogLevel::Info, "slow"));
+        wait_started.recv().unwrap();
+        set_logger(None);
+        assert!(
+            returned.load(Ordering::SeqCst),
+            "set_logger returned while the logger it replaced was still running"
+        );
+        call.join().unwrap();
     }
 }

@@ -276,7 +276,8 @@ pub type gemma_cyber_log_callback =
 /// Sends the library's messages to `callback`: which backend AUTO picked and why it passed over
 /// the others, plugin files that cannot be used, backends' warnings. NULL (the default) turns
 /// them off; the library never writes to stderr. One callback per process; a later call replaces
-/// it. `user_data` is passed back untouched.
+/// it, and returns once calls of the callback it replaced have returned, so that the caller may
+/// then free that callback's `user_data`. `user_data` is passed back untouched.
 ///
 /// # Safety
 /// `callback` must be NULL or a function safe to call from any thread with `user_data` until it
