@@ -1,9 +1,9 @@
 /*
  * gemma-cyber C++17 wrapper: header-only RAII over the C API in gemma_cyber.h.
  *
- * The names follow the C API (classify, input_dim, device_name, backend, last_error) in the
- * gemma_cyber namespace. Failures throw gemma_cyber::error, which carries the status and the
- * library's message. Thread safety is the C API's: classify and the accessors may run concurrently
+ * The names follow the C API (classify, input_dim, device_name, backend, last_error,
+ * set_log_callback) in the gemma_cyber namespace. Failures throw gemma_cyber::error, which carries
+ * the status and the library's message. Thread safety is the C API's: classify and the accessors may run concurrently
  * on one classifier; destroying it (the destructor, moving onto it) must not overlap other uses.
  */
 #ifndef GEMMA_CYBER_HPP
@@ -12,8 +12,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -92,6 +94,57 @@ struct destroy {
     }
 };
 }  // namespace detail
+
+/** How much a log message matters; the values are the C API's. */
+enum class log_level : std::uint32_t {
+    warning = GEMMA_CYBER_LOG_LEVEL_WARNING, /* went wrong, and the library carried on */
+    info = GEMMA_CYBER_LOG_LEVEL_INFO,       /* what the library decided */
+};
+
+/** Receives the library's messages: the level and a one-line message. */
+using log_callback = std::function<void(log_level, const std::string &)>;
+
+namespace detail {
+/* The callback set_log_callback registered, on the heap and never freed: the library may call it
+ * from any thread up to the process's end, past the destruction of static objects. */
+inline std::unique_ptr<log_callback> &registered_log_callback() {
+    static auto *slot = new std::unique_ptr<log_callback>();
+    return *slot;
+}
+
+inline std::mutex &log_callback_mutex() {
+    static auto *mutex = new std::mutex();
+    return *mutex;
+}
+
+/* What the library calls; an exception must not cross into it, so one is dropped here. */
+inline void log_trampoline(void *callback, gemma_cyber_log_level level, const char *message) noexcept {
+    try {
+        (*static_cast<log_callback *>(callback))(static_cast<log_level>(level), message);
+    } catch (...) {
+    }
+}
+}  // namespace detail
+
+/**
+ * Sends the library's messages (which backend started, why AUTO passed one over, plugin files that
+ * cannot be used) to `callback`; an empty one turns them off (the default: the library never writes
+ * to stderr). One callback per process; a later call replaces it. It may be called from any thread
+ * the library runs on, also concurrently, and must not call back into the library; an exception it
+ * throws is dropped (gemma_cyber_set_log_callback).
+ */
+inline void set_log_callback(log_callback callback) {
+    std::lock_guard<std::mutex> lock(detail::log_callback_mutex());
+    std::unique_ptr<log_callback> next;
+    if (callback) {
+        next = std::make_unique<log_callback>(std::move(callback));
+        gemma_cyber_set_log_callback(detail::log_trampoline, next.get());
+    } else {
+        gemma_cyber_set_log_callback(nullptr, nullptr);
+    }
+    // The library returns only once calls of the callback it replaced have returned: it may go.
+    detail::registered_log_callback() = std::move(next);
+}
 
 /** The library's version, e.g. "0.1.0". */
 inline std::string version() { return gemma_cyber_version(); }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,14 @@ int main(int argc, char **argv) {
     const std::string plugin_dir = argv[1];
     std::printf("gemma-cyber %s (ABI %u)\n", gemma_cyber::version().c_str(), gemma_cyber::abi_version());
 
+    // The library's messages, collected (the library may call from any thread: hence the lock).
+    std::mutex messages_mutex;
+    std::vector<std::string> messages;
+    gemma_cyber::set_log_callback([&](gemma_cyber::log_level level, const std::string &message) {
+        std::lock_guard<std::mutex> lock(messages_mutex);
+        messages.push_back((level == gemma_cyber::log_level::info ? "info: " : "warning: ") + message);
+    });
+
     gemma_cyber::classifier classifier;  // the built-in model on the backend the library picks
     const std::size_t dim = classifier.input_dim();
     std::printf("device: %s, input dim %zu\n", classifier.device_name().c_str(), dim);
@@ -54,6 +64,24 @@ int main(int argc, char **argv) {
         std::printf("row %zu: probability %.6f, %s\n", r, result.probabilities[r],
                     result.labels[r] ? "cyber" : "not cyber");
     }
+
+    {
+        std::lock_guard<std::mutex> lock(messages_mutex);
+        for (const std::string &message : messages) std::printf("log: %s\n", message.c_str());
+        if (messages.empty() || messages.back().rfind("info: ", 0) != 0 ||
+            messages.back().find(" backend started on " + classifier.device_name()) == std::string::npos) {
+            std::fprintf(stderr, "no message said which backend started\n");
+            return 1;
+        }
+    }
+    // Turned off, the callback hears nothing more; one that throws does not disturb the library.
+    gemma_cyber::set_log_callback(nullptr);
+    const std::size_t heard = messages.size();
+    gemma_cyber::classifier{gemma_cyber::options{}};
+    if (messages.size() != heard) return 1;
+    gemma_cyber::set_log_callback([](gemma_cyber::log_level, const std::string &) { throw std::runtime_error("thrown"); });
+    gemma_cyber::classifier{gemma_cyber::options{}};
+    gemma_cyber::set_log_callback(nullptr);
 
     // The same rows through a backend plugin chosen by name, in a directory searched first.
     {

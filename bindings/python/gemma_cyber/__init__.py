@@ -27,6 +27,7 @@ from ._errors import (
     Status,
 )
 from ._library import library_path, lib as _lib
+from ._log import LogLevel, set_log_callback
 
 
 def version() -> str:
@@ -48,6 +49,7 @@ __all__ = [
     "DimensionMismatchError",
     "Error",
     "InvalidArgumentError",
+    "LogLevel",
     "ModelInvalidError",
     "ModelNotFoundError",
     "NonFiniteInputError",
@@ -55,5 +57,6 @@ __all__ = [
     "Status",
     "abi_version",
     "library_path",
+    "set_log_callback",
     "version",
 ]
