@@ -77,6 +77,10 @@ host_report() {
   echo "AVX-512 flags: $(grep -o 'avx512[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   nvidia-smi -L 2>&1 || true
   "$files/programs/gemma-cyber-fma_peak" --bench
+  # The AVX2 path against the AVX2 peak, as it runs on a host without AVX-512.
+  if grep -q avx512f /proc/cpuinfo; then
+    GEMMA_CYBER_CPU_KERNEL=avx2 "$files/programs/gemma-cyber-fma_peak" --bench
+  fi
 }
 
 # The cpu kernels on this CPU: one thread, 256 to 65,536 rows, avx2 and (where the CPU has it)
