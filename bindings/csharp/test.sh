@@ -15,5 +15,7 @@ mcs -langversion:7.2 -warnaserror -target:exe -r:"$out/GemmaCyber.dll" \
 examples/plugin-c/build.sh "$out/plugins" >/dev/null
 export GEMMA_CYBER_TEST_PLUGIN_DIR="$PWD/$out/plugins"
 # The dllmap resolves "gemma_cyber" to libgemma_cyber.so.1, found through LD_LIBRARY_PATH.
+# A deadlock (a callback or finalizer gone wrong) fails the run instead of holding it: the tests take
+# seconds.
 LD_LIBRARY_PATH="$PWD/build/install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RUST_BACKTRACE=0 \
-  mono --debug "$out/GemmaCyber.Tests.exe"
+  timeout 300 mono --debug "$out/GemmaCyber.Tests.exe"

@@ -3,6 +3,9 @@ package gemmacyber_test
 import (
 	"errors"
 	"fmt"
+	"log"
+	"os"
+	"strings"
 
 	gemmacyber "github.com/gemma-cyber/gemma-cyber/bindings/go"
 )
@@ -76,4 +79,23 @@ func ExampleClassifier_ClassifyInto() {
 	}
 	fmt.Printf("%.4f cyber=%v\n", probabilities[0], labels[0])
 	// Output: 0.0009 cyber=false
+}
+
+// Send the library's messages to a log.Logger; here to stdout, trimmed to what every machine prints.
+func ExampleSetLogCallback() {
+	logger := log.New(os.Stdout, "gemma_cyber ", 0) // a Logger may be used from many goroutines
+	gemmacyber.SetLogCallback(func(level gemmacyber.LogLevel, message string) {
+		// The device name after " on " differs between machines.
+		message, _, _ = strings.Cut(message, " on ")
+		logger.Printf("%v: %s", level, message)
+	})
+	defer gemmacyber.SetLogCallback(nil)
+
+	classifier, err := gemmacyber.New(gemmacyber.Options{Backend: gemmacyber.BackendCPU})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer classifier.Close()
+	// Output: gemma_cyber info: cpu backend started
 }

@@ -31,6 +31,9 @@ namespace GemmaCyber.Tests
                 Test("DisposeDuringDeviceNameIsSafe", DisposeDuringDeviceNameIsSafe),
                 Test("PluginChosenByNameMatchesTheGoldenVectors", PluginChosenByNameMatchesTheGoldenVectors),
                 Test("PluginOptionsAreChecked", PluginOptionsAreChecked),
+                Test("LogCallbackReceivesBackendStartedUntilTurnedOff", LogCallbackReceivesBackendStartedUntilTurnedOff),
+                Test("LogCallbackReplacedReceivesNothingMore", LogCallbackReplacedReceivesNothingMore),
+                Test("ThrowingLogCallbackDoesNotBreakCreate", ThrowingLogCallbackDoesNotBreakCreate),
             };
             int failed = 0;
             foreach (var test in tests)
@@ -302,6 +305,158 @@ namespace GemmaCyber.Tests
                 PluginDir = dir,
                 PluginSettings = new[] { null, "example_c.colour=blue" },
             }).Dispose(), "PluginSettings[0] is null");
+        }
+
+        /// <summary>Collects log messages from whatever thread the library calls on.</summary>
+        private sealed class LogRecorder
+        {
+            private readonly List<KeyValuePair<LogLevel, string>> messages = new List<KeyValuePair<LogLevel, string>>();
+
+            public void Record(LogLevel level, string message)
+            {
+                lock (messages)
+                {
+                    messages.Add(new KeyValuePair<LogLevel, string>(level, message));
+                }
+            }
+
+            public List<KeyValuePair<LogLevel, string>> Messages
+            {
+                get
+                {
+                    lock (messages)
+                    {
+                        return new List<KeyValuePair<LogLevel, string>>(messages);
+                    }
+                }
+            }
+
+            public string Describe()
+            {
+                var lines = Messages.ConvertAll(m => m.Key + ": " + m.Value);
+                return lines.Count + " messages [" + string.Join(" | ", lines) + "]";
+            }
+        }
+
+        /// <summary>Registers a log callback, collects garbage (a delegate the bindings did not
+        /// keep would be freed under the library), creates a cpu classifier and expects the Info
+        /// message naming its device; after SetLogCallback(null) another create logs nothing.</summary>
+        private static void LogCallbackReceivesBackendStartedUntilTurnedOff()
+        {
+            var log = new LogRecorder();
+            try
+            {
+                Classifier.SetLogCallback(log.Record);
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                GC.Collect();
+                string device;
+                using (var classifier = new Classifier(new Options { Backend = Backend.Cpu }))
+                {
+                    device = classifier.DeviceName;
+                }
+                Assert(log.Messages.Exists(m => m.Key == LogLevel.Info && m.Value == "cpu backend started on " + device),
+                    "an Info \"cpu backend started on " + device + "\" among " + log.Describe());
+                Assert(log.Messages.TrueForAll(m => m.Value.Length > 0 && m.Value.IndexOf('\n') < 0), "one-line messages: " + log.Describe());
+                Classifier.SetLogCallback(null);
+                int before = log.Messages.Count;
+                new Classifier(new Options { Backend = Backend.Cpu }).Dispose();
+                new Classifier().Dispose();
+                Assert(log.Messages.Count == before, "nothing after SetLogCallback(null): " + log.Describe());
+            }
+            finally
+            {
+                Classifier.SetLogCallback(null);
+            }
+        }
+
+        /// <summary>Once SetLogCallback returns with a new callback, the old one gets nothing more,
+        /// even while other threads create classifiers (and log) throughout.</summary>
+        private static void LogCallbackReplacedReceivesNothingMore()
+        {
+            var first = new LogRecorder();
+            var second = new LogRecorder();
+            var errors = new List<string>();
+            try
+            {
+                Classifier.SetLogCallback(first.Record);
+                var stop = new ManualResetEventSlim(false);
+                var threads = new List<Thread>();
+                for (int t = 0; t < 4; t++)
+                {
+                    var thread = new Thread(() =>
+                    {
+                        try
+                        {
+                            while (!stop.IsSet)
+                            {
+                                new Classifier(new Options { Backend = Backend.Cpu }).Dispose();
+                            }
+                        }
+                        catch (Exception e)
+                        {
+                            lock (errors)
+                            {
+                                errors.Add(e.Message);
+                            }
+                        }
+                    });
+                    threads.Add(thread);
+                    thread.Start();
+                }
+                for (int i = 0; i < 200 && first.Messages.Count == 0; i++)
+                {
+                    Thread.Sleep(10);
+                }
+                Classifier.SetLogCallback(second.Record);
+                int firstCount = first.Messages.Count;
+                for (int i = 0; i < 200 && second.Messages.Count == 0; i++)
+                {
+                    Thread.Sleep(10);
+                }
+                stop.Set();
+                foreach (var thread in threads)
+                {
+                    thread.Join();
+                }
+                Assert(errors.Count == 0, string.Join("; ", errors));
+                Assert(firstCount > 0, "the first callback got messages from the creating threads");
+                Assert(first.Messages.Count == firstCount, "the replaced callback got " + (first.Messages.Count - firstCount) + " messages after SetLogCallback returned");
+                Assert(second.Messages.Exists(m => m.Key == LogLevel.Info && m.Value.StartsWith("cpu backend started on ", StringComparison.Ordinal)),
+                    "the second callback got the creates' messages: " + second.Describe());
+            }
+            finally
+            {
+                Classifier.SetLogCallback(null);
+            }
+        }
+
+        /// <summary>An exception from the callback is dropped by the bindings: it must not unwind
+        /// into the library, and the create it logged from succeeds.</summary>
+        private static void ThrowingLogCallbackDoesNotBreakCreate()
+        {
+            int calls = 0;
+            try
+            {
+                Classifier.SetLogCallback((level, message) =>
+                {
+                    Interlocked.Increment(ref calls);
+                    throw new InvalidOperationException("thrown by the log callback");
+                });
+                for (int i = 0; i < 3; i++)
+                {
+                    using (var classifier = new Classifier(new Options { Backend = Backend.Cpu }))
+                    {
+                        Assert(classifier.Backend == Backend.Cpu, "created on cpu");
+                        Assert(classifier.Classify(new float[Dim], Dim).Length == 1, "and it classifies");
+                    }
+                }
+                Assert(Volatile.Read(ref calls) >= 3, "the callback ran for each create: " + calls + " calls");
+            }
+            finally
+            {
+                Classifier.SetLogCallback(null);
+            }
         }
 
         private static void DisposedClassifierRefusesCalls()

@@ -118,6 +118,63 @@ namespace GemmaCyber
         /// <summary>The C ABI version of the library actually loaded.</summary>
         public static uint LibraryAbiVersion => NativeMethods.gemma_cyber_abi_version();
 
+        /// <summary>Guards <see cref="registeredLogCallback"/> and orders SetLogCallback calls.</summary>
+        private static readonly object logCallbackLock = new object();
+
+        /// <summary>The delegate the library holds as a function pointer, kept reachable for as
+        /// long as it is registered: were it collected, the library would call freed memory.</summary>
+        private static NativeMethods.LogCallback registeredLogCallback;
+
+        /// <summary>
+        /// Sends the library's log messages to <paramref name="callback"/>: which backend
+        /// <see cref="Backend.Auto"/> picked and why it passed over the others ("AUTO skipped the
+        /// ... backend: ..."), "... backend started on ..." for every classifier created, plugin
+        /// files that cannot be used. Null (the default) turns them off; the library never writes
+        /// to stderr. One callback per process: a later call replaces it, and returns only once
+        /// every running call of the replaced callback has returned.
+        /// </summary>
+        /// <remarks>
+        /// The callback receives the level and a one-line message. It may be called on any thread
+        /// the library runs on, also on several at once, so it must be thread-safe; it must not
+        /// call into this library (no Classifier, no SetLogCallback) and should return quickly, as
+        /// the library's call waits for it. An exception it throws is caught and dropped: it
+        /// cannot unwind into native code, and the library's call carries on as if the callback
+        /// had returned.
+        /// </remarks>
+        /// <param name="callback">Receives each message; null turns messages off.</param>
+        public static void SetLogCallback(Action<LogLevel, string> callback)
+        {
+            NativeMethods.LogCallback native = null;
+            if (callback != null)
+            {
+                native = (userData, level, message) => DeliverLog(callback, level, message);
+            }
+            lock (logCallbackLock)
+            {
+                // The new delegate is registered before the old one is let go: once the call
+                // returns the library has finished every call of the old one, which may then be
+                // collected.
+                NativeMethods.LogCallback replaced = registeredLogCallback;
+                NativeMethods.gemma_cyber_set_log_callback(native, IntPtr.Zero);
+                registeredLogCallback = native;
+                GC.KeepAlive(replaced);
+            }
+        }
+
+        /// <summary>The trampoline the library calls: decodes the message and hands it to the
+        /// user's callback, which must not let an exception unwind into native code.</summary>
+        private static void DeliverLog(Action<LogLevel, string> callback, uint level, IntPtr message)
+        {
+            try
+            {
+                callback((LogLevel)level, NativeMethods.FromUtf8(message));
+            }
+            catch
+            {
+                // Dropped, as SetLogCallback documents: native frames are on the stack above us.
+            }
+        }
+
         /// <summary>The backend the classifier runs on (never Auto).</summary>
         public Backend Backend => (Backend)NativeMethods.gemma_cyber_active_backend(handle);
 

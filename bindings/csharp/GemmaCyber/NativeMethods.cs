@@ -60,6 +60,18 @@ namespace GemmaCyber
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern uint gemma_cyber_abi_version();
 
+        /// <summary>gemma_cyber_log_callback. The level is a plain integer so that a level newer
+        /// than these bindings still arrives; the message is a NUL-terminated UTF-8 string valid
+        /// during the call only.</summary>
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void LogCallback(IntPtr userData, uint level, IntPtr message);
+
+        // A delegate is marshalled as a function pointer to a thunk that lives only as long as
+        // the delegate: the caller must keep it referenced for as long as it is registered. Null
+        // is NULL.
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern void gemma_cyber_set_log_callback(LogCallback callback, IntPtr userData);
+
         /// <summary>Throws for a failed status. Must run on the thread that made the failing call,
         /// right after it: the library's last error is per thread.</summary>
         internal static void Check(Status status)

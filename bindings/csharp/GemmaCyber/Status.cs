@@ -37,4 +37,15 @@ namespace GemmaCyber
         /// <summary>The plugin named by <see cref="Options.PluginName"/>.</summary>
         Plugin = 4,
     }
+
+    /// <summary>How much a log message matters; the values are the C API's gemma_cyber_log_level.</summary>
+    public enum LogLevel : uint
+    {
+        /// <summary>Something went wrong but the library carried on (e.g. a plugin file that
+        /// cannot be used).</summary>
+        Warning = 1,
+        /// <summary>What the library decided (e.g. which backend Auto picked, and why others
+        /// were skipped).</summary>
+        Info = 2,
+    }
 }
