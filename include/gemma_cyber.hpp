@@ -3,8 +3,9 @@
  *
  * The names follow the C API (classify, input_dim, device_name, backend, last_error,
  * set_log_callback) in the gemma_cyber namespace. Failures throw gemma_cyber::error, which carries
- * the status and the library's message. Thread safety is the C API's: classify and the accessors may run concurrently
- * on one classifier; destroying it (the destructor, moving onto it) must not overlap other uses.
+ * the status and the library's message. Thread safety is the C API's: classify and the accessors
+ * may run concurrently on one classifier; destroying it (the destructor, moving onto it) must not
+ * overlap other uses.
  */
 #ifndef GEMMA_CYBER_HPP
 #define GEMMA_CYBER_HPP

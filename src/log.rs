@@ -29,9 +29,11 @@ pub type Logger = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
-/// Sends every later message to `logger` (any thread may call it, at any time), or turns
-/// messages off with `None`. One logger per process. Waits for calls of the logger it replaces to
-/// return, so that afterwards nothing calls the old one: a caller may then free what it used.
+/// Sends every later message to `logger` (any thread may call it, at any time, also
+/// concurrently), or turns messages off with `None`. One logger per process. Waits for calls of the
+/// logger it replaces to return, so that afterwards nothing calls the old one: a caller may then
+/// free what it used. The logger must not create a classifier or set a logger itself: the lock it
+/// runs under would wait on itself.
 pub fn set_logger(logger: Option<Logger>) {
     *LOGGER.write().unwrap_or_else(PoisonError::into_inner) = logger;
 }

@@ -171,9 +171,8 @@ pub unsafe extern "C" fn gemma_cyber_classify(
                 }
             }
         }
-        // SAFETY: the pointers are not NULL (checked above) and the caller promised they are
-        // valid for `rows * dim` floats in and `rows` values out, not overlapping (checked
-        // above); `values` fits
+        // SAFETY: the pointers are not NULL, aligned and apart (checked above), and the caller
+        // promised they are valid for `rows * dim` floats in and `rows` values out; `values` fits
         // in isize bytes and `dim` is at least 1 (the model's), so `rows` floats and labels do
         // too.
         let embeddings = unsafe { std::slice::from_raw_parts(embeddings, values) };
