@@ -41,7 +41,11 @@ pub fn set_logger(logger: Option<Logger>) {
 /// Hands `message` to the logger, if one is set. The logger runs under the read lock, which is
 /// what lets [`set_logger`] wait for it.
 pub(crate) fn emit(level: LogLevel, message: &str) {
-    if let Some(logger) = LOGGER.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+    if let Some(logger) = LOGGER
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
         logger(level, message);
     }
 }
