@@ -760,10 +760,52 @@ impl Drop for TempDir {
     }
 }
 
+/// The temporary name every run writing `output` uses: `.gemma-cyber-<16 hex>.partial` beside it,
+/// from the SHA-256 of its file name.
+fn temporary_of(output: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let output = std::path::Path::new(output);
+    let digest = Sha256::digest(output.file_name().unwrap().as_encoded_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    output.with_file_name(format!(".gemma-cyber-{hex}.partial"))
+}
+
+#[test]
+fn a_killed_runs_leftover_is_replaced_by_the_next_run_without_following_it() {
+    // A run killed mid-write leaves its temporary file; the next run writing the same output
+    // removes it (a file, or a link somebody planted there) rather than opening it, and leaves no
+    // temporary of its own.
+    let dir = TempDir::new("leftovers");
+    let precious = dir.join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    for (name, plant) in [("model.onnx", "file"), ("linked.onnx", "link")] {
+        let output = dir.join(name);
+        let leftover = temporary_of(&output);
+        match plant {
+            "file" => std::fs::write(&leftover, "half a model").unwrap(),
+            _ => std::os::unix::fs::symlink(&precious, &leftover).unwrap(),
+        }
+        let run = run(&["export-onnx", "-o", &output], b"");
+        assert!(run.status.success(), "{name}: {}", text(&run.stderr));
+        assert!(
+            std::fs::symlink_metadata(&leftover).is_err(),
+            "{name}: the leftover is still there"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["linked.onnx", "model.onnx", "precious.txt"]);
+}
+
 #[test]
 fn single_file_outputs_neither_follow_nor_clobber_what_is_beside_them() {
-    // The written file comes from a fresh temporary name: a link or a file of the user's at the
-    // old fixed name `OUT.partial` is left as it was, and nothing temporary is left behind.
+    // The written file comes from a hidden temporary name of its own: a link or a file of the
+    // user's at the old fixed name `OUT.partial` is left as it was, and nothing temporary is left
+    // behind.
     let dir = TempDir::new("outputs");
     let precious = dir.join("precious.txt");
     std::fs::write(&precious, "keep me").unwrap();

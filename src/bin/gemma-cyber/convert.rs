@@ -10,6 +10,7 @@ use gemma_cyber::fs::ReadError;
 use gemma_cyber::model::NormOrder;
 use gemma_cyber::{Error, Status};
 
+use crate::output::PartialOutput;
 use crate::terminal::escape;
 use crate::Failure;
 
@@ -107,32 +108,18 @@ pub(crate) fn read_input(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, Fai
     })
 }
 
-/// Writes a new file next to `path` and renames it there, so a failed write never leaves half a
-/// model behind. The new file has a name of its own, created only if nothing has it (a fixed name
-/// would follow a link planted there, or overwrite a file of the user's by that name), and is
-/// removed if anything fails.
+/// Writes `bytes` to `path` through a [`PartialOutput`], so a failed or killed write never leaves
+/// half a model under its name, and nothing else beside it is touched.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     // Exit code 1, as for any output that cannot be written.
     let cannot = |e: io::Error| Failure {
         message: format!("cannot write {}: {e}", path.display()),
         code: 1,
     };
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".gemma-cyber-").suffix(".partial");
-    // As any new file: the mode the umask leaves, not a temporary file's private 0600.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut temporary = builder.tempfile_in(dir).map_err(cannot)?;
-    temporary.write_all(bytes).map_err(cannot)?;
-    temporary.persist(path).map_err(|e| cannot(e.error))?;
-    Ok(())
+    let partial = PartialOutput::create(path).map_err(cannot)?;
+    partial.file().write_all(bytes).map_err(cannot)?;
+    partial.sync().map_err(cannot)?;
+    partial.rename_to(path).map_err(cannot)
 }
 
 /// A bad command line (exit 2, like clap's own refusals) when `output` names the same file as

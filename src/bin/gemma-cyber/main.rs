@@ -6,6 +6,7 @@ mod bench;
 mod convert;
 mod evaluate;
 mod input;
+mod output;
 mod parquet;
 mod plugins;
 mod shard_reader;

@@ -21,6 +21,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use crate::output::PartialOutput;
 use crate::shard_reader::{Embeddings, FloatColumn, Projection, ShardReader};
 use crate::Failure;
 
@@ -359,20 +360,6 @@ fn embedding_layout(
     }
 }
 
-/// Removes the temporary output unless it was renamed into place.
-struct Partial {
-    path: PathBuf,
-    done: bool,
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 fn classify_shard(
     shard: &Path,
     builder: ParquetRecordBatchReaderBuilder<File>,
@@ -427,35 +414,16 @@ fn classify_shard(
     fields.push(Arc::new(Field::new("label", DataType::Boolean, false)));
     let out_schema: SchemaRef = Arc::new(Schema::new(fields));
 
-    let name = target
-        .file_name()
-        .expect("an output file name")
-        .to_string_lossy();
-    let temporary = target.with_file_name(format!(".{name}.partial"));
-    let mut partial = Partial {
-        path: temporary.clone(),
-        done: false,
-    };
+    let partial = PartialOutput::create(target)
+        .map_err(|e| output_failure(format!("cannot write {}: {e}", target.display())))?;
     let cannot_write = |e: &dyn std::fmt::Display| {
-        output_failure(format!("cannot write {}: {e}", temporary.display()))
+        output_failure(format!("cannot write {}: {e}", partial.path().display()))
     };
-    // The name is ours (a killed run's leftover is replaced, so none is ever left behind), but
-    // whatever is there is removed rather than opened, and the new file is created only if
-    // nothing has the name by then: opening it would follow a link planted there.
-    match fs::remove_file(&temporary) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(cannot_write(&e)),
-        _ => {}
-    }
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&temporary)
-        .map_err(|e| cannot_write(&e))?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(OUTPUT_ROW_GROUP_ROWS))
         .build();
-    let mut writer = ArrowWriter::try_new(&file, out_schema.clone(), Some(properties))
+    let mut writer = ArrowWriter::try_new(partial.file(), out_schema.clone(), Some(properties))
         .map_err(|e| cannot_write(&e))?;
     let job = ShardJob {
         shard,
@@ -466,18 +434,15 @@ fn classify_shard(
     };
     write_rows(&job, reader, &mut writer)?;
     writer.close().map_err(|e| cannot_write(&e))?;
-    // Durable before it is visible under its final name: a crash never leaves a torn output that
-    // the next run would take as finished.
-    file.sync_all().map_err(|e| cannot_write(&e))?;
-    fs::rename(&temporary, target).map_err(|e| {
+    partial.sync().map_err(|e| cannot_write(&e))?;
+    let temporary = partial.path().to_owned();
+    partial.rename_to(target).map_err(|e| {
         output_failure(format!(
             "cannot rename {} to {}: {e}",
             temporary.display(),
             target.display()
         ))
-    })?;
-    partial.done = true;
-    Ok(())
+    })
 }
 
 /// What scoring one shard needs besides its batches and the writer.
