@@ -333,7 +333,9 @@ uint32_t gemma_cyber_abi_version(void);
  * the others, plugin files that cannot be used, backends' warnings. NULL (the default) turns
  * them off; the library never writes to stderr. One callback per process; a later call replaces
  * it, and returns once calls of the callback it replaced have returned, so that the caller may
- * then free that callback's `user_data`. `user_data` is passed back untouched.
+ * then free that callback's `user_data`. `user_data` is passed back untouched. Called from inside
+ * the callback it changes nothing and sets the last error (INVALID_ARGUMENT); messages of what
+ * the callback itself does (a classifier it creates) are dropped.
  *
  * # Safety
  * `callback` must be NULL or a function safe to call from any thread with `user_data` until it

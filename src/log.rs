@@ -2,7 +2,10 @@
 //! that failed to load. A library never writes to stderr; it hands messages to the callback the
 //! application registers (none by default: silent).
 
+use std::cell::Cell;
 use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::error::{Error, Result};
 
 /// How much a log message matters.
 #[repr(C)]
@@ -29,23 +32,48 @@ pub type Logger = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 
+thread_local! {
+    /// Whether this thread is inside the logger. The logger runs under the read lock, so what it
+    /// does there must not take the lock again: a second read waits behind a writer that waits
+    /// for the first (and a write waits for itself).
+    static IN_LOGGER: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Sends every later message to `logger` (any thread may call it, at any time, also
 /// concurrently), or turns messages off with `None`. One logger per process. Waits for calls of the
 /// logger it replaces to return, so that afterwards nothing calls the old one: a caller may then
-/// free what it used. The logger must not create a classifier or set a logger itself: the lock it
-/// runs under would wait on itself.
-pub fn set_logger(logger: Option<Logger>) {
+/// free what it used. From inside the logger it changes nothing and is INVALID_ARGUMENT (it would
+/// wait for itself); messages of what the logger itself does (a classifier it creates) are dropped.
+pub fn set_logger(logger: Option<Logger>) -> Result<()> {
+    if IN_LOGGER.get() {
+        return Err(Error::invalid_argument(
+            "the log callback cannot be set from inside the log callback",
+        ));
+    }
     *LOGGER.write().unwrap_or_else(PoisonError::into_inner) = logger;
+    Ok(())
 }
 
 /// Hands `message` to the logger, if one is set. The logger runs under the read lock, which is
 /// what lets [`set_logger`] wait for it.
 pub(crate) fn emit(level: LogLevel, message: &str) {
+    if IN_LOGGER.get() {
+        return;
+    }
+    /// Marks this thread as inside the logger until dropped, also when the logger panics.
+    struct Inside;
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            IN_LOGGER.set(false);
+        }
+    }
     if let Some(logger) = LOGGER
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
     {
+        IN_LOGGER.set(true);
+        let _inside = Inside;
         logger(level, message);
     }
 }
@@ -57,8 +85,12 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    /// The logger is one per process: these tests take turns with it.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn replacing_the_logger_waits_for_its_calls_to_return() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let (started, wait_started) = mpsc::channel();
         let returned = Arc::new(AtomicBool::new(false));
         let returned_in_logger = Arc::clone(&returned);
@@ -66,14 +98,48 @@ mod tests {
             started.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(300));
             returned_in_logger.store(true, Ordering::SeqCst);
-        })));
+        })))
+        .unwrap();
         let call = std::thread::spawn(|| emit(LogLevel::Info, "slow"));
         wait_started.recv().unwrap();
-        set_logger(None);
+        set_logger(None).unwrap();
         assert!(
             returned.load(Ordering::SeqCst),
             "set_logger returned while the logger it replaced was still running"
         );
         call.join().unwrap();
+    }
+
+    #[test]
+    fn what_the_logger_does_never_waits_on_its_own_lock() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        // Inside the logger: a message of its own (a classifier it creates) while another thread
+        // waits to replace the logger, and a call to replace it itself. Before, the first waited
+        // behind the writer that waited for it, and the second for itself.
+        let (started, wait_started) = mpsc::channel();
+        let (outcome, wait_outcome) = mpsc::channel();
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heard_in_logger = Arc::clone(&heard);
+        set_logger(Some(Arc::new(move |_, message: &str| {
+            heard_in_logger.lock().unwrap().push(message.to_owned());
+            if message == "outer" {
+                started.send(()).unwrap();
+                // Time for the other thread to start waiting for the write lock.
+                std::thread::sleep(Duration::from_millis(200));
+                emit(LogLevel::Info, "nested");
+                outcome.send(set_logger(None)).unwrap();
+            }
+        })))
+        .unwrap();
+        let call = std::thread::spawn(|| emit(LogLevel::Info, "outer"));
+        wait_started.recv().unwrap();
+        let replace = std::thread::spawn(|| set_logger(None));
+        let nested_set = wait_outcome
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the logger hung on its own lock");
+        assert!(nested_set.is_err());
+        call.join().unwrap();
+        replace.join().unwrap().unwrap();
+        assert_eq!(*heard.lock().unwrap(), ["outer"]);
     }
 }

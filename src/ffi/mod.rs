@@ -276,7 +276,9 @@ pub type gemma_cyber_log_callback =
 /// the others, plugin files that cannot be used, backends' warnings. NULL (the default) turns
 /// them off; the library never writes to stderr. One callback per process; a later call replaces
 /// it, and returns once calls of the callback it replaced have returned, so that the caller may
-/// then free that callback's `user_data`. `user_data` is passed back untouched.
+/// then free that callback's `user_data`. `user_data` is passed back untouched. Called from inside
+/// the callback it changes nothing and sets the last error (INVALID_ARGUMENT); messages of what
+/// the callback itself does (a classifier it creates) are dropped.
 ///
 /// # Safety
 /// `callback` must be NULL or a function safe to call from any thread with `user_data` until it
@@ -308,8 +310,7 @@ pub unsafe extern "C" fn gemma_cyber_set_log_callback(
                 unsafe { callback(user_data.get(), level, text.as_ptr()) };
             }) as log::Logger
         });
-        log::set_logger(logger);
-        Ok(())
+        log::set_logger(logger)
     });
 }
 
