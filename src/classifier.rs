@@ -433,13 +433,37 @@ fn start_backend(
         BackendKind::Plugin => options.plugin_name.as_deref().unwrap_or_default(),
         BackendKind::Auto => {
             for name in AUTO_PLUGINS {
-                match start_plugin(name, options, model, true) {
+                // A plugin that is not installed, or that finds no device or runtime, is a
+                // backend this machine lacks (info); a plugin file that is there but cannot be
+                // loaded is a broken installation (a warning).
+                let started = match find_plugin(name, options) {
+                    Ok(plugin) => start_found_plugin(plugin, name, options, model, true)
+                        .map_err(|e| (e, LogLevel::Info)),
+                    Err(e) => {
+                        let present = plugin::is_present(
+                            name,
+                            options.plugin_dir.as_deref(),
+                            options.plugin_install_dir.as_deref(),
+                        );
+                        Err((
+                            e,
+                            if present {
+                                LogLevel::Warning
+                            } else {
+                                LogLevel::Info
+                            },
+                        ))
+                    }
+                };
+                match started {
                     Ok(backend) => return Ok(backend),
                     // A mistake in the options is the caller's to fix, not a reason to move on.
-                    Err(error) if error.status() == Status::InvalidArgument => return Err(error),
-                    Err(reason) => {
+                    Err((error, _)) if error.status() == Status::InvalidArgument => {
+                        return Err(error)
+                    }
+                    Err((reason, level)) => {
                         log::emit(
-                            LogLevel::Info,
+                            level,
                             &format!("AUTO skipped the {name} backend: {}", reason.message()),
                         );
                         skipped.push(Skipped {
@@ -463,11 +487,26 @@ fn start_plugin(
     model: &Arc<Model>,
     auto: bool,
 ) -> Result<Box<dyn Backend>> {
-    let plugin = plugin::find(
+    start_found_plugin(find_plugin(name, options)?, name, options, model, auto)
+}
+
+/// The plugin called `name`, where `options` say to look.
+fn find_plugin(name: &str, options: &Options) -> Result<Arc<plugin::Plugin>> {
+    plugin::find(
         name,
         options.plugin_dir.as_deref(),
         options.plugin_install_dir.as_deref(),
-    )?;
+    )
+}
+
+/// An instance of the loaded plugin `name`, with its settings.
+fn start_found_plugin(
+    plugin: Arc<plugin::Plugin>,
+    name: &str,
+    options: &Options,
+    model: &Arc<Model>,
+    auto: bool,
+) -> Result<Box<dyn Backend>> {
     let settings = plugin_settings(name, options, auto);
     Ok(Box::new(PluginBackend::new(plugin, model, &settings)?))
 }

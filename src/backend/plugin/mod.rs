@@ -39,6 +39,19 @@ pub fn find(
     loader::find(name, plugin_dir, install_dir)
 }
 
+/// Whether the plugin called `name` is there to load: compiled in, or a file of its name (of
+/// whatever kind) in one of [`loader::search_dirs`].
+pub fn is_present(
+    name: &str,
+    plugin_dir: Option<&std::path::Path>,
+    install_dir: Option<&std::path::Path>,
+) -> bool {
+    builtin::find(name).is_some()
+        || loader::search_dirs(plugin_dir, install_dir)
+            .iter()
+            .any(|(dir, _)| std::fs::symlink_metadata(dir.join(loader::file_name(name))).is_ok())
+}
+
 /// The backends compiled into this library, as plugins (empty unless a static-* feature is on).
 pub fn builtin() -> Vec<Arc<Plugin>> {
     builtin::all()
