@@ -760,52 +760,68 @@ impl Drop for TempDir {
     }
 }
 
-/// The temporary name every run writing `output` uses: `.gemma-cyber-<16 hex>.partial` beside it,
-/// from the SHA-256 of its file name.
-fn temporary_of(output: &str) -> PathBuf {
+/// The start of the temporary names of runs writing `output`: `.gemma-cyber-<16 hex>-`, from the
+/// SHA-256 of its file name (a random part and `.partial` follow).
+fn temporary_prefix_of(output: &str) -> String {
     use sha2::{Digest, Sha256};
-    let output = std::path::Path::new(output);
-    let digest = Sha256::digest(output.file_name().unwrap().as_encoded_bytes());
+    let name = std::path::Path::new(output).file_name().unwrap();
+    let digest = Sha256::digest(name.as_encoded_bytes());
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    output.with_file_name(format!(".gemma-cyber-{hex}.partial"))
+    format!(".gemma-cyber-{hex}-")
 }
 
 #[test]
-fn a_killed_runs_leftover_is_replaced_by_the_next_run_without_following_it() {
-    // A run killed mid-write leaves its temporary file; the next run writing the same output
-    // removes it (a file, or a link somebody planted there) rather than opening it, and leaves no
-    // temporary of its own.
+fn killed_runs_leftovers_are_removed_and_a_running_ones_file_is_not() {
+    // Killed runs leave their temporaries (a file; or a link somebody planted at such a name):
+    // the next run writing the same output removes them without following the link. A temporary
+    // that a run still writing holds locked is left alone, and no temporary of the run's own is
+    // left behind.
+    use std::os::unix::io::AsRawFd;
     let dir = TempDir::new("leftovers");
     let precious = dir.join("precious.txt");
     std::fs::write(&precious, "keep me").unwrap();
-    for (name, plant) in [("model.onnx", "file"), ("linked.onnx", "link")] {
-        let output = dir.join(name);
-        let leftover = temporary_of(&output);
-        match plant {
-            "file" => std::fs::write(&leftover, "half a model").unwrap(),
-            _ => std::os::unix::fs::symlink(&precious, &leftover).unwrap(),
-        }
-        let run = run(&["export-onnx", "-o", &output], b"");
-        assert!(run.status.success(), "{name}: {}", text(&run.stderr));
-        assert!(
-            std::fs::symlink_metadata(&leftover).is_err(),
-            "{name}: the leftover is still there"
-        );
-    }
+    let output = dir.join("model.onnx");
+    let prefix = temporary_prefix_of(&output);
+    let killed = dir.join(&format!("{prefix}killed.partial"));
+    let linked = dir.join(&format!("{prefix}linked.partial"));
+    let running = dir.join(&format!("{prefix}running.partial"));
+    std::fs::write(&killed, "half a model").unwrap();
+    std::os::unix::fs::symlink(&precious, &linked).unwrap();
+    let held = std::fs::File::create(&running).unwrap();
+    // SAFETY: flock on a descriptor `held` owns.
+    let locked = unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(locked, 0);
+    // Another output's leftover is not this run's to judge.
+    let other = dir.join(&format!(
+        "{}killed.partial",
+        temporary_prefix_of("other.onnx")
+    ));
+    std::fs::write(&other, "someone else's").unwrap();
+
+    let run = run(&["export-onnx", "-o", &output], b"");
+    assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
     let mut names: Vec<String> = std::fs::read_dir(&dir.0)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["linked.onnx", "model.onnx", "precious.txt"]);
+    let mut expected = vec![
+        "model.onnx".to_owned(),
+        "precious.txt".to_owned(),
+        format!("{prefix}running.partial"),
+        format!("{}killed.partial", temporary_prefix_of("other.onnx")),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    drop(held);
 }
 
 #[test]
 fn single_file_outputs_neither_follow_nor_clobber_what_is_beside_them() {
-    // The written file comes from a hidden temporary name of its own: a link or a file of the
-    // user's at the old fixed name `OUT.partial` is left as it was, and nothing temporary is left
-    // behind.
+    // The written file comes from a fresh hidden temporary name of its own: a link or a file of
+    // the user's at the old fixed name `OUT.partial` is left as it was, and nothing temporary is
+    // left behind.
     let dir = TempDir::new("outputs");
     let precious = dir.join("precious.txt");
     std::fs::write(&precious, "keep me").unwrap();

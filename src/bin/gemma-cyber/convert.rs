@@ -10,7 +10,7 @@ use gemma_cyber::fs::ReadError;
 use gemma_cyber::model::NormOrder;
 use gemma_cyber::{Error, Status};
 
-use crate::output::PartialOutput;
+use crate::output::{self, PartialOutput};
 use crate::terminal::escape;
 use crate::Failure;
 
@@ -109,7 +109,7 @@ pub(crate) fn read_input(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, Fai
 }
 
 /// Writes `bytes` to `path` through a [`PartialOutput`], so a failed or killed write never leaves
-/// half a model under its name, and nothing else beside it is touched.
+/// half a model under its name, and removes what killed runs writing `path` left behind.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     // Exit code 1, as for any output that cannot be written.
     let cannot = |e: io::Error| Failure {
@@ -119,6 +119,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure>
     let partial = PartialOutput::create(path).map_err(cannot)?;
     partial.file().write_all(bytes).map_err(cannot)?;
     partial.sync().map_err(cannot)?;
+    output::remove_leftovers(output::directory_of(path), Some(path));
     partial.rename_to(path).map_err(cannot)
 }
 

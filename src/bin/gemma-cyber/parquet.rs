@@ -21,7 +21,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::output::PartialOutput;
+use crate::output::{directory_of, remove_leftovers, PartialOutput};
 use crate::shard_reader::{Embeddings, FloatColumn, Projection, ShardReader};
 use crate::Failure;
 
@@ -162,6 +162,8 @@ pub(crate) fn classify(
         let shards = list_shards(input)?;
         fs::create_dir_all(output)
             .map_err(|e| output_failure(format!("cannot create {}: {e}", output.display())))?;
+        // Once for the whole directory, not once a shard: killed runs' temporaries.
+        remove_leftovers(output, None);
         shards
             .into_iter()
             .map(|shard| {
@@ -189,15 +191,16 @@ pub(crate) fn classify(
                 target.display()
             )));
         }
-        // The temporary output is made beside the target under the target's name; a path that
-        // ends in `..` under a directory that does not exist (so it is not a directory either)
-        // names no file to write.
+        // The temporary output is made beside the target under a name from the target's; a
+        // path that ends in `..` under a directory that does not exist (so it is not a directory
+        // either) names no file to write.
         if target.file_name().is_none() {
             return Err(usage(format!(
                 "-o {}: names no output file; give OUT.parquet or an existing directory",
                 output.display()
             )));
         }
+        remove_leftovers(directory_of(&target), Some(&target));
         vec![(input.to_owned(), target)]
     };
 
