@@ -771,6 +771,21 @@ fn temporary_prefix_of(output: &str) -> String {
 }
 
 #[test]
+fn an_output_that_is_a_directory_or_a_link_to_one_is_refused() {
+    let dir = TempDir::new("output-dirs");
+    std::fs::create_dir(dir.join("adir")).unwrap();
+    std::os::unix::fs::symlink(dir.join("adir"), dir.join("linkdir")).unwrap();
+    for name in ["adir", "linkdir", "adir/"] {
+        let output = run(&["export-onnx", "-o", &dir.join(name)], b"");
+        assert_refused(&output, 1, "is a directory", name);
+    }
+    assert!(std::fs::symlink_metadata(dir.join("linkdir"))
+        .unwrap()
+        .is_symlink());
+    assert_eq!(std::fs::read_dir(dir.join("adir")).unwrap().count(), 0);
+}
+
+#[test]
 fn killed_runs_leftovers_are_removed_and_a_running_ones_file_is_not() {
     // Killed runs leave their temporaries (a file; or a link somebody planted at such a name):
     // the next run writing the same output removes them without following the link. A temporary

@@ -1,6 +1,7 @@
 //! `gemma-cyber convert`: a PyTorch checkpoint (`model.pt`) to this library's safetensors model.
 //! The work is `gemma_cyber::convert`; this reads the files, prints the report and writes.
 
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -116,6 +117,11 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure>
         message: format!("cannot write {}: {e}", path.display()),
         code: 1,
     };
+    // A directory, or a link to one, is not replaced by the file: the rename would replace a
+    // link (and fail on a directory only at the end).
+    if fs::metadata(path).is_ok_and(|metadata| metadata.is_dir()) {
+        return Err(cannot(io::ErrorKind::IsADirectory.into()));
+    }
     let partial = PartialOutput::create(path).map_err(cannot)?;
     partial.file().write_all(bytes).map_err(cannot)?;
     partial.sync().map_err(cannot)?;
