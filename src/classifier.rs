@@ -440,19 +440,15 @@ fn start_backend(
                     Ok(plugin) => start_found_plugin(plugin, name, options, model, true)
                         .map_err(|e| (e, LogLevel::Info)),
                     Err(e) => {
-                        let present = plugin::is_present(
-                            name,
+                        let dirs = (
                             options.plugin_dir.as_deref(),
                             options.plugin_install_dir.as_deref(),
                         );
-                        Err((
-                            e,
-                            if present {
-                                LogLevel::Warning
-                            } else {
-                                LogLevel::Info
-                            },
-                        ))
+                        let level = match plugin::is_present(name, dirs.0, dirs.1) {
+                            true => LogLevel::Warning,
+                            false => LogLevel::Info,
+                        };
+                        Err((e, level))
                     }
                 };
                 match started {
