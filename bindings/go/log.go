@@ -51,9 +51,12 @@ var (
 // why BackendAuto passed over a backend, plugin files that cannot be used. nil (the default) turns
 // them off; the library never writes to stderr. callback may be called from any goroutine or OS
 // thread, also concurrently, with a one-line message; it must not call into this package (New,
-// Classify, SetLogCallback...) and must not panic (a panic cannot unwind through the library, so it
-// ends the program). One callback per process: a later call replaces it, and returns once calls of
-// the callback it replaced have returned.
+// Classify, SetLogCallback...), and it must return normally: it must not panic or call
+// runtime.Goexit (which t.Fatal, t.FailNow and t.SkipNow do), because neither can unwind through
+// the library's frames, which would be left holding a lock that every later New and SetLogCallback
+// waits on. If it does, the program prints the reason and the stack to stderr and exits with status
+// 2. One callback per process: a later call replaces it, and returns once calls of the callback it
+// replaced have returned.
 func SetLogCallback(callback func(level LogLevel, message string)) {
 	setLogCallback.Lock()
 	defer setLogCallback.Unlock()
@@ -77,13 +80,22 @@ func gemmaCyberLogTrampoline(_ unsafe.Pointer, level C.enum_gemma_cyber_log_leve
 	if callback == nil {
 		return
 	}
+	returned := false
 	defer func() {
-		// A panic would unwind past the library's frames without releasing what they hold (the
-		// lock SetLogCallback waits on), so end the program here the way an unrecovered panic does.
+		// A panic or a runtime.Goexit would unwind past the library's frames without releasing
+		// what they hold (the lock New and SetLogCallback wait on), and every later call would
+		// hang, so end the program here the way an unrecovered panic does. recover() is nil
+		// during a Goexit; only returned tells it apart from a normal return.
 		if r := recover(); r != nil {
 			fmt.Fprintf(os.Stderr, "panic in the gemmacyber log callback: %v\n\n%s", r, debug.Stack())
 			os.Exit(2)
 		}
+		if !returned {
+			fmt.Fprintf(os.Stderr, "gemmacyber: the log callback called runtime.Goexit (t.Fatal, t.FailNow...), "+
+				"which cannot unwind through the library\n\n%s", debug.Stack())
+			os.Exit(2)
+		}
 	}()
 	(*callback)(LogLevel(level), C.GoString(message))
+	returned = true
 }

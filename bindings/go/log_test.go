@@ -1,10 +1,18 @@
 package gemmacyber_test
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	gemmacyber "github.com/gemma-cyber/gemma-cyber/bindings/go"
 )
@@ -125,5 +133,74 @@ func TestReplacedLogCallbackIsNeverCalledAgain(t *testing.T) {
 	}
 	if n := lateCalls.Load(); n != 0 {
 		t.Fatalf("%d calls of a callback after SetLogCallback replaced it", n)
+	}
+}
+
+// createInChildWithLogCallback is the child's side of the tests below: it creates a cpu classifier
+// (which logs) through callback, which must end the program. Should the program go on instead, it
+// turns the callback off and creates again: that create hangs if the callback left the library's
+// lock held, or else returns and the child exits 0; either way the parent sees no exit status 2.
+func createInChildWithLogCallback(t *testing.T, callback func(gemmacyber.LogLevel, string)) {
+	gemmacyber.SetLogCallback(callback)
+	done := make(chan struct{})
+	go func() {
+		// Its own goroutine, so that a Goexit that gets through ends this one, not the test's.
+		defer close(done)
+		if c, err := gemmacyber.New(gemmacyber.Options{Backend: gemmacyber.BackendCPU}); err == nil {
+			c.Close()
+		}
+	}()
+	<-done
+	fmt.Fprintln(os.Stderr, "child: the program went on after the log callback; creating again")
+	gemmacyber.SetLogCallback(nil)
+	newClassifier(t, gemmacyber.Options{Backend: gemmacyber.BackendCPU})
+	fmt.Fprintln(os.Stderr, "child: created again")
+}
+
+// runChild runs test alone in a child process of this test binary with envVar=1 and wants it to
+// exit with status 2 within 60 s; it returns the child's stderr.
+func runChild(t *testing.T, test, envVar string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envVar+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("the child was still running after 60 s (hung on the library's lock?); stdout:\n%s\nstderr:\n%s",
+			stdout.String(), stderr.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("the child ended with %v, want exit status 2; stdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	return stderr.String()
+}
+
+// A callback that calls runtime.Goexit (as t.Fatal does) cannot unwind through the library, which
+// would be left holding its lock and hang every later create: the bindings end the program instead,
+// saying why.
+func TestLogCallbackThatCallsGoexitEndsTheProgram(t *testing.T) {
+	if os.Getenv("GEMMA_CYBER_GOEXIT_CHILD") == "1" {
+		createInChildWithLogCallback(t, func(gemmacyber.LogLevel, string) { runtime.Goexit() })
+		return
+	}
+	stderr := runChild(t, "TestLogCallbackThatCallsGoexitEndsTheProgram", "GEMMA_CYBER_GOEXIT_CHILD")
+	if !strings.Contains(stderr, "the log callback called runtime.Goexit") {
+		t.Fatalf("the child's stderr does not explain the Goexit:\n%s", stderr)
+	}
+}
+
+// The same for a callback that panics.
+func TestLogCallbackThatPanicsEndsTheProgram(t *testing.T) {
+	if os.Getenv("GEMMA_CYBER_PANIC_CHILD") == "1" {
+		createInChildWithLogCallback(t, func(gemmacyber.LogLevel, string) { panic("thrown by the test's callback") })
+		return
+	}
+	stderr := runChild(t, "TestLogCallbackThatPanicsEndsTheProgram", "GEMMA_CYBER_PANIC_CHILD")
+	if !strings.Contains(stderr, "panic in the gemmacyber log callback: thrown by the test's callback") {
+		t.Fatalf("the child's stderr does not explain the panic:\n%s", stderr)
 	}
 }

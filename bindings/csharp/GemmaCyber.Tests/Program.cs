@@ -34,6 +34,7 @@ namespace GemmaCyber.Tests
                 Test("LogCallbackReceivesBackendStartedUntilTurnedOff", LogCallbackReceivesBackendStartedUntilTurnedOff),
                 Test("LogCallbackReplacedReceivesNothingMore", LogCallbackReplacedReceivesNothingMore),
                 Test("ThrowingLogCallbackDoesNotBreakCreate", ThrowingLogCallbackDoesNotBreakCreate),
+                Test("AbortingLogCallbackDoesNotBreakCreate", AbortingLogCallbackDoesNotBreakCreate),
             };
             int failed = 0;
             foreach (var test in tests)
@@ -456,6 +457,65 @@ namespace GemmaCyber.Tests
             finally
             {
                 Classifier.SetLogCallback(null);
+            }
+        }
+
+        /// <summary>A callback that aborts its thread (Thread.Abort) is not let unwind into the
+        /// library either: the bindings cancel the abort, the create it logged from returns, and
+        /// the library's lock is released, so SetLogCallback(null) and another create complete.
+        /// Every call into the library runs on a thread of its own, so that a lock left held fails
+        /// the test instead of hanging it.</summary>
+        private static void AbortingLogCallbackDoesNotBreakCreate()
+        {
+            int calls = 0;
+            Exception failure = null;
+            var body = new Thread(() =>
+            {
+                try
+                {
+                    Classifier.SetLogCallback((level, message) =>
+                    {
+                        Interlocked.Increment(ref calls);
+                        Thread.CurrentThread.Abort();
+                    });
+                    // A new thread, so that an abort the bindings let through ends that one only.
+                    Backend created = Backend.Auto;
+                    var creator = new Thread(() =>
+                    {
+                        using (var classifier = new Classifier(new Options { Backend = Backend.Cpu }))
+                        {
+                            created = classifier.Backend;
+                        }
+                    }) { IsBackground = true };
+                    creator.Start();
+                    creator.Join();
+                    Assert(Volatile.Read(ref calls) >= 1, "the callback ran");
+                    Assert(created == Backend.Cpu, "the create whose callback aborted its thread returned a cpu classifier");
+                    Classifier.SetLogCallback(null);
+                    using (var classifier = new Classifier(new Options { Backend = Backend.Cpu }))
+                    {
+                        Assert(classifier.Classify(new float[Dim], Dim).Length == 1, "a later create classifies");
+                    }
+                }
+                catch (Exception e)
+                {
+                    failure = e;
+                }
+                finally
+                {
+                    // Here rather than on the test's thread: it hangs if the lock was left held.
+                    Classifier.SetLogCallback(null);
+                }
+            }) { IsBackground = true };
+            body.Start();
+            if (!body.Join(TimeSpan.FromSeconds(60)))
+            {
+                throw new Exception("not done after 60 s: the aborted callback left the library's lock held ("
+                    + Volatile.Read(ref calls) + " calls" + (failure != null ? "; before that: " + failure.Message : "") + ")");
+            }
+            if (failure != null)
+            {
+                throw new Exception("failed: " + failure.Message, failure);
             }
         }
 

@@ -1,5 +1,6 @@
 using System;
 using System.Runtime.InteropServices;
+using System.Threading;
 
 namespace GemmaCyber
 {
@@ -139,7 +140,9 @@ namespace GemmaCyber
         /// call into this library (no Classifier, no SetLogCallback) and should return quickly, as
         /// the library's call waits for it. An exception it throws is caught and dropped: it
         /// cannot unwind into native code, and the library's call carries on as if the callback
-        /// had returned.
+        /// had returned. That includes a <see cref="ThreadAbortException"/> (Thread.Abort on the
+        /// callback's thread): the abort is cancelled with <see cref="Thread.ResetAbort"/>, so the
+        /// thread is not aborted and goes on with the library's call.
         /// </remarks>
         /// <param name="callback">Receives each message; null turns messages off.</param>
         public static void SetLogCallback(Action<LogLevel, string> callback)
@@ -168,6 +171,13 @@ namespace GemmaCyber
             try
             {
                 callback((LogLevel)level, NativeMethods.FromUtf8(message));
+            }
+            catch (ThreadAbortException)
+            {
+                // Mono raises a ThreadAbortException again at the end of every catch block, so it
+                // would unwind through the library's frames and leave its lock held, hanging every
+                // later create and SetLogCallback. Cancelled instead, as SetLogCallback documents.
+                Thread.ResetAbort();
             }
             catch
             {
