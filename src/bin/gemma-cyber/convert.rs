@@ -122,10 +122,11 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure>
     if fs::metadata(path).is_ok_and(|metadata| metadata.is_dir()) {
         return Err(cannot(io::ErrorKind::IsADirectory.into()));
     }
+    // Before this run's own temporary exists, so that only others' are looked at.
+    output::remove_leftovers(output::directory_of(path), Some(path));
     let partial = PartialOutput::create(path).map_err(cannot)?;
     partial.file().write_all(bytes).map_err(cannot)?;
     partial.sync().map_err(cannot)?;
-    output::remove_leftovers(output::directory_of(path), Some(path));
     partial.rename_to(path).map_err(cannot)
 }
 
