@@ -118,12 +118,21 @@ inline std::mutex &log_callback_mutex() {
     return *mutex;
 }
 
+/* Whether this thread is inside the log callback, where set_log_callback is refused: the library
+ * keeps the callback it is running, which this side would otherwise free. */
+inline bool &inside_log_callback() {
+    static thread_local bool inside = false;
+    return inside;
+}
+
 /* What the library calls; an exception must not cross into it, so one is dropped here. */
 inline void log_trampoline(void *callback, gemma_cyber_log_level level, const char *message) noexcept {
+    inside_log_callback() = true;
     try {
         (*static_cast<log_callback *>(callback))(static_cast<log_level>(level), message);
     } catch (...) {
     }
+    inside_log_callback() = false;
 }
 }  // namespace detail
 
@@ -131,10 +140,13 @@ inline void log_trampoline(void *callback, gemma_cyber_log_level level, const ch
  * Sends the library's messages (which backend started, why AUTO passed one over, plugin files that
  * cannot be used) to `callback`; an empty one turns them off (the default: the library never writes
  * to stderr). One callback per process; a later call replaces it. It may be called from any thread
- * the library runs on, also concurrently, and must not call back into the library; an exception it
- * throws is dropped (gemma_cyber_set_log_callback).
+ * the library runs on, also concurrently, and must not call back into the library (set_log_callback
+ * throws invalid_argument there); an exception it throws is dropped (gemma_cyber_set_log_callback).
  */
 inline void set_log_callback(log_callback callback) {
+    if (detail::inside_log_callback()) {
+        throw detail::invalid_argument("set_log_callback called from inside the log callback");
+    }
     std::lock_guard<std::mutex> lock(detail::log_callback_mutex());
     std::unique_ptr<log_callback> next;
     if (callback) {

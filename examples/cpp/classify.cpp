@@ -81,7 +81,23 @@ int main(int argc, char **argv) {
     if (messages.size() != heard) return 1;
     gemma_cyber::set_log_callback([](gemma_cyber::log_level, const std::string &) { throw std::runtime_error("thrown"); });
     gemma_cyber::classifier{gemma_cyber::options{}};
+    // Set from inside the callback: refused, and the callback running stays the one called.
+    int calls = 0, refused = 0;
+    gemma_cyber::set_log_callback([&](gemma_cyber::log_level, const std::string &) {
+        calls++;
+        try {
+            gemma_cyber::set_log_callback(nullptr);
+        } catch (const gemma_cyber::error &e) {
+            if (e.status() == gemma_cyber::status::invalid_argument) refused++;
+        }
+    });
+    gemma_cyber::classifier{gemma_cyber::options{}};
+    gemma_cyber::classifier{gemma_cyber::options{}};
     gemma_cyber::set_log_callback(nullptr);
+    if (calls == 0 || refused != calls) {
+        std::fprintf(stderr, "set_log_callback inside the callback: %d calls, %d refused\n", calls, refused);
+        return 1;
+    }
 
     // The same rows through a backend plugin chosen by name, in a directory searched first.
     {

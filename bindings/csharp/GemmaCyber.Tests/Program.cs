@@ -35,6 +35,7 @@ namespace GemmaCyber.Tests
                 Test("LogCallbackReplacedReceivesNothingMore", LogCallbackReplacedReceivesNothingMore),
                 Test("ThrowingLogCallbackDoesNotBreakCreate", ThrowingLogCallbackDoesNotBreakCreate),
                 Test("AbortingLogCallbackDoesNotBreakCreate", AbortingLogCallbackDoesNotBreakCreate),
+                Test("SetLogCallbackFromInsideTheCallbackIsRefused", SetLogCallbackFromInsideTheCallbackIsRefused),
             };
             int failed = 0;
             foreach (var test in tests)
@@ -434,6 +435,42 @@ namespace GemmaCyber.Tests
 
         /// <summary>An exception from the callback is dropped by the bindings: it must not unwind
         /// into the library, and the create it logged from succeeds.</summary>
+        private static void SetLogCallbackFromInsideTheCallbackIsRefused()
+        {
+            // Replacing the callback from inside it was refused by the library but not by the
+            // binding, which then let go of the delegate the library still called.
+            int calls = 0;
+            Exception refused = null;
+            try
+            {
+                Classifier.SetLogCallback((level, message) =>
+                {
+                    Interlocked.Increment(ref calls);
+                    try
+                    {
+                        Classifier.SetLogCallback((l, m) => { });
+                    }
+                    catch (Exception e)
+                    {
+                        refused = e;
+                    }
+                });
+                for (int i = 0; i < 3; i++)
+                {
+                    using (new Classifier(new Options { Backend = Backend.Cpu })) { }
+                    GC.Collect();
+                    GC.WaitForPendingFinalizers();
+                }
+                Assert(calls == 3, "the first callback kept every message (" + calls + ")");
+                var status = (refused as GemmaCyberException)?.Status;
+                Assert(status == Status.InvalidArgument, "SetLogCallback inside the callback threw InvalidArgument: " + refused);
+            }
+            finally
+            {
+                Classifier.SetLogCallback(null);
+            }
+        }
+
         private static void ThrowingLogCallbackDoesNotBreakCreate()
         {
             int calls = 0;

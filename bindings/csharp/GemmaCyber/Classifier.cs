@@ -126,6 +126,12 @@ namespace GemmaCyber
         /// long as it is registered: were it collected, the library would call freed memory.</summary>
         private static NativeMethods.LogCallback registeredLogCallback;
 
+        /// <summary>Whether this thread is inside the log callback, where SetLogCallback is
+        /// refused: the library would keep the callback it is running, while this side let go
+        /// of its delegate, which the collector would then free under the library.</summary>
+        [ThreadStatic]
+        private static bool insideLogCallback;
+
         /// <summary>
         /// Sends the library's log messages to <paramref name="callback"/>: which backend
         /// <see cref="Backend.Auto"/> picked and why it passed over the others ("AUTO skipped the
@@ -137,7 +143,8 @@ namespace GemmaCyber
         /// <remarks>
         /// The callback receives the level and a one-line message. It may be called on any thread
         /// the library runs on, also on several at once, so it must be thread-safe; it must not
-        /// call into this library (no Classifier, no SetLogCallback) and should return quickly, as
+        /// call into this library (no Classifier; SetLogCallback throws InvalidArgument there) and
+        /// should return quickly, as
         /// the library's call waits for it. An exception it throws is caught and dropped: it
         /// cannot unwind into native code, and the library's call carries on as if the callback
         /// had returned. That includes a <see cref="ThreadAbortException"/> (Thread.Abort on the
@@ -147,6 +154,11 @@ namespace GemmaCyber
         /// <param name="callback">Receives each message; null turns messages off.</param>
         public static void SetLogCallback(Action<LogLevel, string> callback)
         {
+            if (insideLogCallback)
+            {
+                throw new GemmaCyberException(Status.InvalidArgument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: SetLogCallback called from inside the log callback");
+            }
             NativeMethods.LogCallback native = null;
             if (callback != null)
             {
@@ -168,6 +180,7 @@ namespace GemmaCyber
         /// user's callback, which must not let an exception unwind into native code.</summary>
         private static void DeliverLog(Action<LogLevel, string> callback, uint level, IntPtr message)
         {
+            insideLogCallback = true;
             try
             {
                 callback((LogLevel)level, NativeMethods.FromUtf8(message));
@@ -182,6 +195,10 @@ namespace GemmaCyber
             catch
             {
                 // Dropped, as SetLogCallback documents: native frames are on the stack above us.
+            }
+            finally
+            {
+                insideLogCallback = false;
             }
         }
 

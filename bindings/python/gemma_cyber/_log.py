@@ -10,6 +10,7 @@ import enum
 import threading
 from typing import Callable, Optional, Union
 
+from ._errors import invalid_argument
 from ._library import lib
 
 
@@ -31,6 +32,9 @@ lib.gemma_cyber_set_log_callback.argtypes = [_NativeCallback, ctypes.c_void_p]
 # only once calls of the one it replaces have returned, so the old object may go then.
 _registered: Optional[object] = None
 _lock = threading.Lock()
+# Whether this thread is inside the callback, where set_log_callback is refused: the library would
+# keep calling the trampoline it is running, while this side dropped it (freeing its code).
+_inside = threading.local()
 
 
 def _level(value: int) -> Union[LogLevel, int]:
@@ -45,7 +49,7 @@ def set_log_callback(callback: Optional[Callable[[LogLevel, str], None]]) -> Non
 
     One callback per process; a later call replaces it. It may be called from any thread the
     library runs on, also several at once (ctypes takes the GIL for it), and must not call back
-    into this package. An exception it raises goes to :func:`sys.unraisablehook`, as for any
+    into this package (``set_log_callback`` raises :class:`InvalidArgumentError` there). An exception it raises goes to :func:`sys.unraisablehook`, as for any
     ctypes callback; the library carries on. To route messages to :mod:`logging`::
 
         log = logging.getLogger("gemma_cyber")
@@ -56,6 +60,8 @@ def set_log_callback(callback: Optional[Callable[[LogLevel, str], None]]) -> Non
         )
     """
     global _registered
+    if getattr(_inside, "active", False):
+        raise invalid_argument("set_log_callback called from inside the log callback")
     if callback is None:
         native = None
     else:
@@ -63,7 +69,11 @@ def set_log_callback(callback: Optional[Callable[[LogLevel, str], None]]) -> Non
             raise TypeError(f"callback must be callable or None, not {type(callback).__name__}")
 
         def trampoline(_user_data: object, level: int, message: Optional[bytes]) -> None:
-            callback(_level(level), (message or b"").decode("utf-8", "replace"))
+            _inside.active = True
+            try:
+                callback(_level(level), (message or b"").decode("utf-8", "replace"))
+            finally:
+                _inside.active = False
 
         native = _NativeCallback(trampoline)
     with _lock:

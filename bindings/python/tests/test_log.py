@@ -54,3 +54,28 @@ def test_a_callback_that_raises_does_not_stop_the_library(monkeypatch):
 def test_a_callback_must_be_callable():
     with pytest.raises(TypeError, match="callable"):
         gemma_cyber.set_log_callback("not a function")
+
+
+def test_setting_the_callback_from_inside_it_is_refused():
+    # The library refused it but the package dropped the trampoline the library still called.
+    import gc
+
+    refused = []
+    calls = []
+
+    def replaces_itself(level, message):
+        calls.append(message)
+        try:
+            gemma_cyber.set_log_callback(lambda level, message: None)
+        except gemma_cyber.InvalidArgumentError as e:
+            refused.append(e)
+
+    gemma_cyber.set_log_callback(replaces_itself)
+    try:
+        for _ in range(3):
+            with gemma_cyber.Classifier(backend="cpu"):
+                pass
+            gc.collect()
+    finally:
+        gemma_cyber.set_log_callback(None)
+    assert len(calls) == 3 and len(refused) == 3
