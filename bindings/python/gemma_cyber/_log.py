@@ -49,8 +49,9 @@ def set_log_callback(callback: Optional[Callable[[LogLevel, str], None]]) -> Non
 
     One callback per process; a later call replaces it. It may be called from any thread the
     library runs on, also several at once (ctypes takes the GIL for it), and must not call back
-    into this package (``set_log_callback`` raises :class:`InvalidArgumentError` there). An exception it raises goes to :func:`sys.unraisablehook`, as for any
-    ctypes callback; the library carries on. To route messages to :mod:`logging`::
+    into this package (``set_log_callback`` raises :class:`InvalidArgumentError` there). An
+    exception it raises goes to :func:`sys.unraisablehook`, as for any ctypes callback; the
+    library carries on. To route messages to :mod:`logging`::
 
         log = logging.getLogger("gemma_cyber")
         gemma_cyber.set_log_callback(
