@@ -4,6 +4,7 @@ written)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import resource
 import signal
@@ -338,6 +339,19 @@ def test_output_directory_that_holds_the_input_is_refused(tmp_path):
         expect_failure(2, "classify", good, "-o", output, "--keep", "id", fragments=("must not be the input",))
     assert good.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.parquet", "link", "sub"]
+
+
+def test_output_directory_that_is_a_bare_globs_directory_is_refused(tmp_path):
+    """A glob with no directory part (`part-*.parquet`, run where the shards are) and `-o .`:
+    the output directory is the input directory, refused like any other path to it."""
+    write_shard(tmp_path / "part-1.parquet", 0, embeddings(20, seed=6))
+    env = dict(os.environ, RUST_BACKTRACE="0")
+    result = subprocess.run(
+        [str(CLI), "classify", "part-*.parquet", "-o", "."], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "the output directory must not be the input directory" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-1.parquet"]
 
 
 def test_output_that_names_no_file_is_refused(tmp_path):

@@ -149,10 +149,11 @@ pub(crate) fn classify(
                 output.display()
             )));
         }
+        // A bare glob (`part-*.parquet`) has an empty parent: the working directory.
         let input_dir = if input.is_dir() {
             input
         } else {
-            input.parent().unwrap_or(Path::new("."))
+            directory_of(input)
         };
         if crate::convert::same_file(input_dir, output) {
             return Err(usage(
