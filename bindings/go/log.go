@@ -51,13 +51,19 @@ var (
 // why BackendAuto passed over a backend, plugin files that cannot be used. nil (the default) turns
 // them off; the library never writes to stderr. callback may be called from any goroutine or OS
 // thread, also concurrently, with a one-line message; it must not call into this package (New,
-// Classify, SetLogCallback...), and it must return normally: it must not panic or call
+// Classify...; SetLogCallback returns an error there, with StatusInvalidArgument, and changes
+// nothing), and it must return normally: it must not panic or call
 // runtime.Goexit (which t.Fatal, t.FailNow and t.SkipNow do), because neither can unwind through
 // the library's frames, which would be left holding a lock that every later New and SetLogCallback
 // waits on. If it does, the program prints the reason and the stack to stderr and exits with status
 // 2. One callback per process: a later call replaces it, and returns once calls of the callback it
 // replaced have returned.
-func SetLogCallback(callback func(level LogLevel, message string)) {
+func SetLogCallback(callback func(level LogLevel, message string)) error {
+	// Refused before the lock: a SetLogCallback running on another goroutine holds it while the
+	// library waits for this very callback to return, so taking it here would hang both.
+	if insideLogCallback() {
+		return newError(StatusInvalidArgument, "SetLogCallback called from inside the log callback")
+	}
 	setLogCallback.Lock()
 	defer setLogCallback.Unlock()
 	if callback == nil {
@@ -65,13 +71,14 @@ func SetLogCallback(callback func(level LogLevel, message string)) {
 		// NULL rather than the trampoline with nothing to call, so the library stops formatting
 		// messages at all.
 		C.gemma_cyber_set_log_callback(nil, nil)
-		return
+		return nil
 	}
 	logCallback.Store(&callback)
 	// Registered again even when it already is: the library then waits for running calls, which may
 	// have loaded the replaced Go func, so that none of them outlives this call. No user_data: the
 	// trampoline reads logCallback.
-	C.gemma_cyber_set_log_callback(C.gemma_cyber_log_callback(C.gemmaCyberLogTrampoline), nil)
+	C.gemma_cyber_set_log_callback(nativeLogCallback(), nil)
+	return nil
 }
 
 //export gemmaCyberLogTrampoline

@@ -136,6 +136,67 @@ func TestReplacedLogCallbackIsNeverCalledAgain(t *testing.T) {
 	}
 }
 
+// SetLogCallback from inside the callback is refused and changes nothing, also while another
+// goroutine's SetLogCallback waits for that very callback to return: before the refusal, the inner
+// call waited for the lock the outer one held while it waited for the callback, and both hung.
+func TestSetLogCallbackFromInsideTheCallbackIsRefused(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	inner := make(chan error, 1)
+	var first sync.Once
+	var calls atomic.Int64
+	setLogCallback(t, func(gemmacyber.LogLevel, string) {
+		calls.Add(1)
+		first.Do(func() {
+			close(entered)
+			<-release
+			inner <- gemmacyber.SetLogCallback(nil)
+		})
+	})
+	created := make(chan error, 1)
+	go func() {
+		c, err := gemmacyber.New(gemmacyber.Options{Backend: gemmacyber.BackendCPU})
+		if err == nil {
+			c.Close()
+		}
+		created <- err
+	}()
+	<-entered
+	replacedBy := new(atomic.Int64)
+	outer := make(chan error, 1)
+	go func() {
+		outer <- gemmacyber.SetLogCallback(func(gemmacyber.LogLevel, string) { replacedBy.Add(1) })
+	}()
+	// Gives the outer SetLogCallback time to reach the library, which then waits for the callback.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	deadline := time.After(60 * time.Second)
+	for _, ch := range []chan error{inner, created, outer} {
+		select {
+		case err := <-ch:
+			if ch == inner {
+				var e *gemmacyber.Error
+				if !errors.As(err, &e) || e.Status != gemmacyber.StatusInvalidArgument ||
+					!strings.Contains(e.Message, "from inside the log callback") {
+					t.Fatalf("SetLogCallback inside the callback: %v, want StatusInvalidArgument", err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatal("SetLogCallback from inside the callback hung")
+		}
+	}
+	// The outer call took effect, the refused inner one did not (it would have turned logging off).
+	newClassifier(t, gemmacyber.Options{Backend: gemmacyber.BackendCPU}).Close()
+	if replacedBy.Load() == 0 {
+		t.Fatal("the callback set by the outer SetLogCallback heard nothing")
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("the first callback was called %d times, want once", calls.Load())
+	}
+}
+
 // createInChildWithLogCallback is the child's side of the tests below: it creates a cpu classifier
 // (which logs) through callback, which must end the program. Should the program go on instead, it
 // turns the callback off and creates again: that create hangs if the callback left the library's
