@@ -220,8 +220,10 @@ typedef struct gemma_cyber_options {
 
 /**
  * A log callback: receives the `user_data` given to `gemma_cyber_set_log_callback`, the level
- * and a one-line NUL-terminated message valid during the call only. It may be called from any
- * thread the library runs on, also concurrently, and must not call back into the library.
+ * and a one-line NUL-terminated message valid during the call only (control characters from a
+ * plugin's or a driver's text, a newline among them, arrive as `\u{..}` escapes). It may be
+ * called from any thread the library runs on, also concurrently, and must not call back into the
+ * library.
  */
 typedef void (*gemma_cyber_log_callback)(void *user_data,
                                          enum gemma_cyber_log_level level,

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 #[cfg(test)]
 mod test_support;
+pub mod text;
 
 pub use backend::BackendKind;
 pub use classifier::{Classifier, ModelSource, Options, Skipped, AUTO_PLUGINS, MAX_THREADS};

@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::error::{Error, Result};
+use crate::text;
 
 /// How much a log message matters.
 #[repr(C)]
@@ -27,7 +28,7 @@ impl LogLevel {
     }
 }
 
-/// A Rust log callback: the level and a one-line message.
+/// A Rust log callback: the level and a one-line message (control characters escaped).
 pub type Logger = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
@@ -54,7 +55,9 @@ pub fn set_logger(logger: Option<Logger>) -> Result<()> {
     Ok(())
 }
 
-/// Hands `message` to the logger, if one is set. The logger runs under the read lock, which is
+/// Hands `message` to the logger, if one is set, as one line: its control characters, which may
+/// come from a plugin's or a driver's text (a device name with a newline and a forged second
+/// line), are written as escapes ([`text::escape`]). The logger runs under the read lock, which is
 /// what lets [`set_logger`] wait for it.
 pub(crate) fn emit(level: LogLevel, message: &str) {
     if IN_LOGGER.get() {
@@ -74,7 +77,7 @@ pub(crate) fn emit(level: LogLevel, message: &str) {
     {
         IN_LOGGER.set(true);
         let _inside = Inside;
-        logger(level, message);
+        logger(level, &text::escape(message));
     }
 }
 
@@ -108,6 +111,27 @@ mod tests {
             "set_logger returned while the logger it replaced was still running"
         );
         call.join().unwrap();
+    }
+
+    #[test]
+    fn a_message_reaches_the_logger_as_one_line_without_terminal_commands() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heard_in_logger = Arc::clone(&heard);
+        set_logger(Some(Arc::new(move |_, message: &str| {
+            heard_in_logger.lock().unwrap().push(message.to_owned());
+        })))
+        .unwrap();
+        // A device name as a plugin might give it: a forged second line and a screen clear.
+        emit(
+            LogLevel::Info,
+            "plugin backend started on evil: CPU\ninfo: forged\u{1b}[2J\0",
+        );
+        set_logger(None).unwrap();
+        assert_eq!(
+            *heard.lock().unwrap(),
+            ["plugin backend started on evil: CPU\\u{a}info: forged\\u{1b}[2J\\u{0}"]
+        );
     }
 
     #[test]

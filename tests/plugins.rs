@@ -447,6 +447,7 @@ fn the_plugin_dir_option_is_searched_before_the_environment_and_the_core_directo
 fn gemma_cyber_plugins_lists_every_plugin_with_its_state() {
     let dir = scratch_dir("listing");
     build_c_plugin("wrong_abi", &dir);
+    build_c_plugin("control_text", &dir);
     std::fs::copy(
         example_c_plugin_dir().join("libgemma_cyber_example_c.so"),
         dir.join("libgemma_cyber_example_c.so"),
@@ -467,9 +468,15 @@ fn gemma_cyber_plugins_lists_every_plugin_with_its_state() {
         "onnxruntime 0.1.0 (plugin ABI 1)",
         "(options.plugin_dir)",
         "(the core library's directory)",
+        // A plugin's version is data: one line, its control characters escaped.
+        "control_text 1.0\\u{a}\\u{1b}[31mforged (plugin ABI 1)",
     ] {
         assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
     }
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "a terminal command in:\n{stdout}"
+    );
 }
 
 /// The core library alone in a directory, as an appliance that ships only the core has it.

@@ -266,8 +266,10 @@ pub extern "C" fn gemma_cyber_abi_version() -> u32 {
 }
 
 /// A log callback: receives the `user_data` given to `gemma_cyber_set_log_callback`, the level
-/// and a one-line NUL-terminated message valid during the call only. It may be called from any
-/// thread the library runs on, also concurrently, and must not call back into the library.
+/// and a one-line NUL-terminated message valid during the call only (control characters from a
+/// plugin's or a driver's text, a newline among them, arrive as `\u{..}` escapes). It may be
+/// called from any thread the library runs on, also concurrently, and must not call back into the
+/// library.
 #[allow(non_camel_case_types)] // named as C sees it, like every type only the C ABI has
 pub type gemma_cyber_log_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, level: LogLevel, message: *const c_char)>;
@@ -305,7 +307,8 @@ pub unsafe extern "C" fn gemma_cyber_set_log_callback(
         let logger: Option<log::Logger> = callback.map(|callback| {
             let user_data = UserData(user_data);
             Arc::new(move |level: LogLevel, message: &str| {
-                let text = CString::new(message.replace('\0', "\\0")).expect("NULs were replaced");
+                // `emit` escaped every control character, NUL among them.
+                let text = CString::new(message).expect("a log message holds no NUL");
                 // SAFETY: the caller's callback with the caller's user_data, as promised.
                 unsafe { callback(user_data.get(), level, text.as_ptr()) };
             }) as log::Logger

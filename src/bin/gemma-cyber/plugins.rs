@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use gemma_cyber::backend::plugin::{self, loader};
 
+use crate::terminal::escape;
 use crate::Failure;
 
 /// Where plugins are looked for, and their settings.
@@ -57,7 +58,7 @@ pub(crate) fn run(args: &PluginsArgs) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     writeln!(out, "searched:")?;
     for (dir, source) in loader::search_dirs(plugin_dir, install_dir.as_deref()) {
-        writeln!(out, "  {} ({source})", dir.display())?;
+        writeln!(out, "  {} ({source})", escape(&dir.display().to_string()))?;
     }
     let builtin = plugin::builtin();
     let found = loader::discover(plugin_dir, install_dir.as_deref());
@@ -73,15 +74,17 @@ pub(crate) fn run(args: &PluginsArgs) -> Result<(), Failure> {
     }
     for (path, outcome) in found {
         match outcome {
+            // A plugin's name, version and message, and a file's path, are data: one line each,
+            // no terminal commands.
             Ok(plugin) => writeln!(
                 out,
                 "{} {} (plugin ABI 1) {}: usable",
-                plugin.name,
-                plugin.version,
-                path.display()
+                escape(&plugin.name),
+                escape(&plugin.version),
+                escape(&path.display().to_string())
             )?,
             // The message names the file and the reason.
-            Err(error) => writeln!(out, "{}", error.message())?,
+            Err(error) => writeln!(out, "{}", escape(error.message()))?,
         }
     }
     Ok(())

@@ -1,36 +1,10 @@
 //! Text from a model file, a checkpoint or a device driver is data, not terminal commands: control
 //! characters (C0, DEL, C1 such as CSI) and the bidirectional overrides that reorder what a reader
-//! sees are written as `\u{..}` escapes before they reach standard output or standard error.
+//! sees are written as `\u{..}` escapes ([`gemma_cyber::text`]) before they reach standard output
+//! or standard error.
 
-use std::borrow::Cow;
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `text` with each character [`needs_escape`] picks written by `write` instead; `None` when
-/// there is none.
-fn escape_with(text: &str, write: fn(&mut String, u32)) -> Option<String> {
-    if !text.chars().any(needs_escape) {
-        return None;
-    }
-    let mut escaped = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if needs_escape(c) {
-            write(&mut escaped, c as u32);
-        } else {
-            escaped.push(c);
-        }
-    }
-    Some(escaped)
-}
-
-/// `text` with every control character written as `\u{hex}`.
-pub(crate) fn escape(text: &str) -> Cow<'_, str> {
-    escape_with(text, |out, c| out.push_str(&format!("\\u{{{c:x}}}")))
-        .map_or(Cow::Borrowed(text), Cow::Owned)
-}
+pub(crate) use gemma_cyber::text::escape;
+use gemma_cyber::text::escape_with;
 
 /// One JSON value on one line. serde_json escapes C0 controls itself; DEL, C1 and the
 /// bidirectional overrides are valid raw in JSON strings, so they are escaped here as `\uXXXX`
