@@ -151,7 +151,9 @@ typedef struct gemma_cyber_plugin_backend {
 } gemma_cyber_plugin_backend;
 
 /**
- * The signature of the one symbol a plugin exports, `gemma_cyber_plugin_entry`.
+ * The signature of the one symbol a plugin exports, `gemma_cyber_plugin_entry`. The core calls
+ * it once, while loading the plugin; a classifier created from inside it (or from the library's
+ * constructors) cannot load plugins, and gets BACKEND_UNAVAILABLE for them.
  */
 typedef int32_t (*gemma_cyber_plugin_entry_fn)(uint32_t host_abi_version,
                                                struct gemma_cyber_plugin_backend *backend);

@@ -46,6 +46,19 @@ static gemma_cyber_status classify_on(const char *name, const char *const *setti
 
 static int log_messages;
 
+/* Every message heard, to check each is one line with no terminal command in it. */
+static int lines_heard, lines_broken, escaped_device_heard;
+
+static void check_one_line(void *user_data, gemma_cyber_log_level level, const char *message) {
+    (void)user_data;
+    (void)level;
+    lines_heard++;
+    if (strchr(message, '\n') != NULL || strchr(message, '\r') != NULL ||
+        strchr(message, '\x1b') != NULL)
+        lines_broken++;
+    if (strstr(message, "CPU\\u{a}info: a forged line\\u{1b}[2J") != NULL) escaped_device_heard++;
+}
+
 static void count_messages(void *user_data, gemma_cyber_log_level level, const char *message) {
     (void)level;
     if (strstr(message, "AUTO skipped the wgpu backend") != NULL) ++*(int *)user_data;
@@ -108,6 +121,39 @@ int main(int argc, char **argv) {
         CHECK(create_plugin("example_c", misspelt, &classifier) ==
                   GEMMA_CYBER_STATUS_BACKEND_UNAVAILABLE,
               "misspelt setting accepted");
+    }
+
+    /* A plugin's text with a newline and a terminal command reaches the log callback as one line,
+     * escaped; the classifier's own device name is the plugin's, as it gave it. */
+    {
+        gemma_cyber_classifier *classifier = NULL;
+        gemma_cyber_set_log_callback(check_one_line, NULL);
+        CHECK(create_plugin("control_text", NULL, &classifier) == GEMMA_CYBER_STATUS_OK,
+              "control_text: %s", gemma_cyber_last_error());
+        gemma_cyber_set_log_callback(NULL, NULL);
+        CHECK(lines_heard > 0 && lines_broken == 0, "control_text: %d of %d messages not one line",
+              lines_broken, lines_heard);
+        CHECK(escaped_device_heard == 1, "control_text: the escaped device name heard %d times",
+              escaped_device_heard);
+        gemma_cyber_destroy(classifier);
+    }
+
+    /* A plugin whose entry point creates a classifier while the core loads it: that inner create
+     * is refused at once (before, it waited for the loading that called it, for ever), and the
+     * plugin itself loads and classifies. */
+    {
+        float p = -1.0f;
+        gemma_cyber_classifier *classifier = NULL;
+        const char *device;
+        CHECK(create_plugin("reentrant", NULL, &classifier) == GEMMA_CYBER_STATUS_OK,
+              "reentrant: %s", gemma_cyber_last_error());
+        device = classifier != NULL ? gemma_cyber_device_name(classifier) : "";
+        CHECK(strstr(device, "inner create: status 6: ") != NULL &&
+                  strstr(device, "while another plugin was being loaded") != NULL,
+              "reentrant: %s", device);
+        gemma_cyber_destroy(classifier);
+        CHECK(classify_on("reentrant", NULL, &p) == GEMMA_CYBER_STATUS_OK && p >= 0.0f && p <= 1.0f,
+              "reentrant classifies: %f", (double)p);
     }
 
     /* AUTO past a broken wgpu plugin, with the reason logged. */

@@ -94,7 +94,9 @@ pub struct gemma_cyber_plugin_backend {
     pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
 }
 
-/// The signature of the one symbol a plugin exports, `gemma_cyber_plugin_entry`.
+/// The signature of the one symbol a plugin exports, `gemma_cyber_plugin_entry`. The core calls
+/// it once, while loading the plugin; a classifier created from inside it (or from the library's
+/// constructors) cannot load plugins, and gets BACKEND_UNAVAILABLE for them.
 pub type gemma_cyber_plugin_entry_fn =
     unsafe extern "C" fn(host_abi_version: u32, backend: *mut gemma_cyber_plugin_backend) -> i32;
 

@@ -168,11 +168,26 @@ static LOADED: Mutex<Vec<(PathBuf, Opened)>> = Mutex::new(Vec::new());
 /// A file's plugin, or why it is not usable.
 type Opened = std::result::Result<Arc<Plugin>, String>;
 
+thread_local! {
+    /// Whether this thread is loading a plugin: running its library's constructors and its entry
+    /// point, with [`LOADED`] held.
+    static LOADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Loads and checks the plugin at `path` (once per process; later calls get the same outcome).
+/// Refused while this thread is loading a plugin: a plugin's constructor or entry point that
+/// creates a classifier would otherwise wait for [`LOADED`], which its own loading holds.
 pub fn load(path: &Path) -> Result<Arc<Plugin>> {
     let refuse = |why: String| {
         Error::backend_unavailable(format!("plugin {} is not usable: {why}", path.display()))
     };
+    if LOADING.get() {
+        return Err(refuse(
+            "it was asked for while another plugin was being loaded on this thread (a plugin's \
+             library constructor or entry point called into the library)"
+                .into(),
+        ));
+    }
     let expected = path
         .file_name()
         .and_then(|name| name.to_str())
@@ -186,7 +201,17 @@ pub fn load(path: &Path) -> Result<Arc<Plugin>> {
         match loaded.iter().find(|(known, _)| *known == canonical) {
             Some((_, outcome)) => outcome.clone(),
             None => {
+                /// Clears [`LOADING`] when dropped, also when loading panics.
+                struct Loading;
+                impl Drop for Loading {
+                    fn drop(&mut self) {
+                        LOADING.set(false);
+                    }
+                }
+                LOADING.set(true);
+                let loading = Loading;
                 let outcome = open_and_check(&canonical);
+                drop(loading);
                 loaded.push((canonical, outcome.clone()));
                 outcome
             }
@@ -334,19 +359,68 @@ fn core_library_dir() -> Option<PathBuf> {
 /// whatever the working directory is now or was when the file was loaded.
 #[cfg(target_os = "linux")]
 fn mapped_file(address: usize) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-
     let maps = std::fs::read("/proc/self/maps").ok()?;
     maps.split(|&byte| byte == b'\n').find_map(|line| {
         // start-end perms offset device inode, then the path after the padding.
         let text = std::str::from_utf8(line.get(..line.iter().position(|&b| b == b'/')?)?).ok()?;
-        let (start, end) = text.split_whitespace().next()?.split_once('-')?;
+        let mut fields = text.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
         let range = usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?;
+        if !range.contains(&address) {
+            return None;
+        }
+        let (device, inode) = (fields.nth(2)?, fields.next()?);
         let path = &line[text.len()..];
         // A file replaced since it was mapped is named with this suffix: its directory may no
         // longer hold it, and a plain path can end so too.
-        (range.contains(&address) && !path.ends_with(b" (deleted)"))
-            .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+        if path.ends_with(b" (deleted)") {
+            return None;
+        }
+        mapped_path(path, device, inode)
+    })
+}
+
+/// The file a `/proc/self/maps` line names. The kernel writes a newline in a path as the four
+/// characters `\012` and leaves a backslash as it is, so a path holding `\012` may mean either:
+/// then only the reading whose file is the mapped one (`device`, `major:minor` in hex, and
+/// `inode`) is taken, or none. Taken as it stood, `/tmp/core\ndir/` was looked for as the other
+/// directory, `/tmp/core\\012dir/`, which anyone could have made.
+#[cfg(target_os = "linux")]
+fn mapped_path(path: &[u8], device: &str, inode: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+
+    const NEWLINE: &[u8] = b"\\012";
+    let as_written = || PathBuf::from(std::ffi::OsStr::from_bytes(path));
+    if !path.windows(NEWLINE.len()).any(|w| w == NEWLINE) {
+        return Some(as_written());
+    }
+    let (major, minor) = device.split_once(':')?;
+    let device = (
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+    );
+    let inode: u64 = inode.parse().ok()?;
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut rest = path;
+    while !rest.is_empty() {
+        if rest.starts_with(NEWLINE) {
+            decoded.push(b'\n');
+            rest = &rest[NEWLINE.len()..];
+        } else {
+            decoded.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    [
+        PathBuf::from(std::ffi::OsStr::from_bytes(&decoded)),
+        as_written(),
+    ]
+    .into_iter()
+    .find(|candidate| {
+        std::fs::metadata(candidate).is_ok_and(|m| {
+            m.ino() == inode && (libc::major(m.dev()), libc::minor(m.dev())) == device
+        })
     })
 }
 
@@ -395,5 +469,52 @@ fn dlerror() -> String {
         } else {
             CStr::from_ptr(message).to_string_lossy().into_owned()
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// The device and inode of `path` as `/proc/self/maps` writes them.
+    fn as_in_maps(path: &Path) -> (String, String) {
+        let m = std::fs::metadata(path).unwrap();
+        (
+            format!("{:02x}:{:02x}", libc::major(m.dev()), libc::minor(m.dev())),
+            m.ino().to_string(),
+        )
+    }
+
+    #[test]
+    fn a_newline_in_a_mapped_path_is_read_back_to_the_mapped_file_only() {
+        let scratch = std::env::temp_dir().join(format!("gemma-cyber-maps-{}", std::process::id()));
+        let real = scratch.join("core\ndir");
+        let lookalike = scratch.join("core\\012dir");
+        for dir in [&real, &lookalike] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("libgemma_cyber.so"), b"").unwrap();
+        }
+        // How the kernel writes the real file's path: the newline as \012.
+        let written = format!("{}/core\\012dir/libgemma_cyber.so", scratch.display());
+        let (device, inode) = as_in_maps(&real.join("libgemma_cyber.so"));
+        assert_eq!(
+            mapped_path(written.as_bytes(), &device, &inode),
+            Some(real.join("libgemma_cyber.so"))
+        );
+        // The same text for a file that really is in the directory named with a backslash.
+        let (device, inode) = as_in_maps(&lookalike.join("libgemma_cyber.so"));
+        assert_eq!(
+            mapped_path(written.as_bytes(), &device, &inode),
+            Some(lookalike.join("libgemma_cyber.so"))
+        );
+        // Neither reading is the mapped file: none is taken.
+        assert_eq!(mapped_path(written.as_bytes(), &device, "1"), None);
+        // Without the sequence the path is taken as written, unchecked.
+        assert_eq!(
+            mapped_path(b"/usr/lib/libgemma_cyber.so", "00:00", "0"),
+            Some(PathBuf::from("/usr/lib/libgemma_cyber.so"))
+        );
+        std::fs::remove_dir_all(&scratch).unwrap();
     }
 }
