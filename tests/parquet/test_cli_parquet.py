@@ -118,6 +118,14 @@ def test_quoted_glob_selects_shards(tmp_path):
     assert sorted(p.name for p in out2.iterdir()) == ["part-00001.parquet"]
 
 
+def test_a_file_named_like_a_glob_is_read_as_that_file(tmp_path):
+    """A shell passes an unmatched glob on as it is, so a name with `*` or `?` is a glob only when
+    no file has that very name."""
+    (tmp_path / "emb?.jsonl").write_text("[" + ", ".join(["0.0"] * DIM) + "]\n")
+    result = run_cli("classify", tmp_path / "emb?.jsonl", "--backend", "cpu", "--format", "csv")
+    assert result.stdout.count("\n") == 2  # the header and the row
+
+
 def test_killed_run_leaves_only_complete_outputs_and_rerun_equals_a_clean_run(tmp_path):
     make_shards(tmp_path / "in", 6, 4000)
     clean = tmp_path / "clean"
@@ -168,6 +176,12 @@ def test_bad_inputs_exit_with_their_code_and_write_nothing(tmp_path):
     expect_failure(3, "classify", good, "-o", out, "--keep", "id,title", fragments=("title",))
     expect_failure(3, "classify", good, "-o", out, "--column", "url", fragments=("FixedSizeList",))
     expect_failure(2, "classify", good, "-o", out, "--keep", "probability", fragments=("probability",))
+    # Two output columns of one name make a file Arrow readers cannot look columns up in.
+    expect_failure(2, "classify", good, "-o", out, "--keep", "id,id", fragments=("--keep id", "more than once"))
+    # Named as Parquet but not Parquet: a malformed input, not a misused option.
+    not_parquet = tmp_path / "not.parquet"
+    not_parquet.write_bytes(b"")
+    expect_failure(3, "classify", not_parquet, "-o", out, fragments=("not.parquet", "PAR1"))
 
     narrow = tmp_path / "narrow.parquet"
     pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(384 * 3, np.float32)), 384)}), narrow)
@@ -233,6 +247,9 @@ def test_embedding_problems_are_found_at_their_row_in_any_row_group(tmp_path, fi
         values = [list(map(float, row)) for row in x[:rows]]
         values[3210][17] = None
         expect_failure(3, "classify", shard("null-value.parquet", values), "-o", out, fragments=("row 3210", "value 17 of the embedding is null"))
+    values = x.copy()
+    values[4500, 3] = np.nan  # in the third batch: counted from the shard's first row, not the batch's
+    expect_failure(13, "classify", shard("nan.parquet", list(values)), "-o", out, fragments=("row 4500 column 3 is NaN",))
     if not fixed:
         values = list(x)
         values[2100] = x[2100][:700]

@@ -246,14 +246,14 @@ pub fn read_labels(path: &Path, rows: usize) -> Result<Vec<u8>, Failure> {
 
 fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
     // The header's length and nesting are checked before npyz parses it.
-    input::read_npy_header(bytes)?;
+    let (header, _) = input::read_npy_header(bytes)?;
     let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
-    if npy.shape().len() != 1 {
+    let &[count] = npy.shape() else {
         return Err(format!(
             "expected a 1-D array of labels, found shape {:?}",
             npy.shape()
         ));
-    }
+    };
     let dtype = npy.dtype();
     let npyz::DType::Plain(type_str) = &dtype else {
         return Err(format!(
@@ -261,6 +261,17 @@ fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
             dtype.descr()
         ));
     };
+    // As for embeddings: data the header does not account for, too little or too much, means the
+    // file is not what it says (npyz reads the values it promises and ignores the rest).
+    let expected = count
+        .checked_mul(type_str.size_field() as u64)
+        .ok_or_else(|| format!("the header's shape ({count},) is too large"))?;
+    let actual = (bytes.len() - header.len()) as u64;
+    if expected != actual {
+        return Err(format!(
+            "the header promises {count} labels ({expected} bytes of data) but the file holds {actual}"
+        ));
+    }
     let bad = |e: io::Error| format!("cannot read the labels: {e}");
     use npyz::TypeChar::{Bool, Int, Uint};
     Ok(match (type_str.type_char(), type_str.size_field()) {
@@ -377,6 +388,36 @@ fn with_threshold(original: &[u8], threshold: f32, provenance: &str) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version 1 `.npy` file of `count` uint8 labels followed by `data`.
+    fn labels_npy(count: usize, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({count},), }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    #[test]
+    fn labels_must_fill_exactly_the_data_their_header_promises() {
+        assert_eq!(
+            read_npy_labels(&labels_npy(4, &[0, 1, 1, 0])),
+            Ok(vec![0, 1, 1, 0])
+        );
+        for data in [&[0u8, 1, 1][..], &[0, 1, 1, 0, 1]] {
+            let error = read_npy_labels(&labels_npy(4, data)).unwrap_err();
+            assert!(
+                error.contains("promises 4 labels (4 bytes of data)"),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn rewritten_model_keeps_tensors_and_takes_the_threshold() {

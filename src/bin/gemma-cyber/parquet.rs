@@ -66,7 +66,7 @@ struct Columns<'a> {
 /// for the reader that comes next, and a FIFO opened a second time waits for a writer that has
 /// already left. Parquet needs random access anyway, which a pipe does not give.
 pub(crate) fn is_parquet_input(input: &Path) -> bool {
-    if input.is_dir() || has_glob(input) {
+    if input.is_dir() || is_glob(input) {
         return true;
     }
     if !fs::metadata(input).is_ok_and(|metadata| metadata.is_file()) {
@@ -79,10 +79,13 @@ pub(crate) fn is_parquet_input(input: &Path) -> bool {
         && &magic == b"PAR1"
 }
 
-fn has_glob(path: &Path) -> bool {
+/// Whether `path` is a glob of shards: `*` or `?` in its file name, and no file of that very
+/// name (which is read as the file it is, whatever its name holds).
+fn is_glob(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.contains(['*', '?']))
+        && fs::symlink_metadata(path).is_err()
 }
 
 fn usage(message: impl Into<String>) -> Failure {
@@ -113,9 +116,19 @@ pub(crate) fn not_parquet(input: Option<&Path>) -> Failure {
         )),
         Ok(_) => match File::open(path) {
             Err(e) => Failure::input(format!("cannot read {}: {e}", path.display())),
+            // Named as Parquet, so meant as Parquet: a malformed input, not a misused option.
+            Ok(_) if has_parquet_extension(path) => Failure::input(format!(
+                "{} is not a Parquet file: it does not start with PAR1",
+                path.display()
+            )),
             Ok(_) => usage("--output, --column and --keep apply to Parquet input"),
         },
     }
+}
+
+fn has_parquet_extension(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("parquet"))
 }
 
 /// Classifies Parquet `input` into Parquet `output` (see the module's description).
@@ -134,14 +147,18 @@ pub(crate) fn classify(
             "Parquet input needs an output: -o OUT.parquet for a file, -o DIR for a directory or glob of shards",
         ));
     };
-    for name in columns.keep {
+    for (i, name) in columns.keep.iter().enumerate() {
         if name == "probability" || name == "label" || name == columns.embedding {
             return Err(usage(format!(
                 "--keep {name}: the output's own columns are probability and label, and the embedding is not carried through"
             )));
         }
+        // Two columns of one name make a file that Arrow readers refuse to look columns up in.
+        if columns.keep[..i].contains(name) {
+            return Err(usage(format!("--keep {name}: named more than once")));
+        }
     }
-    let many = input.is_dir() || has_glob(input);
+    let many = input.is_dir() || is_glob(input);
     let jobs: Vec<(PathBuf, PathBuf)> = if many {
         if output.is_file() {
             return Err(usage(format!(
@@ -549,7 +566,24 @@ fn classify_batches(
         classifier
             .classify(&values, dim, &mut probabilities, Some(&mut labels))
             .map_err(|e| {
-                Failure::from(e.context(format!("{} rows from {}", shard.display(), first_row)))
+                // The library counts rows within the batch; the shard's own numbers say where.
+                match crate::input::first_non_finite(&values) {
+                    Some(index) if e.status() == Status::NonFiniteInput => Failure {
+                        message: format!(
+                            "{}: row {} column {} is {}; every value must be finite",
+                            shard.display(),
+                            first_row + index / dim,
+                            index % dim,
+                            values[index]
+                        ),
+                        code: 10 + Status::NonFiniteInput as u8,
+                    },
+                    _ => Failure::from(e.context(format!(
+                        "{} rows from {}",
+                        shard.display(),
+                        first_row
+                    ))),
+                }
             })?;
         // The decoding thread may have finished: then the buffer is simply dropped.
         let _ = recycle.send(values);
