@@ -264,7 +264,7 @@ fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
     // As for embeddings: data the header does not account for, too little or too much, means the
     // file is not what it says (npyz reads the values it promises and ignores the rest).
     let expected = count
-        .checked_mul(type_str.size_field() as u64)
+        .checked_mul(type_str.size_field())
         .ok_or_else(|| format!("the header's shape ({count},) is too large"))?;
     let actual = (bytes.len() - header.len()) as u64;
     if expected != actual {
