@@ -184,7 +184,9 @@ fn main() -> ExitCode {
             shards,
         } => match input.as_deref() {
             Some(input) if parquet::is_parquet_input(input) => {
-                open_classifier(&setup).and_then(|c| parquet::classify(input, &shards, &c))
+                parquet::refuse_unreplaceable_output(input, &shards)
+                    .and_then(|()| open_classifier(&setup))
+                    .and_then(|c| parquet::classify(input, &shards, &c))
             }
             input if shards.given() => Err(parquet::not_parquet(input)),
             _ => classify(input.as_deref(), format, &setup),
