@@ -1,7 +1,6 @@
 //! `gemma-cyber convert`: a PyTorch checkpoint (`model.pt`) to this library's safetensors model.
 //! The work is `gemma_cyber::convert`; this reads the files, prints the report and writes.
 
-use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -49,6 +48,7 @@ enum Order {
 /// Runs `convert`.
 pub fn run(args: &Convert) -> Result<(), Failure> {
     refuse_output_over_input(&args.output, &args.checkpoint, "the checkpoint")?;
+    refuse_unreplaceable_output(&args.output)?;
     let config_path = match (&args.config, args.no_config) {
         (Some(path), _) => Some(path.clone()),
         (None, true) => None,
@@ -117,17 +117,30 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure>
         message: format!("cannot write {}: {e}", path.display()),
         code: 1,
     };
-    // A directory, or a link to one, is not replaced by the file: the rename would replace a
-    // link (and fail on a directory only at the end).
-    if fs::metadata(path).is_ok_and(|metadata| metadata.is_dir()) {
-        return Err(cannot(io::ErrorKind::IsADirectory.into()));
-    }
+    refuse_unreplaceable_output(path)?;
     // Before this run's own temporary exists, so that only others' are looked at.
     output::remove_leftovers(output::directory_of(path), Some(path));
     let partial = PartialOutput::create(path).map_err(cannot)?;
     partial.file().write_all(bytes).map_err(cannot)?;
     partial.sync().map_err(cannot)?;
     partial.rename_to(path).map_err(cannot)
+}
+
+/// Exit 1, before any work, when `path` names something an output must not replace (a
+/// directory, a FIFO, a socket, a device, or a link to one; see [`output::not_a_file`]): the
+/// rename that puts the output in place would replace a link (and fail on a directory only at
+/// the end), and would put a regular file where a FIFO or device was.
+pub(crate) fn refuse_unreplaceable_output(path: &Path) -> Result<(), Failure> {
+    match output::not_a_file(path) {
+        Some(what) => Err(Failure {
+            message: format!(
+                "cannot write {}: it is {what}, not a regular file",
+                path.display()
+            ),
+            code: 1,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A bad command line (exit 2, like clap's own refusals) when `output` names the same file as

@@ -12,7 +12,7 @@ use super::{
     json_float, num_threads_parser, open_classifier, parse_backend, parse_unit_interval,
     read_embeddings, Failure, ReportFormat, Setup,
 };
-use crate::convert::{read_input, write_atomically};
+use crate::convert::{read_input, refuse_unreplaceable_output, write_atomically};
 use crate::input;
 use crate::terminal::{self, escape};
 
@@ -93,6 +93,10 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         plugin: None,
         plugins: Default::default(),
     };
+    // Before the scoring, which a FIFO or device given as the output would only waste.
+    if let Some(path) = &args.write_model {
+        refuse_unreplaceable_output(path)?;
+    }
     let classifier = open_classifier(&setup)?;
     let (probabilities, labels) = score(&classifier, &args.input, &args.labels)?;
     let (target, how, target_json) = match (args.target_precision, args.target_recall) {

@@ -184,7 +184,9 @@ fn main() -> ExitCode {
             shards,
         } => match input.as_deref() {
             Some(input) if parquet::is_parquet_input(input) => {
-                open_classifier(&setup).and_then(|c| parquet::classify(input, &shards, &c))
+                parquet::refuse_unreplaceable_output(input, &shards)
+                    .and_then(|()| open_classifier(&setup))
+                    .and_then(|c| parquet::classify(input, &shards, &c))
             }
             input if shards.given() => Err(parquet::not_parquet(input)),
             _ => classify(input.as_deref(), format, &setup),
@@ -427,6 +429,7 @@ fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
     if let Some(model) = model {
         convert::refuse_output_over_input(output, model, "the model")?;
     }
+    convert::refuse_unreplaceable_output(output)?;
     let model = match model {
         Some(path) => gemma_cyber::Model::from_path(path)?,
         None => gemma_cyber::Model::builtin()?,

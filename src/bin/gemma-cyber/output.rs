@@ -67,13 +67,58 @@ impl PartialOutput {
         self.temporary.as_file().sync_all()
     }
 
-    /// Renames it to `target`, replacing what is there. Call [`sync`](Self::sync) first.
+    /// Renames it to `target`, replacing a regular file that is there (or a link, which is
+    /// replaced, not followed), but never anything else: see [`not_a_file`]. Call
+    /// [`sync`](Self::sync) first.
     pub(crate) fn rename_to(self, target: &Path) -> io::Result<()> {
+        // Looked at again here, the last moment before the rename: a FIFO or device put at the
+        // name while the output was being written is left as it is too.
+        if let Some(what) = not_a_file(target) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is {what}, not a regular file"),
+            ));
+        }
         self.temporary
             .persist(target)
             .map(drop)
             .map_err(|e| e.error)
     }
+}
+
+/// What `target` names (symbolic links followed) when that is something an output must not
+/// replace: "a directory", "a FIFO (named pipe)", "a socket", "a character device" or "a block
+/// device". `None` for a regular file, a link to one, or nothing there (a dangling link, a name
+/// that cannot be looked at: the write itself tells what is wrong with those).
+///
+/// An output is put in place by renaming a new file over its name, so a FIFO another program
+/// reads, or `/dev/null` for a run as root, would be replaced by a regular file and the run would
+/// report success: such a name is refused instead, and left as it is.
+pub(crate) fn not_a_file(target: &Path) -> Option<&'static str> {
+    let file_type = fs::metadata(target).ok()?.file_type();
+    if file_type.is_file() {
+        return None;
+    }
+    if file_type.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return Some("a FIFO (named pipe)");
+        }
+        if file_type.is_socket() {
+            return Some("a socket");
+        }
+        if file_type.is_char_device() {
+            return Some("a character device");
+        }
+        if file_type.is_block_device() {
+            return Some("a block device");
+        }
+    }
+    Some("something other than a file")
 }
 
 /// Removes the temporaries that killed runs left in `dir`: those of the output `target` names, or

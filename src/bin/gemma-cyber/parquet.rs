@@ -21,7 +21,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::output::{directory_of, remove_leftovers, PartialOutput};
+use crate::output::{directory_of, not_a_file, remove_leftovers, PartialOutput};
 use crate::shard_reader::{Embeddings, FloatColumn, Projection, ShardReader};
 use crate::Failure;
 
@@ -131,6 +131,30 @@ fn has_parquet_extension(path: &Path) -> bool {
         .is_some_and(|extension| extension.eq_ignore_ascii_case("parquet"))
 }
 
+/// Exit 1 when `-o` names something that is neither what the output is written as (a file for
+/// one input file, a directory for shards) nor a directory: a FIFO, a socket, a device, or a link
+/// to one, which the rename that puts an output in place would replace. Checked before the
+/// classifier is started; a directory, whatever the input, is [`classify`]'s to judge.
+pub(crate) fn refuse_unreplaceable_output(input: &Path, args: &ShardArgs) -> Result<(), Failure> {
+    let Some(output) = args.output.as_deref() else {
+        return Ok(());
+    };
+    match not_a_file(output) {
+        Some("a directory") | None => Ok(()),
+        Some(what) => {
+            let wanted = if input.is_dir() || is_glob(input) {
+                "a directory"
+            } else {
+                "a regular file"
+            };
+            Err(output_failure(format!(
+                "cannot write {}: it is {what}, not {wanted}",
+                output.display()
+            )))
+        }
+    }
+}
+
 /// Classifies Parquet `input` into Parquet `output` (see the module's description).
 pub(crate) fn classify(
     input: &Path,
@@ -182,16 +206,24 @@ pub(crate) fn classify(
             .map_err(|e| output_failure(format!("cannot create {}: {e}", output.display())))?;
         // Once for the whole directory, not once a shard: killed runs' temporaries.
         remove_leftovers(output, None);
-        shards
-            .into_iter()
-            .map(|shard| {
-                let target = output.join(shard.file_name().expect("a listed file"));
-                (shard, target)
-            })
-            // Resume: a shard whose output exists was finished by an earlier run (outputs only
-            // ever appear complete, by rename).
-            .filter(|(_, target)| !target.exists())
-            .collect()
+        let mut jobs = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let target = output.join(shard.file_name().expect("a listed file"));
+            // Outputs only ever appear complete, by rename, and only as regular files: a FIFO,
+            // device or directory under an output's name was put there by something else, and
+            // is neither taken for a finished output nor replaced.
+            if let Some(what) = not_a_file(&target) {
+                return Err(output_failure(format!(
+                    "cannot write {}: it is {what}, not a regular file",
+                    target.display()
+                )));
+            }
+            // Resume: a shard whose output exists was finished by an earlier run.
+            if !target.exists() {
+                jobs.push((shard, target));
+            }
+        }
+        jobs
     } else {
         let target = if output.is_dir() {
             let name = input
@@ -216,6 +248,14 @@ pub(crate) fn classify(
             return Err(usage(format!(
                 "-o {}: names no output file; give OUT.parquet or an existing directory",
                 output.display()
+            )));
+        }
+        // Refused before any shard is read (`-o DIR` joined with the input's name may name one
+        // too); the rename would put the output file in its place.
+        if let Some(what) = not_a_file(&target) {
+            return Err(output_failure(format!(
+                "cannot write {}: it is {what}, not a regular file",
+                target.display()
             )));
         }
         remove_leftovers(directory_of(&target), Some(&target));
