@@ -557,6 +557,31 @@ fn a_bad_line_on_standard_input_ends_the_run_after_the_answers_before_it() {
 }
 
 #[test]
+fn an_npy_on_standard_input_is_told_by_its_magic_however_it_is_split() {
+    let args = ["classify", "--backend", "cpu", "--format", "csv"];
+    let npy = std::fs::read(repo_path("examples/data/sample.npy")).unwrap();
+    let expected = run(&args, &npy);
+    assert!(expected.status.success(), "{}", text(&expected.stderr));
+    let mut child = command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Half the magic, then a pause that lets the tool read it alone before the rest arrives.
+    stdin.write_all(&npy[..3]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // A tool that took the stream for JSON lines may have closed it already.
+    let _ = stdin.write_all(&npy[3..]);
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), text(&expected.stdout));
+}
+
+#[test]
 fn successful_auto_runs_print_nothing_on_stderr() {
     // Older Mesa prints "XDG_RUNTIME_DIR is invalid or not set" while AUTO probes for a GPU.
     for args in [

@@ -304,11 +304,10 @@ fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), F
 fn classify_standard_input(format: Format, setup: &Setup) -> Result<(), Failure> {
     let name = STANDARD_INPUT;
     let in_input = |message: String| Failure::input(format!("{name}: {message}"));
-    let mut reader = BufReader::with_capacity(1 << 20, io::stdin().lock());
-    let first = reader
-        .fill_buf()
-        .map_err(|e| in_input(format!("cannot read: {e}")))?;
-    if first.starts_with(input::NPY_MAGIC) {
+    let stdin = BufReader::with_capacity(1 << 20, io::stdin().lock());
+    let (is_npy, reader) =
+        input::sniff_npy(stdin).map_err(|e| in_input(format!("cannot read: {e}")))?;
+    if is_npy {
         let embeddings = input::read_npy(reader, None).map_err(in_input)?;
         check_finite(name, &embeddings.values, embeddings.dim, 0)?;
         let classifier = open_classifier(setup)?;
@@ -586,9 +585,9 @@ pub(crate) fn read_embeddings(input: Option<&Path>) -> Result<Embeddings, Failur
     Ok(embeddings)
 }
 
-fn read_from(mut reader: impl BufRead, length: Option<u64>) -> Result<Embeddings, String> {
-    let first = reader.fill_buf().map_err(|e| format!("cannot read: {e}"))?;
-    if first.starts_with(input::NPY_MAGIC) {
+fn read_from(reader: impl BufRead, length: Option<u64>) -> Result<Embeddings, String> {
+    let (is_npy, reader) = input::sniff_npy(reader).map_err(|e| format!("cannot read: {e}"))?;
+    if is_npy {
         input::read_npy(reader, length)
     } else {
         input::read_json_lines(reader)
