@@ -223,6 +223,40 @@ fn errors_are_one_line_with_documented_exit_codes() {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
+fn help_and_version_that_cannot_be_written_are_output_failures() {
+    let cases: [&[&str]; 4] = [
+        &["--help"],
+        &["classify", "--help"],
+        &["help", "classify"],
+        &["--version"],
+    ];
+    for args in cases {
+        let output = run(args, None);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert!(!output.stdout.is_empty(), "{args:?}");
+        assert!(output.stderr.is_empty(), "{args:?}: {}", stderr(&output));
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
+            .args(args)
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+        assert!(
+            message.starts_with("gemma-cyber: error: cannot write output: "),
+            "{args:?}: {message}"
+        );
+    }
+}
+
+#[test]
 fn non_finite_and_bad_npy_are_refused() {
     let dir = std::env::temp_dir();
     let path = dir.join(format!("gemma-cyber-1d-{}.npy", std::process::id()));

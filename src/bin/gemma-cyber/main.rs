@@ -175,8 +175,35 @@ impl From<io::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(error) if error.use_stderr() => error.exit(),
+        Err(help_or_version) => print_help_or_version(&help_or_version),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(failure) if failure.code == 1 && failure.message.contains("Broken pipe") => {
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            // Messages quote file names, model metadata and tensor names: data, never commands.
+            eprintln!("gemma-cyber: error: {}", escape(&failure.message));
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// `--help` and `--version`: their output is output like any other, so a failure to write it
+/// is exit 1 (clap's own printing ignores it and exits 0).
+fn print_help_or_version(text: &clap::Error) -> Result<(), Failure> {
+    text.print()?;
+    io::stdout().flush()?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
         Command::Classify {
             input,
             format,
@@ -196,18 +223,6 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Threshold(args) => evaluate::threshold(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // A closed pipe (`| head`) is the reader's choice, not a failure.
-        Err(failure) if failure.code == 1 && failure.message.contains("Broken pipe") => {
-            ExitCode::SUCCESS
-        }
-        Err(failure) => {
-            // Messages quote file names, model metadata and tensor names: data, never commands.
-            eprintln!("gemma-cyber: error: {}", escape(&failure.message));
-            ExitCode::from(failure.code)
-        }
     }
 }
 
