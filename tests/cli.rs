@@ -152,25 +152,37 @@ fn errors_are_one_line_with_documented_exit_codes() {
     // A first row of the model's width, so that the second row's width is what is refused (a
     // first row of the wrong width is refused before the second is read).
     let uneven = format!("[{}]\n[1, 2]\n", vec!["0"; 768].join(","));
-    let cases: [(&[&str], &[u8], i32, &str); 6] = [
+    // Arguments, standard input, exit code, message, and the rows answered before the error (on
+    // standard input, the lines before a bad one are answered).
+    type Case<'a> = (&'a [&'a str], &'a [u8], i32, &'a str, usize);
+    let cases: [Case; 6] = [
         (
             &["classify", "no/such/file.npy"],
             b"",
             3,
             "cannot read no/such/file.npy",
+            0,
         ),
-        (&["classify"], uneven.as_bytes(), 3, "line 2 has 2 values"),
+        (
+            &["classify", "--format", "jsonl"],
+            uneven.as_bytes(),
+            3,
+            "line 2 has 2 values",
+            1,
+        ),
         (
             &["classify"],
             b"{\"not\": \"an array\"}\n",
             3,
             "line 1: the object has no \"embedding\" array",
+            0,
         ),
         (
             &["classify"],
             b"[1, 2, 3]\n",
             12,
             "dim 3 but the model expects 768",
+            0,
         ),
         (
             &[
@@ -182,6 +194,7 @@ fn errors_are_one_line_with_documented_exit_codes() {
             b"",
             14,
             "no/such/model.safetensors",
+            0,
         ),
         (
             &[
@@ -193,9 +206,10 @@ fn errors_are_one_line_with_documented_exit_codes() {
             b"",
             15,
             "safetensors",
+            0,
         ),
     ];
-    for (args, input, code, needle) in cases {
+    for (args, input, code, needle, answered) in cases {
         let output = run(args, Some(input));
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(code), "{args:?}: {message}");
@@ -204,7 +218,41 @@ fn errors_are_one_line_with_documented_exit_codes() {
             message.starts_with("gemma-cyber: error: ") && message.contains(needle),
             "{args:?}: {message}"
         );
-        assert!(output.stdout.is_empty(), "{args:?} wrote output");
+        assert_eq!(stdout(&output).lines().count(), answered, "{args:?}");
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn help_and_version_that_cannot_be_written_are_output_failures() {
+    let cases: [&[&str]; 4] = [
+        &["--help"],
+        &["classify", "--help"],
+        &["help", "classify"],
+        &["--version"],
+    ];
+    for args in cases {
+        let output = run(args, None);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert!(!output.stdout.is_empty(), "{args:?}");
+        assert!(output.stderr.is_empty(), "{args:?}: {}", stderr(&output));
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
+            .args(args)
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+        assert!(
+            message.starts_with("gemma-cyber: error: cannot write output: "),
+            "{args:?}: {message}"
+        );
     }
 }
 

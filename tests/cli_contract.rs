@@ -92,7 +92,8 @@ fn csv_column(output: &Output, column: usize) -> Vec<String> {
         .collect()
 }
 
-fn assert_refused(output: &Output, code: i32, needle: &str, what: &str) {
+/// Exit `code` with one line on standard error that holds `needle`.
+fn assert_error(output: &Output, code: i32, needle: &str, what: &str) {
     let message = text(&output.stderr);
     assert_eq!(output.status.code(), Some(code), "{what}: {message}");
     assert_eq!(message.lines().count(), 1, "{what}: {message}");
@@ -100,6 +101,11 @@ fn assert_refused(output: &Output, code: i32, needle: &str, what: &str) {
         message.starts_with("gemma-cyber: error: ") && message.contains(needle),
         "{what}: expected {needle:?} in {message}"
     );
+}
+
+/// An error, as [`assert_error`], and nothing on standard output.
+fn assert_refused(output: &Output, code: i32, needle: &str, what: &str) {
+    assert_error(output, code, needle, what);
     assert!(output.stdout.is_empty(), "{what} wrote output");
 }
 
@@ -214,21 +220,32 @@ fn non_finite_json_tokens_are_non_finite_input() {
 fn bad_json_lines_are_refused_with_their_line() {
     let (values, dim) = sample();
     let good = json_line(&values[..dim]);
+    // With the rows answered on standard input before the bad line (a file prints nothing).
     let cases = [
-        (format!("{good}\n\n{good}\n"), "line 2: blank"),
-        (format!("{good}\n   \n"), "line 2: blank"),
-        ("[]\n".to_owned(), "line 1: the embedding is empty"),
+        (format!("{good}\n\n{good}\n"), "line 2: blank", 1),
+        (format!("{good}\n   \n"), "line 2: blank", 1),
+        ("[]\n".to_owned(), "line 1: the embedding is empty", 0),
         (
             "0.1,0.2,0.3\n".to_owned(),
             "CSV and other plain-text rows are not supported",
+            0,
         ),
-        ("{\"vector\": [1]}\n".to_owned(), "no \"embedding\" array"),
-        (String::new(), "no embeddings"),
-        ("\n".to_owned(), "line 1: blank"),
+        (
+            "{\"vector\": [1]}\n".to_owned(),
+            "no \"embedding\" array",
+            0,
+        ),
+        (String::new(), "no embeddings", 0),
+        ("\n".to_owned(), "line 1: blank", 0),
     ];
-    for (input, needle) in &cases {
-        let output = run(&["classify", "--backend", "cpu"], input.as_bytes());
-        assert_refused(&output, 3, needle, &format!("stdin {input:.40?}"));
+    for (input, needle, answered) in &cases {
+        let output = run(
+            &["classify", "--backend", "cpu", "--format", "jsonl"],
+            input.as_bytes(),
+        );
+        let what = format!("stdin {input:.40?}");
+        assert_error(&output, 3, needle, &what);
+        assert_eq!(text(&output.stdout).lines().count(), *answered, "{what}");
         // The same from a file.
         let file = TempFile::new("bad.jsonl", input.as_bytes());
         let output = run(&["classify", "--backend", "cpu", file.path()], b"");
@@ -494,6 +511,74 @@ fn lines_are_answered_as_they_arrive() {
     drop(stdin);
     let status = child.wait().unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn a_bad_line_on_standard_input_ends_the_run_after_the_answers_before_it() {
+    let (values, dim) = sample();
+    let good: String = values
+        .chunks(dim)
+        .take(2)
+        .map(|row| json_line(row) + "\n")
+        .collect();
+    let mut nan: Vec<String> = values[2 * dim..3 * dim]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    nan[5] = "NaN".to_owned();
+    let bad = [
+        ("[]".to_owned(), 3, "line 3: the embedding is empty"),
+        ("not json".to_owned(), 3, "line 3: expected a JSON array"),
+        (
+            "[0.5, 0.5]".to_owned(),
+            3,
+            "line 3 has 2 values; earlier lines have 768",
+        ),
+        (format!("[{}]", nan.join(",")), 13, "row 2 column 5 is NaN"),
+    ];
+    for format in ["text", "csv", "jsonl"] {
+        let args = ["classify", "--backend", "cpu", "--format", format];
+        let answers = run(&args, good.as_bytes());
+        assert!(answers.status.success(), "{}", text(&answers.stderr));
+        let header = usize::from(format != "jsonl");
+        assert_eq!(
+            text(&answers.stdout).lines().count(),
+            header + 2,
+            "{format}"
+        );
+        for (line, code, needle) in &bad {
+            // One write, so the good lines and the bad one reach the tool together.
+            let output = run(&args, format!("{good}{line}\n").as_bytes());
+            let what = format!("{format}, then {line:.20}");
+            assert_error(&output, *code, needle, &what);
+            assert_eq!(text(&output.stdout), text(&answers.stdout), "{what}");
+        }
+    }
+}
+
+#[test]
+fn an_npy_on_standard_input_is_told_by_its_magic_however_it_is_split() {
+    let args = ["classify", "--backend", "cpu", "--format", "csv"];
+    let npy = std::fs::read(repo_path("examples/data/sample.npy")).unwrap();
+    let expected = run(&args, &npy);
+    assert!(expected.status.success(), "{}", text(&expected.stderr));
+    let mut child = command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Half the magic, then a pause that lets the tool read it alone before the rest arrives.
+    stdin.write_all(&npy[..3]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // A tool that took the stream for JSON lines may have closed it already.
+    let _ = stdin.write_all(&npy[3..]);
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), text(&expected.stdout));
 }
 
 #[test]

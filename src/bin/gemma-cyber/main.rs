@@ -175,8 +175,35 @@ impl From<io::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(error) if error.use_stderr() => error.exit(),
+        Err(help_or_version) => print_help_or_version(&help_or_version),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(failure) if failure.code == 1 && failure.message.contains("Broken pipe") => {
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            // Messages quote file names, model metadata and tensor names: data, never commands.
+            eprintln!("gemma-cyber: error: {}", escape(&failure.message));
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// `--help` and `--version`: their output is output like any other, so a failure to write it
+/// is exit 1 (clap's own printing ignores it and exits 0).
+fn print_help_or_version(text: &clap::Error) -> Result<(), Failure> {
+    text.print()?;
+    io::stdout().flush()?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
         Command::Classify {
             input,
             format,
@@ -198,18 +225,6 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Threshold(args) => evaluate::threshold(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // A closed pipe (`| head`) is the reader's choice, not a failure.
-        Err(failure) if failure.code == 1 && failure.message.contains("Broken pipe") => {
-            ExitCode::SUCCESS
-        }
-        Err(failure) => {
-            // Messages quote file names, model metadata and tensor names: data, never commands.
-            eprintln!("gemma-cyber: error: {}", escape(&failure.message));
-            ExitCode::from(failure.code)
-        }
     }
 }
 
@@ -288,6 +303,8 @@ pub(crate) fn start_classifier(options: &Options) -> gemma_cyber::Result<Classif
 /// is waiting, so a line written into a pipe is answered without waiting for the next.
 const STREAM_BATCH_ROWS: usize = 4096;
 
+const STANDARD_INPUT: &str = "standard input";
+
 fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), Failure> {
     let path = input.filter(|path| *path != Path::new("-"));
     let Some(path) = path else {
@@ -302,15 +319,14 @@ fn classify(input: Option<&Path>, format: Format, setup: &Setup) -> Result<(), F
 
 /// Standard input: JSON lines answered batch by batch as they arrive (a `.npy` there is read whole).
 fn classify_standard_input(format: Format, setup: &Setup) -> Result<(), Failure> {
-    let name = "standard input";
+    let name = STANDARD_INPUT;
     let in_input = |message: String| Failure::input(format!("{name}: {message}"));
-    let mut reader = BufReader::with_capacity(1 << 20, io::stdin().lock());
-    let first = reader
-        .fill_buf()
-        .map_err(|e| in_input(format!("cannot read: {e}")))?;
-    if first.starts_with(input::NPY_MAGIC) {
+    let stdin = BufReader::with_capacity(1 << 20, io::stdin().lock());
+    let (is_npy, reader) =
+        input::sniff_npy(stdin).map_err(|e| in_input(format!("cannot read: {e}")))?;
+    if is_npy {
         let embeddings = input::read_npy(reader, None).map_err(in_input)?;
-        check_finite(name, &embeddings, 0)?;
+        check_finite(name, &embeddings.values, embeddings.dim, 0)?;
         let classifier = open_classifier(setup)?;
         let mut writer = RowWriter::new(format);
         return writer.write_batch(&classifier, &embeddings.values, embeddings.dim);
@@ -324,23 +340,25 @@ fn classify_standard_input(format: Format, setup: &Setup) -> Result<(), Failure>
         dim: 0,
     };
     loop {
-        let row = lines.next_row().map_err(&in_input)?;
+        let first_row = writer.rows_written + batch.rows();
+        let row = match next_stream_row(&mut lines, &mut dim, &classifier, first_row) {
+            Ok(row) => row,
+            // The lines before a bad one are answered whether or not they arrived in the same
+            // read as it: what is printed must not depend on how the writer's pipe split them.
+            Err(failure) => {
+                if batch.rows() > 0 {
+                    writer.write_batch(&classifier, &batch.values, batch.dim)?;
+                }
+                return Err(failure);
+            }
+        };
         let end = row.is_none();
         if let Some(row) = row {
-            let first = dim.is_none();
-            batch.dim =
-                input::check_width(&mut dim, row.len(), lines.line_number()).map_err(&in_input)?;
-            // Every row has the first row's width, so the first is checked against the model's
-            // as soon as it is parsed: rows of the wrong width would otherwise be buffered up to
-            // a whole batch (gigabytes of very wide rows) before the classifier refused them.
-            if first {
-                classifier.check_dim(batch.dim)?;
-            }
+            batch.dim = row.len();
             batch.values.extend(row);
         }
         let rows = batch.rows();
         if rows > 0 && (end || !lines.has_buffered_input() || rows >= STREAM_BATCH_ROWS) {
-            check_finite(name, &batch, writer.rows_written)?;
             writer.write_batch(&classifier, &batch.values, batch.dim)?;
             batch.values.clear();
         }
@@ -352,6 +370,30 @@ fn classify_standard_input(format: Format, setup: &Setup) -> Result<(), Failure>
         return Err(in_input("no embeddings (the input is empty)".into()));
     }
     Ok(())
+}
+
+/// The next row on standard input, numbered `row`, checked as far as it can be alone: JSON, the
+/// width of the rows before it and, on the first row, the model's, and finite values.
+fn next_stream_row<R: BufRead>(
+    lines: &mut JsonLines<R>,
+    dim: &mut Option<usize>,
+    classifier: &Classifier,
+    row: usize,
+) -> Result<Option<Vec<f32>>, Failure> {
+    let in_input = |message: String| Failure::input(format!("{STANDARD_INPUT}: {message}"));
+    let Some(values) = lines.next_row().map_err(in_input)? else {
+        return Ok(None);
+    };
+    let first = dim.is_none();
+    let width = input::check_width(dim, values.len(), lines.line_number()).map_err(in_input)?;
+    // Every row has the first row's width, so the first is checked against the model's as soon
+    // as it is parsed: rows of the wrong width would otherwise be buffered up to a whole batch
+    // (gigabytes of very wide rows) before the classifier refused them.
+    if first {
+        classifier.check_dim(width)?;
+    }
+    check_finite(STANDARD_INPUT, &values, width, row)?;
+    Ok(Some(values))
 }
 
 /// Writes rows in the chosen format, numbering them across batches, and flushes after each batch.
@@ -410,15 +452,15 @@ impl RowWriter {
 
 /// NaN and infinities are refused with their row (counted from `first_row`) and column, whatever
 /// the input format (JSON lines' NaN / Infinity tokens and out-of-range numbers included).
-fn check_finite(name: &str, embeddings: &Embeddings, first_row: usize) -> Result<(), Failure> {
-    match input::first_non_finite(&embeddings.values) {
+fn check_finite(name: &str, values: &[f32], dim: usize, first_row: usize) -> Result<(), Failure> {
+    match input::first_non_finite(values) {
         None => Ok(()),
         Some(index) => Err(Failure {
             message: format!(
                 "{name}: row {} column {} is {}; every value must be finite",
-                first_row + index / embeddings.dim,
-                index % embeddings.dim,
-                embeddings.values[index]
+                first_row + index / dim,
+                index % dim,
+                values[index]
             ),
             code: 10 + gemma_cyber::Status::NonFiniteInput as u8,
         }),
@@ -557,13 +599,13 @@ pub(crate) fn read_embeddings(input: Option<&Path>) -> Result<Embeddings, Failur
         }
     }
     .map_err(in_input)?;
-    check_finite(&name, &embeddings, 0)?;
+    check_finite(&name, &embeddings.values, embeddings.dim, 0)?;
     Ok(embeddings)
 }
 
-fn read_from(mut reader: impl BufRead, length: Option<u64>) -> Result<Embeddings, String> {
-    let first = reader.fill_buf().map_err(|e| format!("cannot read: {e}"))?;
-    if first.starts_with(input::NPY_MAGIC) {
+fn read_from(reader: impl BufRead, length: Option<u64>) -> Result<Embeddings, String> {
+    let (is_npy, reader) = input::sniff_npy(reader).map_err(|e| format!("cannot read: {e}"))?;
+    if is_npy {
         input::read_npy(reader, length)
     } else {
         input::read_json_lines(reader)

@@ -97,6 +97,13 @@ impl<R: Read> HasBuffer for io::BufReader<R> {
     }
 }
 
+impl<R: HasBuffer> HasBuffer for super::Sniffed<R> {
+    fn has_buffer(&self) -> bool {
+        let (head, rest) = self.get_ref();
+        (head.position() as usize) < head.get_ref().len() || rest.has_buffer()
+    }
+}
+
 /// One JSON line: `[numbers]` or `{"embedding": [numbers], ...}`. Besides JSON's numbers, the
 /// tokens `NaN`, `Infinity` and `-Infinity` (what Python's json module writes) are read as the
 /// values they name, and numbers beyond float32's range as ±infinity: they are non-finite
