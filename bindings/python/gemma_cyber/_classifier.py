@@ -29,7 +29,10 @@ def _text(field: str, value: Union[str, bytes, None]) -> Optional[bytes]:
     if value is None:
         return None
     if isinstance(value, str):
-        value = value.encode("utf-8")
+        try:
+            value = value.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates have no UTF-8
+            raise invalid_argument(f"{field} is not valid text: {e}") from None
     if not isinstance(value, bytes):
         raise invalid_argument(f"{field} must be text; got {value!r}")
     if b"\0" in value:
@@ -54,6 +57,19 @@ def _sha256_bytes(model_sha256: Union[str, bytes, None]) -> Optional[bytes]:
     return digest
 
 
+def _path(field: str, value: Union[str, bytes, "os.PathLike[str]"]) -> bytes:
+    """A path as the bytes the C API reads: the file system's encoding, as ``open`` uses."""
+    try:
+        path = os.fsencode(value)
+    except TypeError:
+        raise invalid_argument(f"{field} must be a path; got {value!r}") from None
+    except UnicodeEncodeError as e:
+        raise invalid_argument(f"{field} cannot be encoded as a path: {e}") from None
+    if b"\0" in path:
+        raise invalid_argument(f"{field} contains a NUL byte")
+    return path
+
+
 def _as_rows(x: npt.ArrayLike) -> np.ndarray:
     """``x`` as a C-contiguous, aligned float32 2-D array: the same object when it already is one
     (no copy), converted from other real dtypes (float16, float64, integers) otherwise.
@@ -61,8 +77,10 @@ def _as_rows(x: npt.ArrayLike) -> np.ndarray:
     Alignment matters as much as contiguity: the C API reads ``const float *``, and an array over
     a buffer at an odd address (``np.ndarray(..., buffer=memoryview(buf)[1:])``) is C-contiguous
     yet not aligned, which the library may not read correctly (and which is undefined in C)."""
+    # Exactly an ndarray: a subclass may report a shape of its own that its data does not have
+    # (the library would read past the end), so it is read through a plain ndarray view below.
     if (
-        isinstance(x, np.ndarray)
+        type(x) is np.ndarray
         and x.dtype == np.float32
         and x.ndim == 2
         and x.flags.c_contiguous
@@ -122,6 +140,9 @@ class Classifier:
         plugin_dir: Union[str, "os.PathLike[str]", None] = None,
         plugin_settings: Optional[Sequence[str]] = None,
     ) -> None:
+        if getattr(self, "_lock", None) is not None:
+            # A second __init__ would drop the handle it holds without freeing it.
+            raise invalid_argument("a Classifier is set up once; create another")
         self._handle: Optional[int] = None
         self._lock = threading.Lock()
         self._calls = 0  # classify calls running now; the last one out frees a closed classifier
@@ -134,14 +155,12 @@ class Classifier:
         options = Options()
         lib.gemma_cyber_options_init(ctypes.byref(options), ctypes.sizeof(options))
         options.backend = _BACKENDS[backend]
-        path = None if model_path is None else os.fsencode(model_path)
-        if path is not None and b"\0" in path:
-            raise invalid_argument("model_path contains a NUL byte")
+        path = None if model_path is None else _path("model_path", model_path)
         options.model_path = path
         if threshold is not None:
             try:
                 options.threshold = float(threshold)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise invalid_argument(f"threshold must be a number; got {threshold!r}") from None
             if math.isnan(options.threshold):
                 raise invalid_argument("threshold is NaN; pass None for the model's own")
@@ -149,10 +168,10 @@ class Classifier:
         sha_buffer = ctypes.create_string_buffer(digest, 32) if digest is not None else None
         options.model_sha256 = ctypes.cast(sha_buffer, ctypes.c_void_p) if sha_buffer is not None else None
         options.plugin_name = _text("plugin_name", plugin_name)
-        options.plugin_dir = None if plugin_dir is None else _text("plugin_dir", os.fsencode(plugin_dir))
+        options.plugin_dir = None if plugin_dir is None else _path("plugin_dir", plugin_dir)
         settings = None
         if plugin_settings is not None:
-            if isinstance(plugin_settings, (str, bytes)):
+            if isinstance(plugin_settings, (str, bytes)) or not hasattr(plugin_settings, "__iter__"):
                 raise invalid_argument("plugin_settings must be a sequence of 'key=value' strings")
             # A None entry would become the NULL that ends the C array, silently dropping every
             # later setting: refuse it like any other bad argument.
@@ -168,6 +187,17 @@ class Classifier:
         if status != Status.OK:
             raise _last_error(status)
         self._handle = handle.value
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Without this, copy.copy made a second object over the same native handle, and each
+        # freed it: a double free. The model and backend live in native memory, not in Python.
+        raise invalid_argument("a Classifier cannot be copied or pickled; create one where it is needed")
+
+    def __copy__(self) -> "Classifier":
+        return self.__reduce_ex__(None)
+
+    def __deepcopy__(self, memo: Any) -> "Classifier":
+        return self.__reduce_ex__(None)
 
     def _acquire(self) -> int:
         with self._lock:
@@ -207,6 +237,13 @@ class Classifier:
             self.close()
 
     def _run(self, x: npt.ArrayLike, labels: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        # The width is checked before any copy or output is made: a broadcast or zero-width array
+        # may declare terabytes of rows that converting, or the outputs, would try to allocate.
+        if isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[0] > 0 and x.shape[1] != self.input_dim:
+            raise error_for(
+                Status.DIMENSION_MISMATCH,
+                f"GEMMA_CYBER_STATUS_DIMENSION_MISMATCH: embeddings have dim {x.shape[1]} but the model expects {self.input_dim}",
+            )
         rows = _as_rows(x)
         count, dim = rows.shape
         probabilities = np.empty(count, dtype=np.float32)

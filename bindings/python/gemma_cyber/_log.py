@@ -67,7 +67,7 @@ def set_log_callback(callback: Optional[Callable[[LogLevel, str], None]]) -> Non
         native = None
     else:
         if not callable(callback):
-            raise TypeError(f"callback must be callable or None, not {type(callback).__name__}")
+            raise invalid_argument(f"callback must be callable or None, not {type(callback).__name__}")
 
         def trampoline(_user_data: object, level: int, message: Optional[bytes]) -> None:
             _inside.active = True

@@ -138,6 +138,19 @@ def test_bad_embeddings_raise_with_the_librarys_status_and_message(golden):
         expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: c.classify([["a"] * 768]), "numbers")
         expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: c.classify([[1.0] * 768, [1.0]]))
         expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: c.classify(inputs.astype(np.complex64)))
+        # Arrays that declare terabytes but hold nothing: the width is refused before any copy or
+        # output is allocated (before, numpy's MemoryError, or gigabytes then the refusal).
+        for wide in (np.empty((2**40, 0), np.float32), np.broadcast_to(np.float32(0), (2**20, 2**20))):
+            expect_error(gemma_cyber.DimensionMismatchError, Status.DIMENSION_MISMATCH, lambda: c.classify(wide), "768")
+
+        # A subclass whose shape is not its data's: read as the plain array it is (before, the
+        # library was told 2**24 rows and read past the end).
+        class Lying(np.ndarray):
+            @property
+            def shape(self):
+                return (2**24, 768)
+
+        np.testing.assert_allclose(c.classify(inputs[:1].view(Lying)), golden[1][:1], rtol=0, atol=TOLERANCE)
         # The classifier still works after every failure.
         np.testing.assert_allclose(c.classify(inputs), golden[1], rtol=0, atol=TOLERANCE)
 
@@ -154,6 +167,30 @@ def test_bad_options_raise_with_the_librarys_status_and_message(tmp_path):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a model at all")
     expect_error(gemma_cyber.ModelInvalidError, Status.MODEL_INVALID, lambda: gemma_cyber.Classifier(model_path=garbage))
+    # Wrong types and text that has no encoding are the package's errors too, not TypeError,
+    # UnicodeEncodeError or OverflowError.
+    for options in (
+        {"model_path": 3},
+        {"plugin_dir": 5},
+        {"model_path": "/tmp/\ud800x"},
+        {"backend": "plugin", "plugin_name": "\udcff"},
+        {"threshold": 10**400},
+        {"plugin_settings": 5},
+    ):
+        expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(**options))
+
+
+def test_a_classifier_is_neither_copied_nor_set_up_twice(golden):
+    import copy
+    import pickle
+
+    with gemma_cyber.Classifier(backend="cpu") as classifier:
+        # A copy shared the native handle and each freed it: a crash.
+        for duplicate in (copy.copy, copy.deepcopy, pickle.dumps):
+            expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: duplicate(classifier), "copied")
+        # A second __init__ dropped the handle without freeing it.
+        expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: classifier.__init__(backend="cpu"), "once")
+        np.testing.assert_allclose(classifier.classify(golden[0]), golden[1], rtol=0, atol=TOLERANCE)
 
 
 def test_wrong_sha256_refuses_the_model(repo):

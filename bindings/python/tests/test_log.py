@@ -52,7 +52,7 @@ def test_a_callback_that_raises_does_not_stop_the_library(monkeypatch):
 
 
 def test_a_callback_must_be_callable():
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(gemma_cyber.InvalidArgumentError, match="callable"):
         gemma_cyber.set_log_callback("not a function")
 
 
