@@ -371,6 +371,15 @@ def test_output_directory_that_is_a_bare_globs_directory_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-1.parquet"]
 
 
+def test_an_output_ending_in_a_slash_is_a_directory_made_for_it(tmp_path):
+    """`-o scored/` for one file names a directory, as for shards: made, and the output written
+    in it under the input's name (before, the whole file was classified, then the rename failed)."""
+    good = tmp_path / "good.parquet"
+    write_shard(good, 0, embeddings(20, seed=8))
+    run_cli("classify", good, "-o", f"{tmp_path / 'scored'}/", "--backend", "cpu")
+    assert pq.read_table(tmp_path / "scored" / "good.parquet").num_rows == 20
+
+
 def test_output_that_names_no_file_is_refused(tmp_path):
     """`-o missing/..` is no directory (it does not exist) and has no file name to write under."""
     good = tmp_path / "good.parquet"

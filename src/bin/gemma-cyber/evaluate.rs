@@ -251,7 +251,7 @@ pub fn read_labels(path: &Path, rows: usize) -> Result<Vec<u8>, Failure> {
 fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
     // The header's length and nesting are checked before npyz parses it.
     let (header, _) = input::read_npy_header(bytes)?;
-    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a valid .npy file: {e}"))?;
+    let npy = npyz::NpyFile::new(bytes).map_err(input::not_valid_npy)?;
     let &[count] = npy.shape() else {
         return Err(format!(
             "expected a 1-D array of labels, found shape {:?}",

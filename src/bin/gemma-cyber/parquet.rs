@@ -155,6 +155,51 @@ pub(crate) fn refuse_unreplaceable_output(input: &Path, args: &ShardArgs) -> Res
     }
 }
 
+/// Where one input file's output goes: `output` itself, or the input's name under `output` when
+/// that is a directory; refused when it would replace the input or is no file to write.
+fn single_target(input: &Path, output: &Path) -> Result<PathBuf, Failure> {
+    // `-o scored/` names a directory even before it exists: made, as for shards.
+    let names_a_directory = output.as_os_str().to_string_lossy().ends_with('/');
+    if names_a_directory && !output.is_dir() {
+        fs::create_dir_all(output)
+            .map_err(|e| output_failure(format!("cannot create {}: {e}", output.display())))?;
+    }
+    let target = if output.is_dir() {
+        let name = input
+            .file_name()
+            .ok_or_else(|| usage(format!("{} names no file", input.display())))?;
+        output.join(name)
+    } else {
+        output.to_owned()
+    };
+    // `-o .` beside the input names the input itself once joined: checked on the path that
+    // is written, or the output would replace the input.
+    if crate::convert::same_file(input, &target) {
+        return Err(usage(format!(
+            "the output {} must not be the input file",
+            target.display()
+        )));
+    }
+    // The temporary output is made beside the target under a name from the target's; a
+    // path that ends in `..` under a directory that does not exist (so it is not a directory
+    // either) names no file to write.
+    if target.file_name().is_none() {
+        return Err(usage(format!(
+            "-o {}: names no output file; give OUT.parquet or an existing directory",
+            output.display()
+        )));
+    }
+    // Refused before any shard is read (`-o DIR` joined with the input's name may name one
+    // too); the rename would put the output file in its place.
+    if let Some(what) = not_a_file(&target) {
+        return Err(output_failure(format!(
+            "cannot write {}: it is {what}, not a regular file",
+            target.display()
+        )));
+    }
+    Ok(target)
+}
+
 /// Classifies Parquet `input` into Parquet `output` (see the module's description).
 pub(crate) fn classify(
     input: &Path,
@@ -225,39 +270,7 @@ pub(crate) fn classify(
         }
         jobs
     } else {
-        let target = if output.is_dir() {
-            let name = input
-                .file_name()
-                .ok_or_else(|| usage(format!("{} names no file", input.display())))?;
-            output.join(name)
-        } else {
-            output.to_owned()
-        };
-        // `-o .` beside the input names the input itself once joined: checked on the path that
-        // is written, or the output would replace the input.
-        if crate::convert::same_file(input, &target) {
-            return Err(usage(format!(
-                "the output {} must not be the input file",
-                target.display()
-            )));
-        }
-        // The temporary output is made beside the target under a name from the target's; a
-        // path that ends in `..` under a directory that does not exist (so it is not a directory
-        // either) names no file to write.
-        if target.file_name().is_none() {
-            return Err(usage(format!(
-                "-o {}: names no output file; give OUT.parquet or an existing directory",
-                output.display()
-            )));
-        }
-        // Refused before any shard is read (`-o DIR` joined with the input's name may name one
-        // too); the rename would put the output file in its place.
-        if let Some(what) = not_a_file(&target) {
-            return Err(output_failure(format!(
-                "cannot write {}: it is {what}, not a regular file",
-                target.display()
-            )));
-        }
+        let target = single_target(input, output)?;
         remove_leftovers(directory_of(&target), Some(&target));
         vec![(input.to_owned(), target)]
     };

@@ -12,7 +12,7 @@ use std::io::{self, Chain, Cursor, Read};
 
 pub(crate) use jsonl::{check_width, read_json_lines, JsonLines};
 use npy::NPY_MAGIC;
-pub(crate) use npy::{read_npy, read_npy_header};
+pub(crate) use npy::{not_valid_npy, read_npy, read_npy_header};
 
 /// A stream after [`sniff_npy`]: the bytes it read, then the rest.
 pub(crate) type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;

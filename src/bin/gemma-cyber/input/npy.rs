@@ -25,8 +25,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 pub(crate) fn read_npy(reader: impl Read, data_len: Option<u64>) -> Result<Embeddings, String> {
     let (head, reader) = read_npy_header(reader)?;
     let data_len = data_len.map(|len| len.saturating_sub(head.len() as u64));
-    let npy = npyz::NpyFile::new(io::Cursor::new(head).chain(reader))
-        .map_err(|e| format!("not a valid .npy file: {e}"))?;
+    let npy = npyz::NpyFile::new(io::Cursor::new(head).chain(reader)).map_err(not_valid_npy)?;
     let shape = npy.shape().to_vec();
     let [rows, dim] = shape[..] else {
         return Err(format!(
@@ -118,6 +117,16 @@ pub(crate) fn read_npy(reader: impl Read, data_len: Option<u64>) -> Result<Embed
         ));
     }
     Ok(Embeddings { values, dim })
+}
+
+/// npyz's error for a file it cannot parse, on one line: its header errors span several, with the
+/// header text quoted in between, and a message is one line.
+pub(crate) fn not_valid_npy(error: io::Error) -> String {
+    let reason = error.to_string();
+    format!(
+        "not a valid .npy file: {}",
+        reason.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
 }
 
 /// Reads the magic, version, length and header text of a `.npy` file, refusing what npyz must
