@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from ._errors import Status, error_for, invalid_argument
+from ._errors import InvalidArgumentError, Status, error_for, invalid_argument
 from ._library import Options, lib
 
 _BACKENDS = {"auto": 0, "cpu": 1, "onnxruntime": 2, "wgpu": 3, "plugin": 4}
@@ -312,6 +312,8 @@ class Classifier:
         return (self._accessor(lib.gemma_cyber_device_name) or b"").decode("utf-8", "replace")
 
     def __repr__(self) -> str:
-        if self._closed:
+        # Another thread may close it between the check and the reads: repr never raises.
+        try:
+            return f"<gemma_cyber.Classifier backend={self.backend!r} device={self.device_name!r}>"
+        except InvalidArgumentError:
             return "<gemma_cyber.Classifier closed>"
-        return f"<gemma_cyber.Classifier backend={self.backend!r} device={self.device_name!r}>"
