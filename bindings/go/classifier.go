@@ -63,7 +63,7 @@ type Options struct {
 	// ModelData is a whole safetensors model in memory; copied by New. nil: not given; an empty
 	// non-nil slice is an empty model (StatusModelInvalid).
 	ModelData []byte
-	// Threshold: label = probability >= *Threshold; nil: the model's own.
+	// Threshold: label = probability >= *Threshold, in [0, 1] (NaN is refused); nil: the model's own.
 	Threshold *float32
 	// NumThreads a backend may use per call; 0: the library decides.
 	NumThreads uint32
@@ -187,13 +187,17 @@ func New(opts Options) (*Classifier, error) {
 	}
 	c.threshold = C.float(math.NaN())
 	if opts.Threshold != nil {
+		// NaN is how the C API says "the model's own": given here it would pass silently.
+		if math.IsNaN(float64(*opts.Threshold)) {
+			return nil, newError(StatusInvalidArgument, "Threshold is NaN; pass nil for the model's own")
+		}
 		c.threshold = C.float(*opts.Threshold)
 	}
 	c.num_threads = C.uint32_t(opts.NumThreads)
 	if opts.ModelSHA256 != nil {
 		if len(opts.ModelSHA256) != 32 {
 			return nil, newError(StatusInvalidArgument, fmt.Sprintf(
-				"GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ModelSHA256 has %d bytes; a SHA-256 has 32", len(opts.ModelSHA256)))
+				"ModelSHA256 has %d bytes; a SHA-256 has 32", len(opts.ModelSHA256)))
 		}
 		pinner.Pin(&opts.ModelSHA256[0])
 		c.model_sha256 = (*C.uint8_t)(unsafe.Pointer(&opts.ModelSHA256[0]))

@@ -186,8 +186,9 @@ func TestModelSHA256PinsTheModel(t *testing.T) {
 		t.Fatalf("wrong SHA-256: got %v, want StatusModelInvalid", err)
 	}
 	_, err = gemmacyber.New(gemmacyber.Options{ModelSHA256: sum[:5]})
-	if !errors.Is(err, gemmacyber.StatusInvalidArgument) {
-		t.Fatalf("short SHA-256: got %v, want StatusInvalidArgument", err)
+	want := "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ModelSHA256 has 5 bytes; a SHA-256 has 32"
+	if !errors.Is(err, gemmacyber.StatusInvalidArgument) || err.Error() != want {
+		t.Fatalf("short SHA-256: got %v, want %q", err, want)
 	}
 }
 
@@ -255,6 +256,8 @@ func TestBadOptionsReturnTheirStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	tooHigh := float32(1.5)
+	// NaN is the C API's "the model's own": passed on, it was silently the default.
+	nan := float32(math.NaN())
 	cases := []struct {
 		name string
 		opts gemmacyber.Options
@@ -268,6 +271,7 @@ func TestBadOptionsReturnTheirStatus(t *testing.T) {
 		{"path and data", gemmacyber.Options{ModelPath: junk, ModelData: []byte("junk")}, gemmacyber.StatusInvalidArgument},
 		{"unknown backend", gemmacyber.Options{Backend: gemmacyber.Backend(99)}, gemmacyber.StatusInvalidArgument},
 		{"threshold above 1", gemmacyber.Options{Threshold: &tooHigh}, gemmacyber.StatusInvalidArgument},
+		{"NaN threshold", gemmacyber.Options{Backend: gemmacyber.BackendCPU, Threshold: &nan}, gemmacyber.StatusInvalidArgument},
 	}
 	for _, tc := range cases {
 		c, err := gemmacyber.New(tc.opts)

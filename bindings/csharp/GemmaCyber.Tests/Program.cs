@@ -240,6 +240,12 @@ namespace GemmaCyber.Tests
                 Throws(Status.ModelInvalid, "junk model data", () => new Classifier(new Options { ModelData = new byte[] { 1, 2, 3 } }).Dispose());
                 Throws(Status.InvalidArgument, "unknown backend", () => new Classifier(new Options { Backend = (Backend)99 }).Dispose());
                 Throws(Status.InvalidArgument, "threshold above 1", () => new Classifier(new Options { Threshold = 1.5f }).Dispose());
+                // NaN is the C API's "the model's own": passed on, it was silently the default.
+                Throws(Status.InvalidArgument, "NaN threshold", () => new Classifier(new Options { Backend = Backend.Cpu, Threshold = float.NaN }).Dispose(),
+                    "Threshold is NaN");
+                // Encoding.UTF8 wrote U+FFFD for a lone surrogate: a name the caller never gave.
+                Throws(Status.InvalidArgument, "lone surrogate in ModelPath", () => new Classifier(new Options { Backend = Backend.Cpu, ModelPath = "a\uD800b.safetensors" }).Dispose(),
+                    "ModelPath is not valid text");
                 Throws(Status.InvalidArgument, "path and data", () => new Classifier(new Options { ModelPath = junk, ModelData = new byte[] { 1 } }).Dispose());
                 Throws(Status.ModelInvalid, "empty model data", () => new Classifier(new Options { ModelData = new byte[0] }).Dispose());
                 // The library would read a string only up to a NUL: the part before it names a

@@ -33,6 +33,11 @@ namespace GemmaCyber
             var native = new NativeMethods.NativeOptions();
             NativeMethods.gemma_cyber_options_init(ref native, (UIntPtr)Marshal.SizeOf(typeof(NativeMethods.NativeOptions)));
             native.Backend = (uint)options.Backend;
+            // NaN is how the C API says "the model's own": given here it would pass silently.
+            if (options.Threshold.HasValue && float.IsNaN(options.Threshold.Value))
+            {
+                throw GemmaCyberException.InvalidArgument("Threshold is NaN; pass null for the model's own");
+            }
             native.Threshold = options.Threshold ?? float.NaN;
             native.NumThreads = options.NumThreads;
             if (options.ModelSha256 != null && options.ModelSha256.Length != 32)

@@ -100,6 +100,9 @@ namespace GemmaCyber
             return Encoding.UTF8.GetString(bytes);
         }
 
+        /// <summary>UTF-8 that refuses what it cannot encode instead of replacing it.</summary>
+        private static readonly UTF8Encoding StrictUtf8 = new UTF8Encoding(false, true);
+
         /// <summary>A NUL-terminated UTF-8 copy of <paramref name="text"/> in unmanaged memory
         /// (free it with Marshal.FreeHGlobal); IntPtr.Zero for null. A NUL inside the text is
         /// refused (INVALID_ARGUMENT naming <paramref name="field"/>): the library would read only
@@ -114,7 +117,16 @@ namespace GemmaCyber
             {
                 throw GemmaCyberException.InvalidArgument(field + " contains a NUL byte");
             }
-            byte[] bytes = Encoding.UTF8.GetBytes(text);
+            byte[] bytes;
+            try
+            {
+                bytes = StrictUtf8.GetBytes(text);
+            }
+            catch (EncoderFallbackException)
+            {
+                // Encoding.UTF8 would write U+FFFD for it: another name, which may be another file.
+                throw GemmaCyberException.InvalidArgument(field + " is not valid text: it holds a lone surrogate");
+            }
             IntPtr copy = Marshal.AllocHGlobal(bytes.Length + 1);
             Marshal.Copy(bytes, 0, copy, bytes.Length);
             Marshal.WriteByte(copy, bytes.Length, 0);

@@ -13,7 +13,7 @@ namespace GemmaCyber
         /// <summary>A whole safetensors model in memory; copied when the classifier is created.</summary>
         public byte[] ModelData { get; set; }
 
-        /// <summary>label = probability &gt;= Threshold, in [0, 1]; null: the model's own.</summary>
+        /// <summary>label = probability &gt;= Threshold, in [0, 1] (NaN is refused); null: the model's own.</summary>
         public float? Threshold { get; set; }
 
         /// <summary>Threads a backend may use per call; 0: the library decides.</summary>
