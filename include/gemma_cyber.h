@@ -189,8 +189,10 @@ typedef struct gemma_cyber_options {
   uint32_t num_threads;
   /**
    * Path of ONNX Runtime's shared library (1.17 or newer) for the onnxruntime backend, relative
-   * to the working directory or absolute; NULL: the `GEMMA_CYBER_ONNXRUNTIME_LIB` environment
-   * variable, then `ORT_DYLIB_PATH`, then the system loader's search for `libonnxruntime`.
+   * to the working directory or absolute, in UTF-8 (it reaches the plugin as the text setting
+   * `onnxruntime.library`; the environment variables take any path); NULL: the
+   * `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then `ORT_DYLIB_PATH`, then the system
+   * loader's search for `libonnxruntime`.
    */
   const char *onnxruntime_library;
   /**

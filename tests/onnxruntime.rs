@@ -109,6 +109,56 @@ fn a_missing_or_wrong_library_is_backend_unavailable() {
     }
 }
 
+/// Builds `tests/fixtures/fake_onnxruntime.c` with `define` into a scratch directory.
+fn fake_onnxruntime(define: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "gemma-cyber-fake-ort-{}-{}",
+        std::process::id(),
+        define.to_lowercase()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let library = dir.join("libonnxruntime.so");
+    let status = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args([
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Werror",
+            &format!("-D{define}"),
+        ])
+        .arg(repo("tests/fixtures/fake_onnxruntime.c"))
+        .arg("-o")
+        .arg(&library)
+        .status()
+        .expect("the C compiler runs");
+    assert!(status.success(), "fake_onnxruntime.c does not compile");
+    library
+}
+
+#[test]
+fn a_library_that_is_not_a_whole_onnx_runtime_is_refused_before_ort_holds_it() {
+    let model = repo("models/default.safetensors");
+    // Before: a NULL version string crashed the process, and a NULL API made ort panic after it
+    // had taken the library, which it then kept: the real library failed too, in that process.
+    for (define, reason) in [
+        ("NO_API", "does not offer the ONNX Runtime API version"),
+        ("NO_VERSION", "gives no version string"),
+    ] {
+        let fake = fake_onnxruntime(define);
+        match try_create(BackendKind::Onnxruntime, &model, Some(&fake)) {
+            Ok(_) => panic!("{define}: accepted as ONNX Runtime"),
+            Err((status, message)) => {
+                assert_eq!(status, Status::BackendUnavailable, "{define}: {message}");
+                assert!(
+                    message.contains(fake.to_str().unwrap()) && message.contains(reason),
+                    "{define}: {message}"
+                );
+            }
+        }
+    }
+    create(BackendKind::Onnxruntime, "models/default.safetensors");
+}
+
 #[test]
 fn auto_picks_onnxruntime_when_its_library_loads() {
     let auto = create(BackendKind::Auto, "models/default.safetensors");
@@ -130,13 +180,23 @@ fn num_threads_is_honoured() {
     let dim = cpu.input_dim();
     let inputs = random_rows(64, dim, 21);
     let reference = cpu.probabilities(&inputs, dim).unwrap();
-    for (threads, expected) in [(0, "1 thread a session"), (2, "2 threads a session")] {
+    // More threads than cores only wait for them: capped at the cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads_a_session = |n: usize| match n {
+        1 => "1 thread a session".to_owned(),
+        n => format!("{n} threads a session"),
+    };
+    for (threads, expected) in [
+        (0, threads_a_session(1)),
+        (2, threads_a_session(cores.min(2))),
+        (1024, threads_a_session(cores)),
+    ] {
         let classifier = try_create_with_threads(&model, &library, threads).unwrap_or_else(
             |(status, message)| panic!("num_threads {threads}: {status:?} {message}"),
         );
         let name = CString::new(classifier.device_name()).unwrap();
         assert!(
-            name.to_str().unwrap().contains(expected),
+            name.to_str().unwrap().contains(&expected),
             "num_threads {threads}: device name {name:?}"
         );
         let probabilities = classifier.probabilities(&inputs, dim).unwrap();

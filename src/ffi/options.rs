@@ -32,8 +32,10 @@ pub struct gemma_cyber_options {
     /// Threads a backend may use per call; 0 (the default): the library decides.
     pub num_threads: u32,
     /// Path of ONNX Runtime's shared library (1.17 or newer) for the onnxruntime backend, relative
-    /// to the working directory or absolute; NULL: the `GEMMA_CYBER_ONNXRUNTIME_LIB` environment
-    /// variable, then `ORT_DYLIB_PATH`, then the system loader's search for `libonnxruntime`.
+    /// to the working directory or absolute, in UTF-8 (it reaches the plugin as the text setting
+    /// `onnxruntime.library`; the environment variables take any path); NULL: the
+    /// `GEMMA_CYBER_ONNXRUNTIME_LIB` environment variable, then `ORT_DYLIB_PATH`, then the system
+    /// loader's search for `libonnxruntime`.
     pub onnxruntime_library: *const c_char,
     /// The SHA-256 the model file must have, 32 bytes; NULL (the default): not checked. A
     /// mismatch is MODEL_INVALID and nothing is loaded. Appended within ABI version 1: read only

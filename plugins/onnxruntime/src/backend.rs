@@ -53,9 +53,15 @@ struct Runtime {
     environment: Environment,
 }
 
-/// The loaded runtime, once one has loaded. A mutex rather than a `OnceLock` so that a failed load
-/// can be retried with another path.
-static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+/// The process's ONNX Runtime: none handed to ort yet (a library that fails the checks before may
+/// be followed by another), running, or failed to start after ort took it, which ort keeps for
+/// the rest of the process.
+enum Loaded {
+    Running(Arc<Runtime>),
+    Failed { library: PathBuf, why: String },
+}
+
+static RUNTIME: Mutex<Option<Loaded>> = Mutex::new(None);
 
 /// Runs the model as an ONNX graph in ONNX Runtime, with a pool of sessions.
 ///
@@ -83,9 +89,10 @@ impl OnnxruntimeBackend {
         library: Option<&Path>,
     ) -> Result<OnnxruntimeBackend> {
         let runtime = load_runtime(library)?;
-        let threads = if threads == 0 { 1 } else { threads };
-        // Sessions beyond cores / threads would only make threads wait for cores.
+        // Threads beyond the cores would only wait for them: 1,024 on 2 cores took 15 s to start.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if threads == 0 { 1 } else { threads.min(cores) };
+        // Sessions beyond cores / threads would only make threads wait for cores.
         let max_sessions = (cores / threads).max(1);
         let device_name = format!(
             "ONNX Runtime {} (CPUExecutionProvider), {} thread{} a session, {}",
@@ -283,42 +290,60 @@ fn load_runtime(library: Option<&Path>) -> Result<Arc<Runtime>> {
     };
     let version = probe(&path)?;
     let mut loaded = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(runtime) = loaded.as_ref() {
-        if runtime.library == path {
+    match loaded.as_ref() {
+        Some(Loaded::Running(runtime)) if runtime.library == path => {
             return Ok(Arc::clone(runtime));
         }
-        return Err(Error::backend_unavailable(format!(
-            "this process already runs ONNX Runtime {} from {} and cannot also load {}; give \
-             every classifier the same library (the library setting or {LIBRARY_ENV})",
-            runtime.version,
-            runtime.library.display(),
-            path.display()
-        )));
+        Some(Loaded::Running(runtime)) => {
+            return Err(Error::backend_unavailable(format!(
+                "this process already runs ONNX Runtime {} from {} and cannot also load {}; give \
+                 every classifier the same library (the library setting or {LIBRARY_ENV})",
+                runtime.version,
+                runtime.library.display(),
+                path.display()
+            )))
+        }
+        Some(Loaded::Failed { library, why }) => {
+            return Err(Error::backend_unavailable(format!(
+                "ONNX Runtime from {} failed to start in this process ({why}), and a process \
+                 loads ONNX Runtime once: {} cannot be tried in it; start a new process with a \
+                 working library",
+                library.display(),
+                path.display()
+            )))
+        }
+        None => {}
     }
     // ort opens the library once per process, from this absolute path (a relative one would be
-    // resolved against the executable's folder, not the caller's working directory).
-    let environment = ort::init_from(&path)
-        .map_err(|e| {
-            Error::backend_unavailable(format!(
-                "ONNX Runtime at {} cannot be used: {e}; {INSTALL_HINT}",
+    // resolved against the executable's folder, not the caller's working directory). From here
+    // on ort holds the library whatever happens, so a failure, a panic of ort's included, is
+    // remembered rather than retried with another.
+    let started = catch_unwind(AssertUnwindSafe(|| {
+        ort::init_from(&path)
+            .map_err(|e| format!("it cannot be used: {e}"))?
+            .with_name("gemma-cyber")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| format!("it could not start: {e}"))
+    }))
+    .unwrap_or_else(|payload| Err(format!("ort panicked: {}", panic_message(payload.as_ref()))));
+    let environment = match started {
+        Ok(environment) => environment,
+        Err(why) => {
+            let error = Error::backend_unavailable(format!(
+                "ONNX Runtime at {}: {why}; {INSTALL_HINT}",
                 path.display()
-            ))
-        })?
-        .with_name("gemma-cyber")
-        .with_telemetry(false)
-        .build()
-        .map_err(|e| {
-            Error::backend_unavailable(format!(
-                "ONNX Runtime at {} could not start: {e}",
-                path.display()
-            ))
-        })?;
+            ));
+            *loaded = Some(Loaded::Failed { library: path, why });
+            return Err(error);
+        }
+    };
     let runtime = Arc::new(Runtime {
         library: path,
         version,
         environment,
     });
-    *loaded = Some(Arc::clone(&runtime));
+    *loaded = Some(Loaded::Running(Arc::clone(&runtime)));
     Ok(runtime)
 }
 
@@ -353,10 +378,20 @@ fn probe(path: &Path) -> Result<String> {
             let base = get_api_base();
             if base.is_null() {
                 Err(unusable("OrtGetApiBase returned NULL".into()))
+            } else if ((*base).GetApi)(ort::sys::ORT_API_VERSION).is_null() {
+                // What ort asks for first: without it ort panics once it holds the library, and
+                // keeps that library for the rest of the process.
+                Err(unusable(format!(
+                    "it does not offer the ONNX Runtime API version {}",
+                    ort::sys::ORT_API_VERSION
+                )))
             } else {
-                Ok(CStr::from_ptr(((*base).GetVersionString)())
-                    .to_string_lossy()
-                    .into_owned())
+                let version = ((*base).GetVersionString)();
+                if version.is_null() {
+                    Err(unusable("it gives no version string".into()))
+                } else {
+                    Ok(CStr::from_ptr(version).to_string_lossy().into_owned())
+                }
             }
         };
         libc::dlclose(handle);
