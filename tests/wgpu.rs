@@ -155,6 +155,19 @@ fn environment_variable_selects_the_adapter_in_the_cli() {
         stdout.contains("device:      wgpu 0.1.0: wgpu: "),
         "{stdout}"
     );
+    // The adapter's first word, with the spaces a shell script may leave: trimmed, as settings
+    // are (before, " llvmpipe" found no adapter).
+    let word = stdout
+        .split("wgpu: ")
+        .nth(1)
+        .and_then(|name| name.split_whitespace().next())
+        .expect("an adapter name");
+    let padded = run(&format!(" {word} "));
+    assert!(
+        padded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&padded.stderr)
+    );
 }
 
 #[test]

@@ -73,7 +73,13 @@ impl WgpuSettings {
 
     /// These settings with [`ADAPTER_ENV`] and [`BACKENDS_ENV`] filling the fields not already set.
     pub fn with_env(mut self) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        // Trimmed as the settings are: " llvmpipe" from a shell script names llvmpipe.
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         if self.adapter.is_none() {
             self.adapter = var(ADAPTER_ENV);
         }
