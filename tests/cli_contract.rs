@@ -18,13 +18,18 @@ fn command(args: &[&str]) -> Command {
     command
 }
 
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = command(args)
+/// The tool with `args`, its three streams piped.
+fn spawn(args: &[&str]) -> std::process::Child {
+    command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn(args);
     let mut pipe = child.stdin.take().unwrap();
     // The tool may refuse the input before reading all of it: a closed pipe is fine.
     let _ = pipe.write_all(stdin);
@@ -475,12 +480,7 @@ fn a_stream_of_the_wrong_width_is_refused_at_its_first_row() {
 #[test]
 fn lines_are_answered_as_they_arrive() {
     let (values, dim) = sample();
-    let mut child = command(&["classify", "--backend", "cpu", "--format", "jsonl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["classify", "--backend", "cpu", "--format", "jsonl"]);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     // A reader thread hands over each answer line; a missing answer is a timeout, not a hang.
@@ -562,12 +562,7 @@ fn an_npy_on_standard_input_is_told_by_its_magic_however_it_is_split() {
     let npy = std::fs::read(repo_path("examples/data/sample.npy")).unwrap();
     let expected = run(&args, &npy);
     assert!(expected.status.success(), "{}", text(&expected.stderr));
-    let mut child = command(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&args);
     let mut stdin = child.stdin.take().unwrap();
     // Half the magic, then a pause that lets the tool read it alone before the rest arrives.
     stdin.write_all(&npy[..3]).unwrap();

@@ -395,17 +395,8 @@ mod tests {
 
     /// A version 1 `.npy` file of `count` uint8 labels followed by `data`.
     fn labels_npy(count: usize, data: &[u8]) -> Vec<u8> {
-        let mut header =
-            format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({count},), }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(data);
-        bytes
+        let header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({count},), }}");
+        input::npy_file(&header, data)
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod npy;
 use std::io::{self, Chain, Cursor, Read};
 
 pub(crate) use jsonl::{check_width, read_json_lines, JsonLines};
+#[cfg(test)]
+pub(crate) use npy::npy_file;
 use npy::NPY_MAGIC;
 pub(crate) use npy::{not_valid_npy, read_npy, read_npy_header};
 

@@ -232,22 +232,27 @@ impl Element {
     }
 }
 
+/// A version 1 `.npy` file with `header` as its header text (padded as numpy pads it) and `data`
+/// after it: for tests, whose headers may lie.
+#[cfg(test)]
+pub(crate) fn npy_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = header.to_owned();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn npy(header: &str, data: &[u8]) -> Vec<u8> {
-        let mut header = header.to_owned();
-        while !(10 + header.len() + 1).is_multiple_of(64) {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(data);
-        bytes
-    }
+    use super::npy_file as npy;
 
     fn read(bytes: &[u8], known_length: bool) -> Result<Embeddings, String> {
         read_npy(bytes, known_length.then_some(bytes.len() as u64))
