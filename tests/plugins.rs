@@ -573,8 +573,13 @@ int main(void) {
         stdout.contains("onnxruntime 6 GEMMA_CYBER_STATUS_BACKEND_UNAVAILABLE: no onnxruntime plugin: libgemma_cyber_onnxruntime.so is in none of"),
         "{stdout}"
     );
+    // The kernel names the core by its real path: the directory's, links resolved.
+    let real_dir = dir.canonicalize().unwrap();
     assert!(
-        stdout.contains(&format!("{} (the core library's directory)", dir.display())),
+        stdout.contains(&format!(
+            "{} (the core library's directory)",
+            real_dir.display()
+        )),
         "{stdout}"
     );
     assert!(
