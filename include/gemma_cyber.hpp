@@ -62,7 +62,9 @@ private:
     gemma_cyber::status code_;
 };
 
-/** This thread's last failure, "" if none (gemma_cyber_last_error). */
+/** The library's last failure on this thread, "" if none (gemma_cyber_last_error). A failure this
+ * wrapper finds before calling the library (a NUL in a string, a vector that is not whole rows)
+ * is only in the error it throws. */
 inline std::string last_error() { return gemma_cyber_last_error(); }
 
 namespace detail {
@@ -262,7 +264,14 @@ public:
 
     /** Classifies a row-major batch of `dim`-wide embeddings; throws error. */
     result classify(const std::vector<float> &embeddings, std::size_t dim) const {
-        if (dim == 0 || embeddings.size() % dim != 0) {
+        if (!handle_) {
+            throw detail::invalid_argument("the classifier was moved from");
+        }
+        if (dim == 0) {
+            throw detail::invalid_argument("dim is 0; rows are input_dim() (" +
+                                           std::to_string(input_dim()) + ") wide");
+        }
+        if (embeddings.size() % dim != 0) {
             throw detail::invalid_argument("embeddings.size() (" + std::to_string(embeddings.size()) +
                                            ") is not a multiple of dim (" + std::to_string(dim) + ")");
         }

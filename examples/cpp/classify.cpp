@@ -141,7 +141,9 @@ int main(int argc, char **argv) {
 
     // The wrapper's own checks word their messages like the library's.
     if (!fails_with("a batch that is not whole rows", gemma_cyber::status::invalid_argument,
-                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ", [&] { classifier.classify(embeddings, dim + 1); }))
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ", [&] { classifier.classify(embeddings, dim + 1); }) ||
+        !fails_with("dim 0", gemma_cyber::status::invalid_argument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: dim is 0", [&] { classifier.classify(embeddings, 0); }))
         return 1;
     // C reads a path only up to a NUL; the part before it is a real model (run.sh runs this from
     // the repository root), so a silently cut path would load instead of being refused.
@@ -207,7 +209,11 @@ int main(int argc, char **argv) {
                     })))
         return 1;
 
-    // Ownership moves; the moved-from wrapper holds nothing and destroys nothing.
+    // Ownership moves; the moved-from wrapper holds nothing and destroys nothing, and says so.
     gemma_cyber::classifier moved = std::move(classifier);
+    if (!fails_with("a moved-from classifier", gemma_cyber::status::invalid_argument,
+                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: the classifier was moved from",
+                    [&] { classifier.classify(embeddings, dim); }))
+        return 1;
     return moved.input_dim() == dim ? 0 : 1;
 }
