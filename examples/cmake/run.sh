@@ -16,3 +16,15 @@ for program in consumer_c consumer_c_static consumer_cpp; do
 done
 # The static program must not need the shared library at all.
 ! ldd build/examples-cmake/consumer_c_static | grep -q gemma_cyber
+# A version range finds the package when its version lies inside, and only then.
+range_dir=build/examples-cmake-range
+for range in "0.0.5...0.5" "0.1...<0.2" "0.2...1.0" "0.0.1...<0.1"; do
+  rm -rf "$range_dir" && mkdir -p "$range_dir"
+  printf 'cmake_minimum_required(VERSION 3.19)\nproject(range NONE)\nfind_package(GemmaCyber %s)\nmessage(STATUS "found=${GemmaCyber_FOUND}")\n' "$range" >"$range_dir/CMakeLists.txt"
+  found=$(cmake -S "$range_dir" -B "$range_dir/build" -DCMAKE_PREFIX_PATH="$prefix" 2>/dev/null | sed -n 's/^-- found=//p')
+  echo "== find_package(GemmaCyber $range): found=$found"
+  case "$range" in
+    0.0.5...0.5 | "0.1...<0.2") [ "$found" = 1 ] ;;
+    *) [ "$found" = 0 ] ;;
+  esac
+done
