@@ -633,6 +633,73 @@ fn a_self_referencing_extra_entry_is_walked_a_bounded_number_of_times() {
     );
 }
 
+/// A zip whose classic end record claims one entry but, its directory offset saturated at
+/// 0xFFFFFFFF, sends the zip reader to a zip64 record claiming `entries` (directory records all
+/// named alike, which the reader's name index collapses into one).
+fn zip64_claiming(entries: u32) -> Vec<u8> {
+    let name = b"archive/data.pkl";
+    let data = b"\x80\x02}.";
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"PK\x03\x04");
+    for field in [20u16, 0, 0, 0, 0] {
+        bytes.extend_from_slice(&field.to_le_bytes());
+    }
+    bytes.extend_from_slice(&0u32.to_le_bytes()); // crc
+    bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&0u16.to_le_bytes());
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(data);
+    let directory_start = bytes.len() as u64;
+    for _ in 0..entries {
+        bytes.extend_from_slice(b"PK\x01\x02");
+        for field in [20u16, 20, 0, 0, 0, 0] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        bytes.extend_from_slice(&[0; 12]); // crc, sizes
+        bytes.extend_from_slice(&1u16.to_le_bytes()); // name length
+        bytes.extend_from_slice(&[0; 12]); // extra, comment, disk, attributes
+        bytes.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+        bytes.push(b'x');
+    }
+    let zip64_record = bytes.len() as u64;
+    let directory_len = zip64_record - directory_start;
+    bytes.extend_from_slice(b"PK\x06\x06");
+    bytes.extend_from_slice(&44u64.to_le_bytes());
+    bytes.extend_from_slice(&45u16.to_le_bytes());
+    bytes.extend_from_slice(&45u16.to_le_bytes());
+    bytes.extend_from_slice(&[0; 8]); // disks
+    bytes.extend_from_slice(&u64::from(entries).to_le_bytes());
+    bytes.extend_from_slice(&u64::from(entries).to_le_bytes());
+    bytes.extend_from_slice(&directory_len.to_le_bytes());
+    bytes.extend_from_slice(&directory_start.to_le_bytes());
+    bytes.extend_from_slice(b"PK\x06\x07");
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&zip64_record.to_le_bytes());
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(b"PK\x05\x06");
+    bytes.extend_from_slice(&[0; 4]); // disks
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    bytes.extend_from_slice(&0u16.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn a_zip64_entry_count_behind_a_saturated_classic_record_is_refused() {
+    // Before, only a classic count of 0xFFFF sent the check to the zip64 record: this claim went
+    // unchecked, and the reader reserved and parsed every record (8 times the file in memory, or
+    // an abort when the reservation failed).
+    let message = refused(&zip64_claiming(20_000));
+    assert!(
+        message.contains("claims 20000 entries; the limit is 16384"),
+        "{message}"
+    );
+}
+
 #[test]
 fn an_absurd_zip_entry_count_is_refused_before_reading_the_directory() {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

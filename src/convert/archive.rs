@@ -234,8 +234,10 @@ impl Seek for BudgetedReader<'_> {
     }
 }
 
-/// The entry count in the zip's end-of-central-directory record (its zip64 form when the classic
-/// one says 0xFFFF), read without trusting anything else in the file.
+/// The entry count in the zip's end-of-central-directory record, read without trusting anything
+/// else in the file: the larger of the classic record's and, when a zip64 locator precedes it, the
+/// zip64 record's. The zip reader takes the zip64 count whenever any classic field is saturated
+/// (an offset of 0xFFFFFFFF with a count of 1 let a file claim millions of entries unchecked).
 fn claimed_entries(bytes: &[u8]) -> Result<u64> {
     const EOCD: &[u8] = b"PK\x05\x06";
     const EOCD64_LOCATOR: &[u8] = b"PK\x06\x07";
@@ -255,9 +257,6 @@ fn claimed_entries(bytes: &[u8]) -> Result<u64> {
         Some(u64::from_le_bytes(buf))
     };
     let total = field(at + 10, 2).ok_or_else(not_zip)?;
-    if total != 0xFFFF {
-        return Ok(total);
-    }
     // zip64: the locator sits right before the classic record and points at the zip64 record.
     let Some(locator) = at.checked_sub(20) else {
         return Ok(total);
@@ -270,5 +269,5 @@ fn claimed_entries(bytes: &[u8]) -> Result<u64> {
     if bytes.get(record..record.saturating_add(4)) != Some(EOCD64) {
         return Err(not_zip());
     }
-    field(record + 32, 8).ok_or_else(not_zip)
+    Ok(total.max(field(record + 32, 8).ok_or_else(not_zip)?))
 }
