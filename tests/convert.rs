@@ -517,6 +517,18 @@ fn a_storage_shorter_than_its_tensor_claims_is_refused() {
 }
 
 #[test]
+fn a_refusal_lists_a_few_modules_with_short_names() {
+    // 200 Linear modules with 1,000-character names: the listing made a line of megabytes.
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("{}{i:04}.weight", "a".repeat(1000)))
+        .collect();
+    let specs: Vec<Spec<'_>> = names.iter().map(|name| spec(name, &[1, 4])).collect();
+    let message = refused(&crafted(&specs));
+    assert!(message.contains("and 180 more"), "{message}");
+    assert!(message.len() < 4096, "{} bytes", message.len());
+}
+
+#[test]
 fn a_tensor_larger_than_its_storage_is_refused() {
     let mut specs = small_model();
     specs[2].numel = Some(16);

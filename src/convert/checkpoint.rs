@@ -192,9 +192,11 @@ impl Module<'_> {
     /// The width a LayerNorm or BatchNorm normalizes, or a Linear's `(outputs, inputs)`.
     fn describe(&self) -> String {
         let path = if self.path.is_empty() {
-            "(root)"
+            "(root)".to_owned()
+        } else if self.path.chars().count() > 64 {
+            format!("{}...", self.path.chars().take(64).collect::<String>())
         } else {
-            self.path
+            self.path.to_owned()
         };
         // Widths come from shapes not yet checked (a 0-d running_mean is possible), so a shape
         // of the wrong rank is shown as it is rather than indexed.
@@ -312,12 +314,15 @@ pub fn modules<'p>(tensors: &[(&'p str, &'p Tensor)]) -> Result<(Vec<Module<'p>>
 /// Puts the modules into the model's shape: LayerNorm, then (Linear, BatchNorm) blocks, then
 /// Linear(→1), checking every width against its neighbour.
 pub fn arrange<'p>(modules: Vec<Module<'p>>, ignored: Vec<&'p str>) -> Result<Layers<'p>> {
+    // The first few modules: the message stays one readable line (4,096 modules of 3,900-character
+    // names made a line of 16 MB).
     let listing = || {
-        modules
-            .iter()
-            .map(Module::describe)
-            .collect::<Vec<_>>()
-            .join(", ")
+        const SHOWN: usize = 20;
+        let mut shown: Vec<String> = modules.iter().take(SHOWN).map(Module::describe).collect();
+        if modules.len() > SHOWN {
+            shown.push(format!("and {} more", modules.len() - SHOWN));
+        }
+        shown.join(", ")
     };
     let fail = |why: String| {
         Error::model_invalid(format!(
