@@ -1023,6 +1023,32 @@ fn with_extra(extra: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn kept_metadata_stays_within_what_a_model_header_may_hold() {
+    // 100 values of 4,000 control characters, 24,000 bytes each once escaped as JSON: kept whole,
+    // they made a header over the loader's 1 MiB, and the conversion refused its own model.
+    let mut extra = Pickler::default();
+    extra.op(b"}(");
+    for i in 0..100 {
+        extra.str(&format!("note{i}")).str(&"\u{1}".repeat(4000));
+    }
+    extra.op(b"u");
+    let conversion = convert_checkpoint(&with_extra(&extra.0), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        conversion
+            .report
+            .iter()
+            .any(|line| line.contains("the kept entries would take more than 262144 bytes")),
+        "{:?}",
+        conversion.report
+    );
+    assert!(conversion
+        .model
+        .metadata()
+        .contains_key("checkpoint.extra.note0"));
+}
+
+#[test]
 fn setting_one_long_key_many_times_is_linear_work() {
     // A 64 KiB key memoised, then set 20,000 times in one dict and once in 20,000 dicts: a
     // reader that copied or hashed the key's bytes each time would move gigabytes.

@@ -23,6 +23,10 @@ use crate::model::{Model, NormOrder};
 const MAX_EXTRA_METADATA: usize = 256;
 /// Longest metadata value kept; longer ones are left out and reported.
 const MAX_METADATA_VALUE: usize = 4096;
+/// Most bytes the kept extras take in the model's header, as JSON (escapes included): a quarter
+/// of what a model's header may hold ([`crate::model::MAX_HEADER_BYTES`]), so that 256 entries of
+/// long keys and values cannot make a model its own loader refuses.
+const MAX_EXTRA_METADATA_BYTES: usize = 256 << 10;
 /// Most values looked at while flattening extras into metadata.
 const MAX_METADATA_VISITS: usize = 4096;
 /// Longest metadata key (`a.b.c`) made; a longer one is left out and reported, shortened.
@@ -264,6 +268,8 @@ impl Config {
 /// Plain values of the checkpoint dict and config.json, flattened into metadata strings.
 struct Extras {
     kept: Vec<(String, String)>,
+    /// What `kept` takes in the header, as JSON.
+    kept_bytes: usize,
     skipped: Vec<String>,
     /// Where the walk stopped for want of budget, if it did.
     exhausted: Option<String>,
@@ -276,6 +282,7 @@ impl Default for Extras {
     fn default() -> Self {
         Extras {
             kept: Vec::new(),
+            kept_bytes: 0,
             skipped: Vec::new(),
             exhausted: None,
             budget: MAX_METADATA_VISITS,
@@ -351,7 +358,16 @@ impl Extras {
             self.skipped
                 .push(format!("{key} ({} characters)", value.len()));
         } else {
-            self.kept.push((key.to_owned(), value));
+            let as_json = |text: &str| serde_json::Value::from(text).to_string().len();
+            let bytes = as_json(key) + as_json(&value) + 2; // the colon and the comma
+            if self.kept_bytes + bytes > MAX_EXTRA_METADATA_BYTES {
+                self.skipped.push(format!(
+                    "{key} (the kept entries would take more than {MAX_EXTRA_METADATA_BYTES} bytes)"
+                ));
+            } else {
+                self.kept_bytes += bytes;
+                self.kept.push((key.to_owned(), value));
+            }
         }
     }
 
