@@ -1022,6 +1022,18 @@ fn with_extra(extra: &[u8]) -> Vec<u8> {
     torch_zip(&p.0, &storages)
 }
 
+/// Converts a checkpoint with `extra` beside its state dict; its report must hold `fragment`.
+fn converted_reporting(extra: &Pickler, fragment: &str) -> Conversion {
+    let conversion = convert_checkpoint(&with_extra(&extra.0), &ConvertOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        conversion.report.iter().any(|line| line.contains(fragment)),
+        "{fragment:?} not in {:?}",
+        conversion.report
+    );
+    conversion
+}
+
 #[test]
 fn kept_metadata_stays_within_what_a_model_header_may_hold() {
     // 100 values of 4,000 control characters, 24,000 bytes each once escaped as JSON: kept whole,
@@ -1032,16 +1044,8 @@ fn kept_metadata_stays_within_what_a_model_header_may_hold() {
         extra.str(&format!("note{i}")).str(&"\u{1}".repeat(4000));
     }
     extra.op(b"u");
-    let conversion = convert_checkpoint(&with_extra(&extra.0), &ConvertOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        conversion
-            .report
-            .iter()
-            .any(|line| line.contains("the kept entries would take more than 262144 bytes")),
-        "{:?}",
-        conversion.report
-    );
+    let conversion =
+        converted_reporting(&extra, "the kept entries would take more than 262144 bytes");
     assert!(conversion
         .model
         .metadata()
@@ -1106,14 +1110,8 @@ fn a_list_of_one_long_string_repeated_is_not_built_as_metadata() {
         extra.str(&format!("again{i}")).op(b"h\x07");
     }
     extra.op(b"u");
-    let conversion = convert_checkpoint(&with_extra(&extra.0), &ConvertOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        conversion
-            .report
-            .iter()
-            .any(|l| l.contains("checkpoint.extra.list (longer than 4096 characters)")),
-        "{:?}",
-        conversion.report
+    converted_reporting(
+        &extra,
+        "checkpoint.extra.list (longer than 4096 characters)",
     );
 }
