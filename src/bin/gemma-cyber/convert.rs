@@ -10,7 +10,7 @@ use gemma_cyber::fs::ReadError;
 use gemma_cyber::model::NormOrder;
 use gemma_cyber::{Error, Status};
 
-use crate::output::{self, PartialOutput};
+use crate::output::{self, refuse_unreplaceable_output, PartialOutput};
 use crate::terminal::escape;
 use crate::Failure;
 
@@ -124,23 +124,6 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure>
     partial.file().write_all(bytes).map_err(cannot)?;
     partial.sync().map_err(cannot)?;
     partial.rename_to(path).map_err(cannot)
-}
-
-/// Exit 1, before any work, when `path` names something an output must not replace (a
-/// directory, a FIFO, a socket, a device, or a link to one; see [`output::not_a_file`]): the
-/// rename that puts the output in place would replace a link (and fail on a directory only at
-/// the end), and would put a regular file where a FIFO or device was.
-pub(crate) fn refuse_unreplaceable_output(path: &Path) -> Result<(), Failure> {
-    match output::not_a_file(path) {
-        Some(what) => Err(Failure {
-            message: format!(
-                "cannot write {}: it is {what}, not a regular file",
-                path.display()
-            ),
-            code: 1,
-        }),
-        None => Ok(()),
-    }
 }
 
 /// A bad command line (exit 2, like clap's own refusals) when `output` names the same file as

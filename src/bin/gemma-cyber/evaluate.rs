@@ -12,8 +12,9 @@ use super::{
     json_float, num_threads_parser, open_classifier, parse_backend, parse_unit_interval,
     read_embeddings, Failure, ReportFormat, Setup,
 };
-use crate::convert::{read_input, refuse_unreplaceable_output, write_atomically};
+use crate::convert::{read_input, write_atomically};
 use crate::input;
+use crate::output::refuse_unreplaceable_output;
 use crate::terminal::{self, escape};
 
 /// `gemma-cyber evaluate`.

@@ -471,7 +471,7 @@ fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
     if let Some(model) = model {
         convert::refuse_output_over_input(output, model, "the model")?;
     }
-    convert::refuse_unreplaceable_output(output)?;
+    crate::output::refuse_unreplaceable_output(output)?;
     let model = match model {
         Some(path) => gemma_cyber::Model::from_path(path)?,
         None => gemma_cyber::Model::builtin()?,

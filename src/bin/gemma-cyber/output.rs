@@ -16,6 +16,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
+use crate::Failure;
+
 /// What every temporary name starts with.
 const PREFIX: &str = ".gemma-cyber-";
 /// What every temporary name ends with.
@@ -119,6 +121,23 @@ pub(crate) fn not_a_file(target: &Path) -> Option<&'static str> {
         }
     }
     Some("something other than a file")
+}
+
+/// Exit 1, before any work, when `path` names something an output must not replace (a
+/// directory, a FIFO, a socket, a device, or a link to one; see [`not_a_file`]): the
+/// rename that puts the output in place would replace a link (and fail on a directory only at
+/// the end), and would put a regular file where a FIFO or device was.
+pub(crate) fn refuse_unreplaceable_output(path: &Path) -> Result<(), Failure> {
+    match not_a_file(path) {
+        Some(what) => Err(Failure {
+            message: format!(
+                "cannot write {}: it is {what}, not a regular file",
+                path.display()
+            ),
+            code: 1,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Removes the temporaries that killed runs left in `dir`: those of the output `target` names, or

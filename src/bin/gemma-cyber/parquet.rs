@@ -191,12 +191,7 @@ fn single_target(input: &Path, output: &Path) -> Result<PathBuf, Failure> {
     }
     // Refused before any shard is read (`-o DIR` joined with the input's name may name one
     // too); the rename would put the output file in its place.
-    if let Some(what) = not_a_file(&target) {
-        return Err(output_failure(format!(
-            "cannot write {}: it is {what}, not a regular file",
-            target.display()
-        )));
-    }
+    crate::output::refuse_unreplaceable_output(&target)?;
     Ok(target)
 }
 
@@ -257,12 +252,7 @@ pub(crate) fn classify(
             // Outputs only ever appear complete, by rename, and only as regular files: a FIFO,
             // device or directory under an output's name was put there by something else, and
             // is neither taken for a finished output nor replaced.
-            if let Some(what) = not_a_file(&target) {
-                return Err(output_failure(format!(
-                    "cannot write {}: it is {what}, not a regular file",
-                    target.display()
-                )));
-            }
+            crate::output::refuse_unreplaceable_output(&target)?;
             // Resume: a shard whose output exists was finished by an earlier run.
             if !target.exists() {
                 jobs.push((shard, target));
