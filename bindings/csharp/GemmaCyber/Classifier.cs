@@ -42,8 +42,8 @@ namespace GemmaCyber
             native.NumThreads = options.NumThreads;
             if (options.ModelSha256 != null && options.ModelSha256.Length != 32)
             {
-                throw new GemmaCyberException(Status.InvalidArgument,
-                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: ModelSha256 has " + options.ModelSha256.Length + " bytes; a SHA-256 has 32");
+                throw GemmaCyberException.InvalidArgument(
+                    "ModelSha256 has " + options.ModelSha256.Length + " bytes; a SHA-256 has 32");
             }
             GCHandle modelData = default(GCHandle);
             GCHandle modelSha256 = default(GCHandle);
@@ -161,8 +161,7 @@ namespace GemmaCyber
         {
             if (insideLogCallback)
             {
-                throw new GemmaCyberException(Status.InvalidArgument,
-                    "GEMMA_CYBER_STATUS_INVALID_ARGUMENT: SetLogCallback called from inside the log callback");
+                throw GemmaCyberException.InvalidArgument("SetLogCallback called from inside the log callback");
             }
             NativeMethods.LogCallback native = null;
             if (callback != null)

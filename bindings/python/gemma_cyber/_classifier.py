@@ -65,9 +65,9 @@ def _path(field: str, value: Union[str, bytes, "os.PathLike[str]"]) -> bytes:
         raise invalid_argument(f"{field} must be a path; got {value!r}") from None
     except UnicodeEncodeError as e:
         raise invalid_argument(f"{field} cannot be encoded as a path: {e}") from None
-    if b"\0" in path:
-        raise invalid_argument(f"{field} contains a NUL byte")
-    return path
+    checked = _text(field, path)  # refuses a NUL, as for any text the C API reads
+    assert checked is not None
+    return checked
 
 
 def _as_rows(x: npt.ArrayLike) -> np.ndarray:
