@@ -21,6 +21,7 @@ pub mod model;
 #[cfg(test)]
 mod test_support;
 pub mod text;
+mod thread_flag;
 
 pub use backend::BackendKind;
 pub use classifier::{Classifier, ModelSource, Options, Skipped, AUTO_PLUGINS, MAX_THREADS};

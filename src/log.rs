@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::error::{Error, Result};
-use crate::text;
+use crate::{text, thread_flag};
 
 /// How much a log message matters.
 #[repr(C)]
@@ -63,20 +63,13 @@ pub(crate) fn emit(level: LogLevel, message: &str) {
     if IN_LOGGER.get() {
         return;
     }
-    /// Marks this thread as inside the logger until dropped, also when the logger panics.
-    struct Inside;
-    impl Drop for Inside {
-        fn drop(&mut self) {
-            IN_LOGGER.set(false);
-        }
-    }
     if let Some(logger) = LOGGER
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
     {
-        IN_LOGGER.set(true);
-        let _inside = Inside;
+        // Until the logger returns or panics.
+        let _inside = thread_flag::raise(&IN_LOGGER);
         logger(level, &text::escape(message));
     }
 }

@@ -12,6 +12,7 @@ use gemma_cyber_plugin::abi::{
 };
 
 use crate::error::{Error, Result};
+use crate::thread_flag;
 
 /// Environment variable: a directory searched for plugins after `options.plugin_dir`.
 pub const PLUGIN_DIR_ENV: &str = "GEMMA_CYBER_PLUGIN_DIR";
@@ -201,15 +202,8 @@ pub fn load(path: &Path) -> Result<Arc<Plugin>> {
         match loaded.iter().find(|(known, _)| *known == canonical) {
             Some((_, outcome)) => outcome.clone(),
             None => {
-                /// Clears [`LOADING`] when dropped, also when loading panics.
-                struct Loading;
-                impl Drop for Loading {
-                    fn drop(&mut self) {
-                        LOADING.set(false);
-                    }
-                }
-                LOADING.set(true);
-                let loading = Loading;
+                // Until the plugin's code has run, or panicked.
+                let loading = thread_flag::raise(&LOADING);
                 let outcome = open_and_check(&canonical);
                 drop(loading);
                 loaded.push((canonical, outcome.clone()));
