@@ -583,8 +583,8 @@ fn decode_without_panic<T>(
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no reason given".into());
-        // One line: the reason is the parquet crate's text, not ours.
-        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        // The reason is the parquet crate's text, not ours.
+        let reason = crate::terminal::one_line(&reason);
         Some(Err(Failure::input(format!(
             "{}: cannot decode the shard, which is corrupt (the Parquet decoder failed: {reason})",
             shard.display()

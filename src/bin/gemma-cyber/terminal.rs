@@ -6,6 +6,12 @@
 pub(crate) use gemma_cyber::text::escape;
 use gemma_cyber::text::escape_with;
 
+/// A dependency's message (the Parquet decoder's, npyz's) on one line: its line breaks and runs
+/// of spaces become single spaces, as every message of this tool is one line.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// One JSON value on one line. serde_json escapes C0 controls itself; DEL, C1 and the
 /// bidirectional overrides are valid raw in JSON strings, so they are escaped here as `\uXXXX`
 /// (outside strings serde_json writes only ASCII, so every such character is inside one).

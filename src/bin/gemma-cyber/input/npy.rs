@@ -120,12 +120,11 @@ pub(crate) fn read_npy(reader: impl Read, data_len: Option<u64>) -> Result<Embed
 }
 
 /// npyz's error for a file it cannot parse, on one line: its header errors span several, with the
-/// header text quoted in between, and a message is one line.
+/// header text quoted in between.
 pub(crate) fn not_valid_npy(error: io::Error) -> String {
-    let reason = error.to_string();
     format!(
         "not a valid .npy file: {}",
-        reason.split_whitespace().collect::<Vec<_>>().join(" ")
+        crate::terminal::one_line(&error.to_string())
     )
 }
 
