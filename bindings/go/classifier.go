@@ -215,8 +215,12 @@ func New(opts Options) (*Classifier, error) {
 }
 
 // Close frees the classifier. It waits for calls in progress; later calls fail with
-// StatusInvalidArgument. Closing twice is fine.
+// StatusInvalidArgument. Closing twice is fine, and so is closing a nil *Classifier, as
+// gemma_cyber_destroy(NULL) is.
 func (c *Classifier) Close() error {
+	if c == nil {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.handle != nil {
@@ -283,9 +287,12 @@ func rowCount(embeddings []float32, dim int) (int, error) {
 }
 
 func (c *Classifier) classify(embeddings []float32, rows, dim int, probabilities []float32, labels []bool) error {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.handle == nil {
+	handle, done := c.read()
+	defer done()
+	if handle == nil {
+		if c == nil {
+			return newError(StatusInvalidArgument, "the classifier is nil")
+		}
 		return newError(StatusInvalidArgument, "the classifier is closed")
 	}
 	var embeddingsPtr *C.float
@@ -300,7 +307,7 @@ func (c *Classifier) classify(embeddings []float32, rows, dim int, probabilities
 		}
 	}
 	err := call(func() uint32 {
-		return C.gemma_cyber_classify(c.handle, embeddingsPtr, C.size_t(rows), C.size_t(dim), probabilitiesPtr, labelsPtr)
+		return C.gemma_cyber_classify(handle, embeddingsPtr, C.size_t(rows), C.size_t(dim), probabilitiesPtr, labelsPtr)
 	})
 	// The slices are only reached through unsafe pointers above; keep them alive through the call.
 	runtime.KeepAlive(embeddings)
@@ -309,23 +316,33 @@ func (c *Classifier) classify(embeddings []float32, rows, dim int, probabilities
 	return err
 }
 
+// read holds off Close until done is called and returns the handle: nil for a closed classifier
+// or a nil *Classifier, which the C API's accessors answer with AUTO, "" and 0.
+func (c *Classifier) read() (handle *C.gemma_cyber_classifier, done func()) {
+	if c == nil {
+		return nil, func() {}
+	}
+	c.mu.RLock()
+	return c.handle, c.mu.RUnlock
+}
+
 // Backend returns the backend the classifier runs on (never BackendAuto while open).
 func (c *Classifier) Backend() Backend {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return Backend(uint32(C.gemma_cyber_active_backend(c.handle)))
+	handle, done := c.read()
+	defer done()
+	return Backend(uint32(C.gemma_cyber_active_backend(handle)))
 }
 
-// DeviceName returns the device the classifier runs on, for people; "" once closed.
+// DeviceName returns the device the classifier runs on, for people; "" once closed or nil.
 func (c *Classifier) DeviceName() string {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return C.GoString(C.gemma_cyber_device_name(c.handle))
+	handle, done := c.read()
+	defer done()
+	return C.GoString(C.gemma_cyber_device_name(handle))
 }
 
-// InputDim returns the model's input dimension: the dim Classify expects; 0 once closed.
+// InputDim returns the model's input dimension: the dim Classify expects; 0 once closed or nil.
 func (c *Classifier) InputDim() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return int(C.gemma_cyber_input_dim(c.handle))
+	handle, done := c.read()
+	defer done()
+	return int(C.gemma_cyber_input_dim(handle))
 }

@@ -327,6 +327,26 @@ func TestClosedClassifierRefusesCalls(t *testing.T) {
 	}
 }
 
+// A nil *Classifier answers as the C API does given NULL: no panic.
+func TestNilClassifierAnswersAsTheCAPIsNULL(t *testing.T) {
+	var c *gemmacyber.Classifier
+	if err := c.Close(); err != nil {
+		t.Fatal("Close of nil:", err)
+	}
+	_, err := c.Classify(make([]float32, 768), 768)
+	wantStatus(t, "Classify on nil", err, gemmacyber.StatusInvalidArgument)
+	if !strings.Contains(err.Error(), "the classifier is nil") {
+		t.Fatalf("message %q does not say the classifier is nil", err.Error())
+	}
+	_, _, err = c.ClassifyWithLabels(make([]float32, 768), 768)
+	wantStatus(t, "ClassifyWithLabels on nil", err, gemmacyber.StatusInvalidArgument)
+	err = c.ClassifyInto(make([]float32, 768), 768, make([]float32, 1), nil)
+	wantStatus(t, "ClassifyInto on nil", err, gemmacyber.StatusInvalidArgument)
+	if c.InputDim() != 0 || c.DeviceName() != "" || c.Backend() != gemmacyber.BackendAuto {
+		t.Fatal("accessors of nil should give the C API's NULL answers")
+	}
+}
+
 // Eight goroutines share one classifier; half their calls fail, so each also checks that the
 // message it reads is its own call's (the last error is per OS thread).
 func TestConcurrentClassifyFromEightGoroutines(t *testing.T) {
