@@ -267,6 +267,32 @@ fn a_serial_plugin_is_never_called_concurrently() {
 }
 
 #[test]
+fn a_plugin_may_keep_the_model_pointers_until_destroy() {
+    // The ABI promises the model struct and its arrays stay valid until the instance is
+    // destroyed; this plugin reads them through the pointer it was given, in every call.
+    let dir = scratch_dir("keeps-model");
+    build_c_plugin("keeps_model", &dir);
+    let kept = Classifier::new(&plugin_options("keeps_model", &dir)).unwrap();
+    let cpu = Classifier::new(&Options {
+        backend: BackendKind::Cpu,
+        ..Options::default()
+    })
+    .unwrap();
+    let input = random_embeddings(7, 768, 9);
+    let (mut want, mut got) = ([0.0f32; 7], [0.0f32; 7]);
+    cpu.classify(&input, 768, &mut want, None).unwrap();
+    // Other classifiers made and dropped in between reuse whatever memory create used.
+    for _ in 0..3 {
+        drop(Classifier::new(&plugin_options("keeps_model", &dir)).unwrap());
+        kept.classify(&input, 768, &mut got, None)
+            .unwrap_or_else(|error| panic!("{error}"));
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 1e-5, "{got:?} vs cpu {want:?}");
+        }
+    }
+}
+
+#[test]
 fn auto_moves_past_an_unusable_wgpu_plugin_and_keeps_the_reason() {
     // A plugin directory searched first, whose libgemma_cyber_wgpu.so is not a library.
     let dir = scratch_dir("auto-broken-wgpu");

@@ -39,6 +39,8 @@ cargo test --release -p gemma-cyber --no-default-features --test c_abi
 # so loudly and the rest of the suite runs.
 if cargo +nightly miri --version >/dev/null 2>&1; then
   MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p gemma-cyber --no-default-features --lib
+  # The plugin SDK's unit tests: the model storage whose pointers a plugin may keep, the pool.
+  MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test -p gemma-cyber-plugin --lib
   # The cpu kernels again with AVX2, FMA and AVX-512 compiled in: under Miri the CPU has exactly
   # the features compiled in, so the avx512 kernel is checked on every host, AVX-512 or not.
   RUSTFLAGS="-C target-feature=+avx2,+fma,+avx512f" MIRIFLAGS=-Zmiri-disable-isolation \

@@ -1,6 +1,7 @@
 //! The folded model as slices, and the storage the core hands to plugins.
 
 use std::mem::size_of;
+use std::ptr::NonNull;
 
 use crate::abi::{gemma_cyber_plugin_layer, gemma_cyber_plugin_model};
 use crate::error::{Error, Result};
@@ -122,15 +123,19 @@ impl<'a> Model<'a> {
 }
 
 /// A [`Model`] laid out as the C structs point at it: what the core hands to `create`. The
-/// pointers stay valid as long as this value and the model's arrays do (moving it is fine: the
-/// layer array lives on the heap).
+/// pointers stay valid as long as this value and the model's arrays do. Moving it is fine: the
+/// struct and the layer array are heap allocations held by raw pointers, so the pointer `create`
+/// was given (which a plugin may keep until destroy) neither moves with it nor is invalidated by
+/// the move, as it would be under a `Box`'s claim of unique access.
 #[derive(Debug)]
 pub struct ModelStorage {
-    layers: Box<[gemma_cyber_plugin_layer]>,
-    raw: gemma_cyber_plugin_model,
+    /// From `Box::into_raw`; its `layers` points at `layers`.
+    raw: NonNull<gemma_cyber_plugin_model>,
+    /// From `Box::<[gemma_cyber_plugin_layer]>::into_raw`.
+    layers: NonNull<[gemma_cyber_plugin_layer]>,
 }
 
-// SAFETY: the pointers only ever read immutable arrays that the owner keeps alive.
+// SAFETY: the pointers only ever read immutable data that this value or the owner keeps alive.
 unsafe impl Send for ModelStorage {}
 // SAFETY: as above: shared reads of immutable data.
 unsafe impl Sync for ModelStorage {}
@@ -149,19 +154,57 @@ impl ModelStorage {
                 relu: u32::from(layer.relu),
             })
             .collect();
-        let raw = gemma_cyber_plugin_model {
+        let num_layers = layers.len();
+        let layers = NonNull::from(Box::leak(layers));
+        let raw = NonNull::from(Box::leak(Box::new(gemma_cyber_plugin_model {
             struct_size: size_of::<gemma_cyber_plugin_model>() as u32,
             input_dim: model.input_dim(),
             layer_norm_eps: model.layer_norm_eps(),
-            num_layers: layers.len(),
-            layers: layers.as_ptr(),
-        };
-        ModelStorage { layers, raw }
+            num_layers,
+            layers: layers.as_ptr().cast_const().cast(),
+        })));
+        ModelStorage { raw, layers }
     }
 
     /// The struct to pass to `create`.
     pub fn as_raw(&self) -> *const gemma_cyber_plugin_model {
-        debug_assert_eq!(self.raw.layers, self.layers.as_ptr());
-        &self.raw
+        self.raw.as_ptr().cast_const()
+    }
+}
+
+impl Drop for ModelStorage {
+    fn drop(&mut self) {
+        // SAFETY: both came from `Box::leak` in `new` and are freed only here, once.
+        unsafe {
+            drop(Box::from_raw(self.raw.as_ptr()));
+            drop(Box::from_raw(self.layers.as_ptr()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_struct_handed_to_create_does_not_move_with_its_storage() {
+        let (weight, bias) = ([0.5f32, -0.25], [0.125f32]);
+        let layer = Layer {
+            inputs: 2,
+            outputs: 1,
+            weight: &weight,
+            bias: &bias,
+            relu: false,
+        };
+        let storage = ModelStorage::new(&Model::new(2, 1e-5, vec![layer]).unwrap());
+        let handed = storage.as_raw();
+        // Moved, as the core moves it into the backend after `create` returns.
+        let moved = Box::new(storage);
+        assert_eq!(moved.as_raw(), handed);
+        // SAFETY: `moved` keeps the struct alive; the arrays are `weight` and `bias` above.
+        let raw = unsafe { &*handed };
+        assert_eq!((raw.input_dim, raw.num_layers), (2, 1));
+        // SAFETY: as above: one layer, pointing at `weight`.
+        assert_eq!(unsafe { (*raw.layers).weight }, weight.as_ptr());
     }
 }
