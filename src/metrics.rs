@@ -180,7 +180,8 @@ pub fn roc_auc(scores: &[f32], labels: &[u8]) -> Result<f64> {
 pub enum Target {
     /// The lowest threshold whose precision is at least this (most recall at that precision).
     Precision(f64),
-    /// The highest threshold whose recall is at least this (most precision at that recall).
+    /// The highest threshold whose recall is at least this (the fewest false positives at that
+    /// recall). At 0, a threshold above every score: nothing need be called cyber.
     Recall(f64),
     /// The threshold with the highest F1 (the highest such threshold on ties).
     MaxF1,
@@ -189,8 +190,9 @@ pub enum Target {
 /// Picks a threshold on labelled (validation) data for `target`.
 ///
 /// The threshold returned sits halfway between the lowest score labelled positive and the next
-/// lower score, so rounding differences between backends do not move rows across it. Returns
-/// `Ok(None)` when no threshold reaches the target. Fails on the conditions of
+/// lower score, so rounding differences between backends do not move rows across it; a cut that
+/// takes in every row sits halfway to 0, and one that takes in none (recall 0) halfway to 1.
+/// Returns `Ok(None)` when no threshold reaches the target. Fails on the conditions of
 /// [`Metrics::compute`].
 pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result<Option<f32>> {
     check(scores, labels)?;
@@ -204,6 +206,12 @@ pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result
     let mut order: Vec<usize> = (0..scores.len()).collect();
     // Highest score first: lowering the threshold past each distinct score adds that tie group.
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    if target == Target::Recall(0.0) {
+        // Recall 0 is met before any row is taken in: above the highest score, below 1 if it can.
+        let top = scores[order[0]];
+        let mid = ((f64::from(top) + 1.0) / 2.0) as f32;
+        return Ok(Some(if mid > top { mid } else { 1.0 }));
+    }
     let positives = labels.iter().filter(|&&l| l == 1).count() as u64;
     let mut matrix = ConfusionMatrix {
         true_negatives: labels.len() as u64 - positives,
@@ -244,7 +252,8 @@ pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result
     Ok(best.map(|(end, _)| {
         let lowest_in = scores[order[end - 1]];
         match order.get(end) {
-            None => lowest_in,
+            // Every row taken in: halfway to 0, the lowest probability (exact in f32, or 0).
+            None => lowest_in / 2.0,
             Some(&next) => {
                 let mid = ((f64::from(lowest_in) + f64::from(scores[next])) / 2.0) as f32;
                 // In f32 the midpoint may round onto the next score; the cut must stay above it.
@@ -372,6 +381,39 @@ mod tests {
                 Target::MaxF1 => assert_eq!(matrix.f1(), 0.8),
             }
         }
+    }
+
+    #[test]
+    fn the_ends_of_the_range_keep_a_margin_too() {
+        let p = [0.9, 0.4, 0.2];
+        let y = [0, 1, 1];
+        // Recall 1 takes in every row: halfway to 0, not on the lowest score, where a backend
+        // rounding that row down would drop it.
+        assert_eq!(
+            choose_threshold(&p, &y, Target::Recall(1.0)).unwrap(),
+            Some(0.1)
+        );
+        assert_eq!(
+            choose_threshold(&p, &y, Target::Precision(0.0)).unwrap(),
+            Some(0.1)
+        );
+        assert_eq!(
+            choose_threshold(&[0.0, 0.5], &[1, 0], Target::Recall(1.0)).unwrap(),
+            Some(0.0)
+        );
+        // Recall 0 takes in no row: halfway to 1 above the highest score, or 1 itself.
+        assert_eq!(
+            choose_threshold(&p, &y, Target::Recall(0.0)).unwrap(),
+            Some(0.95)
+        );
+        let t = choose_threshold(&p, &y, Target::Recall(0.0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ConfusionMatrix::new(&p, &y, t).true_positives, 0);
+        assert_eq!(
+            choose_threshold(&[1.0, 0.5], &[1, 0], Target::Recall(0.0)).unwrap(),
+            Some(1.0)
+        );
     }
 
     #[test]
