@@ -45,8 +45,8 @@ pub struct ThresholdArgs {
     /// precision).
     #[arg(long, value_name = "P", group = "target", value_parser = parse_unit_interval)]
     target_precision: Option<f64>,
-    /// The highest threshold whose recall is at least R, from 0 to 1 (the most precision at that
-    /// recall).
+    /// The highest threshold whose recall is at least R, from 0 to 1 (the fewest false positives
+    /// at that recall).
     #[arg(long, value_name = "R", group = "target", value_parser = parse_unit_interval)]
     target_recall: Option<f64>,
     /// The threshold with the highest F1.
@@ -222,18 +222,24 @@ pub fn read_labels(path: &Path, rows: usize) -> Result<Vec<u8>, Failure> {
     } else {
         let text = String::from_utf8(bytes)
             .map_err(|_| Failure::input(format!("{name}: labels text is not UTF-8")))?;
-        let mut values = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            values.push(line.parse().map_err(|_| {
-                Failure::input(format!(
-                    "{name}: line {}: {line:?} is not 0 or 1",
-                    index + 1
-                ))
-            })?);
+        // Blank lines only at the end: one inside would shift every later label by a row.
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let used = lines
+            .iter()
+            .rposition(|line| !line.is_empty())
+            .map_or(0, |i| i + 1);
+        let mut values = Vec::with_capacity(used);
+        for (index, &line) in lines[..used].iter().enumerate() {
+            values.push(match line {
+                "0" => 0,
+                "1" => 1,
+                _ => {
+                    return Err(Failure::input(format!(
+                        "{name}: line {}: {line:?} is not 0 or 1",
+                        index + 1
+                    )))
+                }
+            });
         }
         values
     };
@@ -260,12 +266,20 @@ fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
         ));
     };
     let dtype = npy.dtype();
-    let npyz::DType::Plain(type_str) = &dtype else {
-        return Err(format!(
-            "dtype {} is not supported for labels",
-            dtype.descr()
-        ));
+    let unsupported = |descr: &dyn std::fmt::Display| {
+        format!("dtype {descr} is not supported for labels; expected bool or integers")
     };
+    let npyz::DType::Plain(type_str) = &dtype else {
+        return Err(unsupported(&dtype.descr()));
+    };
+    use npyz::TypeChar::{Bool, Int, Uint};
+    // Before the size check: the item size of a string or object dtype is not its size field.
+    if !matches!(
+        (type_str.type_char(), type_str.size_field()),
+        (Bool, 1) | (Int | Uint, 1 | 2 | 4 | 8)
+    ) {
+        return Err(unsupported(type_str));
+    }
     // As for embeddings: data the header does not account for, too little or too much, means the
     // file is not what it says (npyz reads the values it promises and ignores the rest).
     let expected = count
@@ -278,7 +292,6 @@ fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
         ));
     }
     let bad = |e: io::Error| format!("cannot read the labels: {e}");
-    use npyz::TypeChar::{Bool, Int, Uint};
     Ok(match (type_str.type_char(), type_str.size_field()) {
         (Bool, 1) => widen(npy.into_vec::<bool>().map_err(bad)?),
         (Int, 1) => widen(npy.into_vec::<i8>().map_err(bad)?),
@@ -288,18 +301,14 @@ fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
         (Uint, 1) => widen(npy.into_vec::<u8>().map_err(bad)?),
         (Uint, 2) => widen(npy.into_vec::<u16>().map_err(bad)?),
         (Uint, 4) => widen(npy.into_vec::<u32>().map_err(bad)?),
-        // Anything above i64::MAX is not a label either; saturating keeps it out of 0..=1.
-        (Uint, 8) => npy
-            .into_vec::<u64>()
-            .map_err(bad)?
-            .into_iter()
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-            .collect(),
-        _ => {
-            return Err(format!(
-                "dtype {type_str} is not supported for labels; expected bool or integers"
-            ))
+        (Uint, 8) => {
+            let values = npy.into_vec::<u64>().map_err(bad)?;
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| **v > 1) {
+                return Err(format!("label {i} is {v}; labels must be 0 or 1"));
+            }
+            values.into_iter().map(|v| v as i64).collect()
         }
+        _ => return Err(unsupported(type_str)),
     })
 }
 
@@ -413,6 +422,49 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn labels_of_an_unsupported_dtype_or_above_one_say_so() {
+        // Strings and objects: the dtype is named, not taken for a file of the wrong size.
+        for (descr, data) in [("<U1", &[b'1', 0, 0, 0][..]), ("|O", &[])] {
+            let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (1,), }}");
+            let error = read_npy_labels(&input::npy_file(&header, data)).unwrap_err();
+            assert!(
+                error.contains(&format!("dtype {descr} is not supported")),
+                "{error}"
+            );
+        }
+        let header = "{'descr': '<u8', 'fortran_order': False, 'shape': (2,), }";
+        let data: Vec<u8> = [1u64, u64::MAX]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            read_npy_labels(&input::npy_file(header, &data)),
+            Err(format!("label 1 is {}; labels must be 0 or 1", u64::MAX))
+        );
+    }
+
+    #[test]
+    fn text_labels_are_exactly_0_or_1_a_line_with_blank_lines_only_at_the_end() {
+        let dir = std::env::temp_dir().join(format!("gemma-cyber-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("labels.txt");
+        let read = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_labels(&path, 3).map_err(|failure| failure.message)
+        };
+        assert_eq!(read("1\n0\r\n 1 \n\n\n"), Ok(vec![1, 0, 1]));
+        for (text, line) in [
+            ("1\n\n0\n1\n", "line 2: \"\""),
+            ("+1\n0\n1\n", "line 1: \"+1\""),
+            ("1\n00\n1\n", "line 2: \"00\""),
+        ] {
+            let error = read(text).unwrap_err();
+            assert!(error.contains(&format!("{line} is not 0 or 1")), "{error}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
