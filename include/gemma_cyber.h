@@ -38,12 +38,6 @@
 #define GEMMA_CYBER_VERSION "0.1.0"
 
 /**
- * The ONNX operator set the graph is written against; 17 is the first with LayerNormalization,
- * and ONNX Runtime 1.17 (ort's lowest supported API) runs it.
- */
-#define OPSET 17
-
-/**
  * Version of this C ABI. Bumped only by a change that breaks existing callers.
  */
 #define GEMMA_CYBER_ABI_VERSION 1

@@ -95,3 +95,26 @@ fn with_entry_prototype(header: &[u8]) -> Vec<u8> {
         .expect("the header has its include guard");
     format!("{}{ENTRY_PROTOTYPE}{}", &header[..at], &header[at..]).into_bytes()
 }
+
+#[test]
+fn every_public_name_carries_the_library_prefix() {
+    // The headers land in users' translation units: a bare name (an internal constant cbindgen
+    // picked up) could clash with theirs.
+    for header in ["include/gemma_cyber.h", "include/gemma_cyber_plugin.h"] {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(header)).unwrap();
+        for line in text.lines() {
+            let name = line
+                .strip_prefix("#define ")
+                .or_else(|| line.strip_prefix("typedef struct "))
+                .or_else(|| line.strip_prefix("typedef enum "));
+            if let Some(name) = name {
+                let name = name.split_whitespace().next().unwrap_or("");
+                assert!(
+                    name.to_ascii_lowercase().starts_with("gemma_cyber_"),
+                    "{header}: {line}"
+                );
+            }
+        }
+    }
+}
