@@ -3,6 +3,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::repo_path;
@@ -304,4 +305,56 @@ fn model_sha256_pins_the_model_and_sha256_is_its_alias() {
     assert!(stderr(&bad).contains("SHA-256 is "), "{}", stderr(&bad));
     let malformed = run(&["info", "--sha256", "xyz"], None);
     assert_eq!(malformed.status.code(), Some(2));
+
+    // Every command that loads a model takes the pin, and one that writes writes nothing when
+    // the pin does not hold.
+    let out = std::env::temp_dir().join(format!("gemma-cyber-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let written = out.join("written");
+    let written = written.to_str().unwrap();
+    let sample = "examples/data/sample.npy";
+    let labels = out.join("labels.txt");
+    std::fs::write(&labels, "1\n1\n1\n1\n0\n0\n0\n0\n").unwrap();
+    let labels = labels.to_str().unwrap();
+    let commands: [&[&str]; 6] = [
+        &["classify", sample],
+        &["info"],
+        &["evaluate", sample, "--labels", labels],
+        &[
+            "threshold",
+            sample,
+            "--labels",
+            labels,
+            "--max-f1",
+            "--write-model",
+            written,
+        ],
+        &["bench", "--batches", "1", "--seconds", "0.01"],
+        &["export-onnx", "-o", written],
+    ];
+    let builtin: String = sha2::Sha256::digest(gemma_cyber::Model::builtin_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for command in commands {
+        let pinned = |hash: &str| {
+            let mut args = command.to_vec();
+            args.extend(["--backend", "cpu", "--model-sha256", hash]);
+            if command[0] == "bench" || command[0] == "export-onnx" {
+                args.retain(|&a| a != "--backend" && a != "cpu");
+            }
+            run(&args, None)
+        };
+        let bad = pinned(&wrong);
+        assert_eq!(bad.status.code(), Some(15), "{command:?}: {}", stderr(&bad));
+        assert!(stderr(&bad).contains("SHA-256 is "), "{}", stderr(&bad));
+        assert!(
+            !Path::new(written).exists(),
+            "{command:?} wrote despite the pin"
+        );
+        let good = pinned(&builtin);
+        assert!(good.status.success(), "{command:?}: {}", stderr(&good));
+        let _ = std::fs::remove_file(written);
+    }
+    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -130,6 +130,41 @@ fn a_link_gives_a_plugin_file_no_second_name() {
 }
 
 #[test]
+fn every_command_that_runs_a_backend_runs_a_plugin_by_name() {
+    let dir = scratch_dir("every-command");
+    let labels = dir.join("labels.txt");
+    std::fs::write(&labels, "1\n1\n1\n1\n0\n0\n0\n0\n").unwrap();
+    let sample = repo_path("examples/data/sample.npy");
+    let (sample, labels) = (sample.to_str().unwrap(), labels.to_str().unwrap());
+    let plugin_dir = example_c_plugin_dir();
+    let commands: [&[&str]; 5] = [
+        &["classify", sample],
+        &["info"],
+        &["evaluate", sample, "--labels", labels],
+        &["threshold", sample, "--labels", labels, "--max-f1"],
+        &[
+            "bench",
+            "--backends",
+            "plugin",
+            "--batches",
+            "1",
+            "--seconds",
+            "0.01",
+        ],
+    ];
+    for command in commands {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
+            .args(command)
+            .args(["--plugin", "example_c", "--plugin-dir"])
+            .arg(&plugin_dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{command:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_search_directory_that_cannot_be_looked_into_is_not_passed_over() {
     // A plugin_dir that is a file: the lookup there fails with something other than "not
     // found", so the copy in the environment's directory must not be taken in its place.

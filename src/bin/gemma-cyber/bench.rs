@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Model file; the built-in model when left out.
     #[arg(long)]
     model: Option<std::path::PathBuf>,
+    /// Refuse the model unless its file has this SHA-256 (64 hex digits).
+    #[arg(long, alias = "sha256", value_parser = crate::parse_model_sha256)]
+    model_sha256: Option<[u8; 32]>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -114,6 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
                 .clone()
                 .map_or(ModelSource::Builtin, ModelSource::Path),
             num_threads: args.num_threads,
+            model_sha256: args.model_sha256,
             plugin_name: args
                 .plugin
                 .clone()

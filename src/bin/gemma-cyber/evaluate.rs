@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args};
 use gemma_cyber::metrics::{choose_threshold, Metrics, Target};
-use gemma_cyber::{BackendKind, Classifier, Model};
+use gemma_cyber::{Classifier, Model, ModelSource};
 
 use super::{
-    json_float, num_threads_parser, open_classifier, parse_backend, parse_unit_interval,
-    read_embeddings, Failure, ReportFormat, Setup,
+    json_float, open_classifier, open_runner, parse_unit_interval, read_embeddings, Failure,
+    ReportFormat, Runner, Setup,
 };
 use crate::convert::{read_input, write_atomically};
 use crate::input;
@@ -55,15 +55,8 @@ pub struct ThresholdArgs {
     /// Write a copy of the model, tensors byte-identical, with this threshold as its default.
     #[arg(long, value_name = "OUT.safetensors")]
     write_model: Option<PathBuf>,
-    /// Backend: auto, cpu, onnxruntime or wgpu.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: BackendKind,
-    /// Model file (.safetensors); the built-in model when left out.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Threads per call, at most 1024; 0 lets the library decide.
-    #[arg(long, alias = "threads", default_value_t = 0, value_parser = num_threads_parser())]
-    num_threads: usize,
+    #[command(flatten)]
+    runner: Runner,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
@@ -85,20 +78,11 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
 
 /// Picks a threshold on validation data and optionally writes it into a copy of the model.
 pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
-    let setup = Setup {
-        backend: args.backend,
-        model: args.model.clone(),
-        threshold: None,
-        num_threads: args.num_threads,
-        model_sha256: None,
-        plugin: None,
-        plugins: Default::default(),
-    };
     // Before the scoring, which a FIFO or device given as the output would only waste.
     if let Some(path) = &args.write_model {
         refuse_unreplaceable_output(path)?;
     }
-    let classifier = open_classifier(&setup)?;
+    let classifier = open_runner(&args.runner, None)?;
     let (probabilities, labels) = score(&classifier, &args.input, &args.labels)?;
     let (target, how, target_json) = match (args.target_precision, args.target_recall) {
         (Some(p), _) => (
@@ -129,11 +113,13 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
     // The model is written before anything is printed: a run whose write fails must not leave a
     // complete-looking report on standard output.
     if let Some(path) = &args.write_model {
-        let original = match &args.model {
+        let original = match &args.runner.model {
             // A regular file of at most the model file limit, read through that cap.
             Some(model) => read_input(model, Some(gemma_cyber::model::MAX_FILE_BYTES))?,
             None => Model::builtin_bytes().to_vec(),
         };
+        // Read again for the copy: held to the pin the classifier's read was held to.
+        let original = pinned(original, args.runner.model_sha256.as_ref())?;
         let provenance = format!(
             "gemma-cyber threshold, {how}, on {} rows of {}",
             labels.len(),
@@ -168,6 +154,22 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
         writeln!(out, "{}", terminal::json(&report))?;
     }
     Ok(())
+}
+
+/// `bytes`, unless `model_sha256` is given and they do not hash to it (the file changed since
+/// the classifier read it).
+fn pinned(bytes: Vec<u8>, model_sha256: Option<&[u8; 32]>) -> Result<Vec<u8>, Failure> {
+    let source = ModelSource::Bytes(bytes);
+    if model_sha256.is_some() {
+        Model::load(&source, model_sha256).map_err(|e| {
+            let changed = "the model changed between its two reads (classifying, copying)";
+            Failure::from(e.context(changed))
+        })?;
+    }
+    let ModelSource::Bytes(bytes) = source else {
+        unreachable!("made as Bytes above")
+    };
+    Ok(bytes)
 }
 
 fn file_name(path: &Path) -> String {

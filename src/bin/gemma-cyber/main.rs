@@ -82,6 +82,9 @@ enum Command {
         /// Model file (.safetensors); the built-in model when left out.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Refuse the model unless its file has this SHA-256 (64 hex digits).
+        #[arg(long, alias = "sha256", value_parser = parse_model_sha256)]
+        model_sha256: Option<[u8; 32]>,
     },
     /// Convert a PyTorch checkpoint (model.pt) into a .safetensors model, without Python and
     /// without executing anything from the file.
@@ -92,8 +95,9 @@ enum Command {
     Threshold(evaluate::ThresholdArgs),
 }
 
+/// The classifier a command runs: backend, plugin, model and threads.
 #[derive(Args)]
-struct Setup {
+pub(crate) struct Runner {
     /// Backend: auto, cpu, onnxruntime, wgpu, or plugin (with --plugin NAME).
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: BackendKind,
@@ -104,16 +108,23 @@ struct Setup {
     plugins: plugins::PluginArgs,
     /// Model file (.safetensors); the built-in model when left out.
     #[arg(long)]
-    model: Option<PathBuf>,
-    /// Label threshold, from 0 to 1; the model's own when left out.
-    #[arg(long, value_parser = parse_threshold)]
-    threshold: Option<f32>,
+    pub(crate) model: Option<PathBuf>,
     /// Threads per call, at most 1024; 0 lets the library decide.
     #[arg(long, alias = "threads", default_value_t = 0, value_parser = num_threads_parser())]
     num_threads: usize,
     /// Refuse the model unless its file has this SHA-256 (64 hex digits).
     #[arg(long, alias = "sha256", value_parser = parse_model_sha256)]
-    model_sha256: Option<[u8; 32]>,
+    pub(crate) model_sha256: Option<[u8; 32]>,
+}
+
+/// A [`Runner`] labelling at a threshold.
+#[derive(Args)]
+struct Setup {
+    #[command(flatten)]
+    runner: Runner,
+    /// Label threshold, from 0 to 1; the model's own when left out.
+    #[arg(long, value_parser = parse_threshold)]
+    threshold: Option<f32>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -221,7 +232,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Info { format, setup } => info(&setup, format),
         Command::Bench(args) => bench::run(&args),
         Command::Plugins(args) => plugins::run(&args),
-        Command::ExportOnnx { output, model } => export_onnx(&output, model.as_deref()),
+        Command::ExportOnnx {
+            output,
+            model,
+            model_sha256,
+        } => export_onnx(&output, model.as_deref(), model_sha256.as_ref()),
         Command::Convert(args) => convert::run(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Threshold(args) => evaluate::threshold(&args),
@@ -268,23 +283,28 @@ pub(crate) fn num_threads_parser() -> RangedU64ValueParser<usize> {
 }
 
 fn open_classifier(setup: &Setup) -> Result<Classifier, Failure> {
+    open_runner(&setup.runner, setup.threshold)
+}
+
+/// The classifier `runner` names, labelling at `threshold` (the model's own when `None`).
+pub(crate) fn open_runner(runner: &Runner, threshold: Option<f32>) -> Result<Classifier, Failure> {
     let options = Options {
-        backend: if setup.plugin.is_some() {
+        backend: if runner.plugin.is_some() {
             BackendKind::Plugin
         } else {
-            setup.backend
+            runner.backend
         },
-        model: setup
+        model: runner
             .model
             .clone()
             .map_or(ModelSource::Builtin, ModelSource::Path),
-        threshold: setup.threshold,
-        num_threads: setup.num_threads,
-        model_sha256: setup.model_sha256,
-        plugin_name: setup.plugin.clone(),
-        plugin_dir: setup.plugins.plugin_dir.clone(),
+        threshold,
+        num_threads: runner.num_threads,
+        model_sha256: runner.model_sha256,
+        plugin_name: runner.plugin.clone(),
+        plugin_dir: runner.plugins.plugin_dir.clone(),
         plugin_install_dir: plugins::installed_lib_dir(),
-        plugin_settings: setup.plugins.plugin_settings.clone(),
+        plugin_settings: runner.plugins.plugin_settings.clone(),
     };
     Ok(start_classifier(&options)?)
 }
@@ -467,15 +487,19 @@ fn check_finite(name: &str, values: &[f32], dim: usize, first_row: usize) -> Res
     }
 }
 
-fn export_onnx(output: &Path, model: Option<&Path>) -> Result<(), Failure> {
+fn export_onnx(
+    output: &Path,
+    model: Option<&Path>,
+    model_sha256: Option<&[u8; 32]>,
+) -> Result<(), Failure> {
     if let Some(model) = model {
         convert::refuse_output_over_input(output, model, "the model")?;
     }
     crate::output::refuse_unreplaceable_output(output)?;
-    let model = match model {
-        Some(path) => gemma_cyber::Model::from_path(path)?,
-        None => gemma_cyber::Model::builtin()?,
-    };
+    let source = model.map_or(ModelSource::Builtin, |path| {
+        ModelSource::Path(path.to_path_buf())
+    });
+    let model = gemma_cyber::Model::load(&source, model_sha256)?;
     let graph = onnx_graph::onnx_model(&model.plugin_view()?);
     convert::write_atomically(output, &graph)?;
     writeln!(
@@ -503,6 +527,7 @@ fn info(setup: &Setup, format: ReportFormat) -> Result<(), Failure> {
         .chain(model.layers().iter().map(|layer| layer.outputs))
         .collect();
     let source = setup
+        .runner
         .model
         .as_ref()
         .map_or("built-in".to_owned(), |p| p.display().to_string());
