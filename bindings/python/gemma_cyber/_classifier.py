@@ -70,6 +70,16 @@ def _path(field: str, value: Union[str, bytes, "os.PathLike[str]"]) -> bytes:
     return checked
 
 
+def _model_bytes(value: Any) -> bytes:
+    """A model file's bytes from any bytes-like object (bytes, bytearray, memoryview, mmap)."""
+    if isinstance(value, str):
+        raise invalid_argument("model_data must be the model file's bytes, not text; use model_path for a path")
+    try:
+        return memoryview(value).tobytes()
+    except TypeError:
+        raise invalid_argument(f"model_data must be bytes-like; got {type(value).__name__}") from None
+
+
 def _as_rows(x: npt.ArrayLike) -> np.ndarray:
     """``x`` as a C-contiguous, aligned float32 2-D array: the same object when it already is one
     (no copy), converted from other real dtypes (float16, float64, integers) otherwise.
@@ -113,6 +123,8 @@ class Classifier:
         backend: ``"auto"`` (a real GPU through wgpu, else ONNX Runtime if its library loads, else
             cpu), ``"cpu"``, ``"onnxruntime"``, ``"wgpu"``, or ``"plugin"`` with ``plugin_name``.
         model_path: a ``.safetensors`` model file; ``None``: the built-in model.
+        model_data: the bytes of a ``.safetensors`` model already in memory (any bytes-like
+            object), instead of ``model_path``.
         threshold: label = probability >= threshold, in [0, 1]; ``None``: the model's own.
         num_threads: threads a backend may use per call; 0: the library decides.
         model_sha256: refuse the model file unless it has this SHA-256 (64 hex digits or 32
@@ -123,6 +135,8 @@ class Classifier:
             plugins).
         plugin_settings: ``"key=value"`` settings for plugins; a key prefixed with a plugin's name
             and a dot (``"wgpu.adapter=NVIDIA"``) reaches only that plugin.
+        onnxruntime_library: ONNX Runtime's shared library for the onnxruntime backend;
+            ``None``: ``GEMMA_CYBER_ONNXRUNTIME_LIB``, then the usual search.
 
     Raises:
         InvalidArgumentError, ModelNotFoundError, ModelInvalidError, BackendUnavailableError,
@@ -139,6 +153,8 @@ class Classifier:
         plugin_name: Optional[str] = None,
         plugin_dir: Union[str, "os.PathLike[str]", None] = None,
         plugin_settings: Optional[Sequence[str]] = None,
+        model_data: Union[bytes, bytearray, memoryview, None] = None,
+        onnxruntime_library: Union[str, "os.PathLike[str]", None] = None,
     ) -> None:
         if getattr(self, "_lock", None) is not None:
             # A second __init__ would drop the handle it holds without freeing it.
@@ -157,6 +173,17 @@ class Classifier:
         options.backend = _BACKENDS[backend]
         path = None if model_path is None else _path("model_path", model_path)
         options.model_path = path
+        data_buffer = None
+        if model_data is not None:
+            data = _model_bytes(model_data)
+            # Given but empty stays a real (non-NULL) pointer of length 0, which the library
+            # refuses as an empty model; NULL would mean "not given": the built-in model.
+            data_buffer = ctypes.create_string_buffer(data, max(len(data), 1))
+            options.model_data = ctypes.cast(data_buffer, ctypes.c_void_p)
+            options.model_data_len = len(data)
+        options.onnxruntime_library = (
+            None if onnxruntime_library is None else _path("onnxruntime_library", onnxruntime_library)
+        )
         if threshold is not None:
             try:
                 options.threshold = float(threshold)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pathlib
 import subprocess
 
@@ -196,6 +197,31 @@ def test_a_classifier_is_neither_copied_nor_set_up_twice(golden):
 def test_wrong_sha256_refuses_the_model(repo):
     path = repo / "models" / "default.safetensors"
     expect_error(gemma_cyber.ModelInvalidError, Status.MODEL_INVALID, lambda: gemma_cyber.Classifier(model_path=path, model_sha256="00" * 32))
+
+
+def test_model_data_loads_like_model_path(repo, golden):
+    path = repo / "models" / "default.safetensors"
+    data = path.read_bytes()
+    with gemma_cyber.Classifier(backend="cpu", model_path=path) as from_file:
+        want = from_file.classify(golden[0])
+    for buffer in (data, bytearray(data), memoryview(data)):
+        with gemma_cyber.Classifier(backend="cpu", model_data=buffer, model_sha256=hashlib.sha256(data).digest()) as c:
+            np.testing.assert_array_equal(c.classify(golden[0]), want)
+    # Given but empty is an empty model, not "not given" (which would be the built-in one).
+    expect_error(gemma_cyber.ModelInvalidError, Status.MODEL_INVALID, lambda: gemma_cyber.Classifier(model_data=b""))
+    expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(model_data=str(path)), "not text")
+    expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(model_data=5), "bytes-like")
+    # Both sources at once: the library refuses to guess.
+    expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(model_path=path, model_data=data))
+
+
+def test_onnxruntime_library_option_wins_over_the_environment(monkeypatch, tmp_path, golden):
+    library = os.environ["GEMMA_CYBER_ONNXRUNTIME_LIB"]
+    monkeypatch.setenv("GEMMA_CYBER_ONNXRUNTIME_LIB", str(tmp_path / "libonnxruntime.so"))
+    with gemma_cyber.Classifier(backend="onnxruntime", onnxruntime_library=library) as classifier:
+        assert library in classifier.device_name
+        np.testing.assert_allclose(classifier.classify(golden[0]), golden[1], rtol=0, atol=TOLERANCE)
+    expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(onnxruntime_library="a\0b"), "NUL")
 
 
 def test_missing_onnxruntime_library_is_backend_unavailable(monkeypatch, tmp_path):
