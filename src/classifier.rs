@@ -508,23 +508,27 @@ fn start_found_plugin(
 }
 
 /// The settings plugin `name` gets: the core's (`num_threads`, and `auto=1` when AUTO is
-/// choosing), then the caller's that are addressed to it or to no plugin in particular.
+/// choosing), then the caller's that are addressed to it or to no plugin in particular. Keys and
+/// values come trimmed, one pair per key (a later setting of a key replaces an earlier one), so a
+/// plugin in C reads them as the Rust SDK's `Settings` does.
 fn plugin_settings(name: &str, options: &Options, auto: bool) -> Vec<String> {
     let mut settings = vec![format!("num_threads={}", options.num_threads)];
     if auto {
         settings.push("auto=1".to_owned());
     }
+    let mut users: Vec<(&str, &str)> = Vec::new();
     for pair in &options.plugin_settings {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         // Spaces around a key's parts are not part of it, as `check_plugin_options` reads it.
-        match key.split_once('.') {
-            Some((plugin, key)) if plugin.trim() == name => {
-                settings.push(format!("{}={value}", key.trim()));
-            }
-            Some(_) => {}
-            None => settings.push(format!("{}={value}", key.trim())),
-        }
+        let key = match key.split_once('.') {
+            Some((plugin, key)) if plugin.trim() == name => key.trim(),
+            Some(_) => continue,
+            None => key.trim(),
+        };
+        users.retain(|(earlier, _)| *earlier != key);
+        users.push((key, value.trim()));
     }
+    settings.extend(users.iter().map(|(key, value)| format!("{key}={value}")));
     settings
 }
 
@@ -534,7 +538,32 @@ fn cpu(options: &Options, model: &Model) -> Result<CpuBackend> {
 
 #[cfg(test)]
 mod tests {
-    use super::{condition_large_rows, scan, Scan, LARGE};
+    use super::{condition_large_rows, plugin_settings, scan, Options, Scan, LARGE};
+
+    #[test]
+    fn a_plugin_gets_its_settings_trimmed_one_per_key_the_last_winning() {
+        let options = Options {
+            num_threads: 3,
+            plugin_settings: [
+                " mode = fast ",
+                "example.k=1",
+                "k = 2 ",
+                "other.k=9",
+                " example .m= x",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            ..Options::default()
+        };
+        assert_eq!(
+            plugin_settings("example", &options, true),
+            ["num_threads=3", "auto=1", "mode=fast", "k=2", "m=x"]
+        );
+        assert_eq!(
+            plugin_settings("other", &options, false),
+            ["num_threads=3", "mode=fast", "k=9"]
+        );
+    }
 
     #[test]
     fn scan_finds_the_first_nan_or_infinity_at_any_position() {

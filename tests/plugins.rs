@@ -82,6 +82,18 @@ fn unusable_plugin_files_are_backend_unavailable_naming_the_file_and_the_reason(
 }
 
 #[test]
+fn a_plugin_setting_flags_this_abi_does_not_define_is_refused() {
+    let dir = scratch_dir("unknown-flags");
+    build_c_plugin_with("serial", &dir, &["-DSERIAL_FLAGS=0x81"]);
+    let error = create_error(&plugin_options("serial", &dir));
+    assert_error(
+        &error,
+        Status::BackendUnavailable,
+        &["sets flags 0x80", "does not define"],
+    );
+}
+
+#[test]
 fn a_missing_plugin_says_where_it_looked() {
     let dir = scratch_dir("empty-plugins");
     let error = create_error(&plugin_options("nothing_here", &dir));
@@ -509,11 +521,10 @@ fn gemma_cyber_plugins_lists_every_plugin_with_its_state() {
     let dir = scratch_dir("listing");
     build_c_plugin("wrong_abi", &dir);
     build_c_plugin("control_text", &dir);
-    std::fs::copy(
-        example_c_plugin_dir().join("libgemma_cyber_example_c.so"),
-        dir.join("libgemma_cyber_example_c.so"),
-    )
-    .unwrap();
+    let example = example_c_plugin_dir().join("libgemma_cyber_example_c.so");
+    std::fs::copy(&example, dir.join("libgemma_cyber_example_c.so")).unwrap();
+    // Named like a plugin, but not with a plugin name: listed, never opened.
+    std::fs::copy(&example, dir.join("libgemma_cyber_Example.so")).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_gemma-cyber"))
         .args(["plugins", "--plugin-dir"])
         .arg(&dir)
@@ -525,6 +536,7 @@ fn gemma_cyber_plugins_lists_every_plugin_with_its_state() {
     for expected in [
         "example_c 1.0.0 (plugin ABI 1)",
         "libgemma_cyber_wrong_abi.so is not usable: it was built for plugin ABI version 2",
+        "libgemma_cyber_Example.so is not usable: its name is not a plugin name ([a-z0-9_]+)",
         "wgpu 0.1.0 (plugin ABI 1)",
         "onnxruntime 0.1.0 (plugin ABI 1)",
         "(options.plugin_dir)",

@@ -47,6 +47,11 @@ pub fn file_name(name: &str) -> String {
 
 /// The plugin name a file name carries, if it is a plugin's file name.
 pub fn name_of_file(file: &str) -> Option<&str> {
+    named_like_a_plugin(file).filter(|name| is_valid_name(name))
+}
+
+/// What stands between a plugin file's prefix and suffix in `file`, a valid name or not.
+fn named_like_a_plugin(file: &str) -> Option<&str> {
     let (prefix, suffix) = if cfg!(target_os = "windows") {
         ("gemma_cyber_", ".dll")
     } else if cfg!(target_os = "macos") {
@@ -54,9 +59,7 @@ pub fn name_of_file(file: &str) -> Option<&str> {
     } else {
         ("libgemma_cyber_", ".so")
     };
-    file.strip_prefix(prefix)?
-        .strip_suffix(suffix)
-        .filter(|name| is_valid_name(name))
+    file.strip_prefix(prefix)?.strip_suffix(suffix)
 }
 
 /// `[a-z0-9_]+`.
@@ -143,18 +146,27 @@ pub fn discover(
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut paths: Vec<PathBuf> = entries
+        // Files named like plugins whose name is not one (`libgemma_cyber_Vend.so`) are listed
+        // as unusable, unopened: no option could select them, and silence would hide why.
+        let mut paths: Vec<(PathBuf, bool)> = entries
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| {
-                path.file_name()
-                    .and_then(|name| name.to_str())
-                    .and_then(name_of_file)
-                    .is_some()
+            .filter_map(|path| {
+                let name = named_like_a_plugin(path.file_name()?.to_str()?)?;
+                let valid = is_valid_name(name);
+                Some((path, valid))
             })
             .collect();
         paths.sort();
-        for path in paths {
-            let loaded = load(&path);
+        for (path, valid) in paths {
+            let loaded = if valid {
+                load(&path)
+            } else {
+                Err(Error::backend_unavailable(format!(
+                    "plugin {} is not usable: its name is not a plugin name ([a-z0-9_]+), so \
+                     nothing can select it",
+                    path.display()
+                )))
+            };
             found.push((path, loaded));
         }
     }
@@ -301,6 +313,15 @@ fn check_table(
             "its function table is {} bytes, smaller than version 1's {}",
             table.struct_size,
             size_of::<gemma_cyber_plugin_backend>()
+        ));
+    }
+    // A flag this version does not define may be one a later version adds, meaning something
+    // the core would then not do: refused rather than ignored.
+    let unknown = table.flags & !gemma_cyber_plugin::abi::GEMMA_CYBER_PLUGIN_SERIAL;
+    if unknown != 0 {
+        return Err(format!(
+            "it sets flags {unknown:#x}, which plugin ABI version \
+             {GEMMA_CYBER_PLUGIN_ABI_VERSION} does not define (only SERIAL, 0x1)"
         ));
     }
     let text = |pointer: *const std::ffi::c_char, field: &str| {
