@@ -69,7 +69,7 @@ fn shapes_and_metadata_come_from_the_file() {
     assert_eq!(
         model.parameter_count(),
         561_409,
-        "DESIGN.md's parameter count"
+        "the model card's parameter count"
     );
     assert_eq!(
         model.metadata().get("format").map(String::as_str),

@@ -17,7 +17,7 @@ use common::random_embeddings;
 use gemma_cyber::ffi::*;
 use gemma_cyber::{BackendKind, Status};
 
-/// Agreement every backend owes cpu (DESIGN.md).
+/// Agreement every backend owes cpu (1e-5 on probabilities).
 const TOLERANCE: f64 = 1e-5;
 
 fn repo(path: &str) -> PathBuf {

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# What DESIGN.md says an absent metadata key means.
+# What the model format (README, "Model file") says an absent metadata key means.
 DEFAULT_METADATA = {
     "threshold": "0.5",
     "layer_norm_eps": "1e-05",

@@ -84,7 +84,7 @@ def main():
                       ROOT / "tests/fixtures/small_f16.safetensors",
                       metadata(20261127, "linear_bn_relu", layer_norm_eps="0.001",
                                batch_norm_eps="0.0001", threshold="0.3"))
-    # No metadata at all: loaders must fall back to DESIGN.md's defaults.
+    # No metadata at all: loaders must fall back to the format's defaults.
     write_safetensors(random_model(20261128, [12, 6, 1], np.float32),
                       ROOT / "tests/fixtures/no_metadata.safetensors")
 

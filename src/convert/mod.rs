@@ -137,7 +137,7 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
     })
 }
 
-/// The metadata DESIGN.md defines, with config.json's values or the defaults.
+/// The metadata the model format defines, with config.json's values or the defaults.
 fn metadata(norm_order: NormOrder, config: &Config, file_name: &str) -> BTreeMap<String, String> {
     let number =
         |value: Option<f64>, default: &str| value.map_or(default.to_owned(), |v| v.to_string());
@@ -166,7 +166,7 @@ fn metadata(norm_order: NormOrder, config: &Config, file_name: &str) -> BTreeMap
 }
 
 /// Precedence: the caller's flag, then `config.json`, then nn.Sequential indices, then
-/// DESIGN.md's default.
+/// The model format's default.
 fn choose_norm_order(
     forced: Option<NormOrder>,
     config: &Config,

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use super::NormOrder;
 use crate::error::{Error, Result};
 
-/// Metadata defaults of DESIGN.md, for files that leave an entry out.
+/// Metadata defaults of the model format (README, "Model file"), for files that leave an entry out.
 const DEFAULT_THRESHOLD: f32 = 0.5;
 const DEFAULT_EPS: f64 = 1e-5;
 
-/// The metadata entries that change the math, with DESIGN.md's defaults applied.
+/// The metadata entries that change the math, with the format's defaults applied.
 pub(super) struct Settings {
     pub(super) norm_order: NormOrder,
     pub(super) layer_norm_eps: f64,

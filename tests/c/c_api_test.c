@@ -1,5 +1,5 @@
 /*
- * The C API as a C caller sees it, written from include/gemma_cyber.h and DESIGN.md alone:
+ * The C API as a C caller sees it, written from include/gemma_cyber.h and the README alone:
  * the built-in model against the golden vectors, and the documented status for each bad input.
  * Usage: c_api_test REPO_ROOT
  */

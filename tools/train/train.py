@@ -39,7 +39,7 @@ EPS = 1e-5
 
 
 class GemmaCyber(nn.Module):
-    """The architecture of DESIGN.md, named so the state dict maps onto the file's tensors."""
+    """The gemma_cyber architecture, named so the state dict maps onto the file's tensors."""
 
     def __init__(self, dim, hidden=HIDDEN, dropout=0.0):
         super().__init__()

@@ -312,9 +312,6 @@ impl Parser<'_> {
 
     /// Any JSON value (and NaN / Infinity), checked for shape but not kept.
     fn skip_value(&mut self, depth: usize) -> Result<(), String> {
-        if depth > MAX_JSON_DEPTH {
-            return Err(format!("values nested deeper than {MAX_JSON_DEPTH}"));
-        }
         self.skip_space();
         let (open, close) = match self.peek() {
             Some(b'"') => return self.skip_string(),
@@ -331,6 +328,10 @@ impl Parser<'_> {
             }
             _ => return self.number().map(drop),
         };
+        // `depth` arrays and objects hold this one: at most MAX_JSON_DEPTH in all, empty or not.
+        if depth >= MAX_JSON_DEPTH {
+            return Err(format!("values nested deeper than {MAX_JSON_DEPTH}"));
+        }
         self.expect(open, "expected a value")?;
         self.skip_space();
         if self.peek() == Some(close) {
@@ -397,11 +398,21 @@ mod tests {
             let error = parse_line(line).unwrap_err();
             assert!(error.contains(needle), "{line:?}: {error}");
         }
-        let deep = format!(
-            "{{\"x\": {}1{}, \"embedding\": [1]}}",
-            "[".repeat(100),
-            "]".repeat(100)
-        );
-        assert!(parse_line(deep.as_bytes()).unwrap_err().contains("nested"));
+        // Arrays nested exactly MAX_JSON_DEPTH deep are read past, empty or not; one more is
+        // refused.
+        let nested = |levels: usize, inner: &str| {
+            format!(
+                "{{\"x\": {}{inner}{}, \"embedding\": [1]}}",
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        for inner in ["", "1"] {
+            assert!(parse_line(nested(MAX_JSON_DEPTH, inner).as_bytes()).is_ok());
+            for levels in [MAX_JSON_DEPTH + 1, 100] {
+                let error = parse_line(nested(levels, inner).as_bytes()).unwrap_err();
+                assert!(error.contains("nested deeper than 64"), "{error}");
+            }
+        }
     }
 }
