@@ -85,7 +85,8 @@ typedef enum gemma_cyber_status {
   GEMMA_CYBER_STATUS_OK = 0,
   /**
    * A NULL pointer, `rows * dim` overflowing, or bad options (struct_size too small, unknown
-   * backend, both model_path and model_data, threshold outside [0, 1]). Fix the call.
+   * backend, both model_path and model_data, threshold outside [0, 1], num_threads over 1024,
+   * a plugin name or setting refused). Fix the call.
    */
   GEMMA_CYBER_STATUS_INVALID_ARGUMENT = 1,
   /**

@@ -12,7 +12,8 @@ pub enum Status {
     /// Success.
     Ok = 0,
     /// A NULL pointer, `rows * dim` overflowing, or bad options (struct_size too small, unknown
-    /// backend, both model_path and model_data, threshold outside [0, 1]). Fix the call.
+    /// backend, both model_path and model_data, threshold outside [0, 1], num_threads over 1024,
+    /// a plugin name or setting refused). Fix the call.
     InvalidArgument = 1,
     /// `dim` is not the model's input dimension (the message names both). Pass
     /// `gemma_cyber_input_dim()` and embeddings of that width.

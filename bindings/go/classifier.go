@@ -191,6 +191,12 @@ func New(opts Options) (*Classifier, error) {
 		if math.IsNaN(float64(*opts.Threshold)) {
 			return nil, newError(StatusInvalidArgument, "Threshold is NaN; pass nil for the model's own")
 		}
+		// Checked here too, so the message names this binding's "model's own" (nil), not the
+		// C API's NaN.
+		if t := *opts.Threshold; t < 0 || t > 1 {
+			return nil, newError(StatusInvalidArgument, fmt.Sprintf(
+				"Threshold is %v; expected a number in [0, 1], or nil for the model's own", t))
+		}
 		c.threshold = C.float(*opts.Threshold)
 	}
 	c.num_threads = C.uint32_t(opts.NumThreads)

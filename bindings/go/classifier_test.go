@@ -280,6 +280,11 @@ func TestBadOptionsReturnTheirStatus(t *testing.T) {
 		}
 		wantStatus(t, tc.name, err, tc.want)
 	}
+	// The range message names this binding's "model's own", nil, not the C API's NaN.
+	_, err := gemmacyber.New(gemmacyber.Options{Threshold: &tooHigh})
+	if want := "or nil for the model's own"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("threshold above 1: %v does not say %q", err, want)
+	}
 }
 
 // C reads a string only up to a NUL, so each string option with one inside is refused, naming

@@ -6,8 +6,8 @@
 Reads every Parquet shard under INPUT_DIR, scores the embedding column (array<float>, 768 values
 a row) in each executor's Python workers through `mapInArrow` and the gemma_cyber package, and
 writes OUTPUT_DIR as Parquet: the --keep columns, then `probability` (float) and `label` (boolean).
-`--backend` names the backend as the CLI's `--backend` does (auto, cpu, onnxruntime, wgpu, or a
-plugin's name); the same backend as a CLI run gives the same probabilities, bit for bit.
+`--backend` names the backend as the CLI's `--backend` does (auto, cpu, onnxruntime or wgpu); the
+same backend as a CLI run gives the same probabilities, bit for bit.
 
 Exactly once: the output is written through Spark's file commit protocol, so a retried task's
 attempts never both land, and a job that dies leaves no committed output; run again, it replaces
@@ -76,7 +76,9 @@ def main(argv: list | None = None) -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--column", default="embedding", help="the embedding column (array<float>)")
     parser.add_argument("--keep", default="", help="input columns to carry into the output, e.g. id,url")
-    parser.add_argument("--backend", default="auto", help="auto (the default), cpu, onnxruntime, wgpu or a plugin's name")
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "cpu", "onnxruntime", "wgpu"], help="the backend each worker runs (default: auto)"
+    )
     args = parser.parse_args(argv)
     keep = [name for name in args.keep.split(",") if name]
 

@@ -239,7 +239,8 @@ namespace GemmaCyber.Tests
                 Throws(Status.ModelInvalid, "junk model file", () => new Classifier(new Options { ModelPath = junk }).Dispose());
                 Throws(Status.ModelInvalid, "junk model data", () => new Classifier(new Options { ModelData = new byte[] { 1, 2, 3 } }).Dispose());
                 Throws(Status.InvalidArgument, "unknown backend", () => new Classifier(new Options { Backend = (Backend)99 }).Dispose());
-                Throws(Status.InvalidArgument, "threshold above 1", () => new Classifier(new Options { Threshold = 1.5f }).Dispose());
+                Throws(Status.InvalidArgument, "threshold above 1", () => new Classifier(new Options { Threshold = 1.5f }).Dispose(),
+                    "Threshold is 1.5; expected a number in [0, 1], or null for the model's own");
                 // NaN is the C API's "the model's own": passed on, it was silently the default.
                 Throws(Status.InvalidArgument, "NaN threshold", () => new Classifier(new Options { Backend = Backend.Cpu, Threshold = float.NaN }).Dispose(),
                     "Threshold is NaN");

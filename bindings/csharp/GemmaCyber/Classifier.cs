@@ -38,6 +38,14 @@ namespace GemmaCyber
             {
                 throw GemmaCyberException.InvalidArgument("Threshold is NaN; pass null for the model's own");
             }
+            // Checked here too, so the message names this binding's "model's own" (null), not the
+            // C API's NaN.
+            if (options.Threshold.HasValue && !(options.Threshold.Value >= 0 && options.Threshold.Value <= 1))
+            {
+                throw GemmaCyberException.InvalidArgument(string.Format(
+                    "Threshold is {0}; expected a number in [0, 1], or null for the model's own",
+                    options.Threshold.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)));
+            }
             native.Threshold = options.Threshold ?? float.NaN;
             native.NumThreads = options.NumThreads;
             if (options.ModelSha256 != null && options.ModelSha256.Length != 32)

@@ -158,7 +158,7 @@ def test_bad_embeddings_raise_with_the_librarys_status_and_message(golden):
 
 def test_bad_options_raise_with_the_librarys_status_and_message(tmp_path):
     expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(backend="tpu"), "tpu")
-    expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(threshold=1.5))
+    expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(threshold=1.5), "None for the model's own")
     expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(threshold=float("nan")))
     expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(num_threads=-1))
     expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(model_sha256="abc"))
