@@ -225,20 +225,28 @@ pub fn read_labels(path: &Path, rows: usize) -> Result<Vec<u8>, Failure> {
         let text = String::from_utf8(bytes)
             .map_err(|_| Failure::input(format!("{name}: labels text is not UTF-8")))?;
         // Blank lines only at the end: one inside would shift every later label by a row.
-        let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        let used = lines
-            .iter()
-            .rposition(|line| !line.is_empty())
-            .map_or(0, |i| i + 1);
-        let mut values = Vec::with_capacity(used);
-        for (index, &line) in lines[..used].iter().enumerate() {
+        let mut values = Vec::new();
+        let mut first_blank = None;
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                first_blank.get_or_insert(index + 1);
+                continue;
+            }
+            let at = |number: usize| format!("{name}: line {number}");
+            if let Some(blank) = first_blank {
+                return Err(Failure::input(format!(
+                    "{} is blank; blank lines may only end the file",
+                    at(blank)
+                )));
+            }
             values.push(match line {
                 "0" => 0,
                 "1" => 1,
                 _ => {
                     return Err(Failure::input(format!(
-                        "{name}: line {}: {line:?} is not 0 or 1",
-                        index + 1
+                        "{}: {line:?} is not 0 or 1",
+                        at(index + 1)
                     )))
                 }
             });
@@ -458,13 +466,16 @@ mod tests {
             read_labels(&path, 3).map_err(|failure| failure.message)
         };
         assert_eq!(read("1\n0\r\n 1 \n\n\n"), Ok(vec![1, 0, 1]));
-        for (text, line) in [
-            ("1\n\n0\n1\n", "line 2: \"\""),
-            ("+1\n0\n1\n", "line 1: \"+1\""),
-            ("1\n00\n1\n", "line 2: \"00\""),
+        for (text, says) in [
+            (
+                "1\n\n0\n1\n",
+                "line 2 is blank; blank lines may only end the file",
+            ),
+            ("+1\n0\n1\n", "line 1: \"+1\" is not 0 or 1"),
+            ("1\n00\n1\n", "line 2: \"00\" is not 0 or 1"),
         ] {
             let error = read(text).unwrap_err();
-            assert!(error.contains(&format!("{line} is not 0 or 1")), "{error}");
+            assert!(error.contains(says), "{error}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
