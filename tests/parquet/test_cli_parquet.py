@@ -56,6 +56,45 @@ def test_column_option_names_the_embedding(tmp_path):
     np.testing.assert_allclose(table.column("probability").to_numpy(), reference(x)[0], rtol=0, atol=1e-6)
 
 
+def test_kept_dates_and_spark_timestamps_come_out_as_readers_see_them(tmp_path):
+    """A Date64 is written as Parquet's DATE (a bare INT64 read back as integers, not dates), and
+    INT96 timestamps, Spark's, are read as microseconds as Spark reads them: as nanoseconds, every
+    date outside 1677-2262 (sentinels such as 0001-01-01) wrapped around silently."""
+    import datetime
+
+    x = embeddings(4, seed=3)
+    moments = [datetime.datetime(1, 1, 1), datetime.datetime(2024, 5, 1, 12, 0, 0, 7), datetime.datetime(9999, 12, 31), None]
+    days = [datetime.date(1, 1, 1), datetime.date(2024, 5, 1), None, datetime.date(9999, 12, 31)]
+    struct = pa.struct([("at", pa.timestamp("us"))])
+    table = pa.table(
+        {
+            "ts": pa.array(moments, pa.timestamp("us")),
+            "nested": pa.array([{"at": m} for m in moments], struct),
+            "listed": pa.array([[m] for m in moments], pa.list_(pa.timestamp("us"))),
+            "day": pa.array(days, pa.date64()),
+            "days": pa.array([[d] for d in days], pa.list_(pa.date64())),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), DIM),
+        }
+    )
+    source = tmp_path / "spark.parquet"
+    pq.write_table(table, source, use_deprecated_int96_timestamps=True, store_schema=False)
+    out = tmp_path / "out.parquet"
+    run_cli("classify", source, "-o", out, "--keep", "ts,nested,listed,day,days", "--backend", "cpu")
+    got = pq.read_table(out)
+    assert got.column("ts").to_pylist() == moments
+    assert got.column("nested").to_pylist() == [{"at": m} for m in moments]
+    assert got.column("listed").to_pylist() == [[m] for m in moments]
+    assert got.schema.field("day").type == pa.date32()
+    assert got.column("day").to_pylist() == days
+    assert got.column("days").to_pylist() == [[d] for d in days]
+    # Timestamps that arrow writers store as INT64 nanoseconds keep every digit.
+    nanos = pa.array([0, 1, 2, None], pa.timestamp("ns"))
+    pq.write_table(pa.table({"ns": nanos, "embedding": table.column("embedding")}), source)
+    run_cli("classify", source, "-o", out, "--keep", "ns", "--backend", "cpu")
+    assert pq.read_table(out).column("ns").type == pa.timestamp("ns")
+    assert pq.read_table(out).column("ns").to_pylist() == nanos.to_pylist()
+
+
 def make_shards(directory: pathlib.Path, count: int, rows: int) -> np.ndarray:
     directory.mkdir()
     x = embeddings(count * rows, seed=3)

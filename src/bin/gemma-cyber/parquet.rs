@@ -16,10 +16,13 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use clap::Args;
 use gemma_cyber::{Classifier, Status};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::Compression;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::{parquet_to_arrow_schema, ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ConvertedType, Type as PhysicalType};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::{SchemaDescriptor, Type as ParquetType, TypePtr};
 
 use crate::output::{directory_of, not_a_file, remove_leftovers, PartialOutput};
 use crate::shard_reader::{Embeddings, FloatColumn, Projection, ShardReader};
@@ -424,6 +427,121 @@ fn embedding_layout(
     }
 }
 
+/// The Arrow schema to read `builder`'s file with: its own, but INT96 timestamps (Spark's and
+/// Hive's) as microseconds, where Arrow's default, nanoseconds, wraps every date outside
+/// 1677-2262 (`0001-01-01` and `9999-12-31` are common sentinels) without an error. Spark itself
+/// reads them as microseconds. `None` when the file has no INT96 column.
+fn int96_as_micros(builder: &ParquetRecordBatchReaderBuilder<File>) -> Option<SchemaRef> {
+    let parquet = builder.parquet_schema();
+    let has_int96 = parquet
+        .columns()
+        .iter()
+        .any(|column| column.physical_type() == PhysicalType::INT96);
+    if !has_int96 {
+        return None;
+    }
+    // The same conversion run on the file's schema and on a copy with INT96 leaves made INT64
+    // microsecond timestamps: the leaves where the two differ are the INT96 ones, found in the
+    // file's own Arrow schema (which may carry more, e.g. from an embedded Arrow schema) by walking
+    // the three together.
+    let as_nanos = parquet_to_arrow_schema(parquet, None).ok()?;
+    let micros_tree = int96_leaves_as_micros(&parquet.root_schema_ptr())?;
+    let as_micros = parquet_to_arrow_schema(&SchemaDescriptor::new(micros_tree), None).ok()?;
+    let own = builder.schema();
+    if own.fields().len() != as_nanos.fields().len() {
+        return None;
+    }
+    let fields: Vec<Field> = own
+        .fields()
+        .iter()
+        .zip(as_nanos.fields().iter().zip(as_micros.fields()))
+        .map(|(field, (nanos, micros))| {
+            field.as_ref().clone().with_data_type(micros_where_int96(
+                field.data_type(),
+                nanos.data_type(),
+                micros.data_type(),
+            ))
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        own.metadata().clone(),
+    )))
+}
+
+/// `tree` with every INT96 leaf replaced by an INT64 microsecond timestamp.
+fn int96_leaves_as_micros(tree: &TypePtr) -> Option<TypePtr> {
+    let info = tree.get_basic_info();
+    if tree.is_primitive() {
+        if tree.get_physical_type() != PhysicalType::INT96 {
+            return Some(tree.clone());
+        }
+        let leaf = ParquetType::primitive_type_builder(info.name(), PhysicalType::INT64)
+            .with_converted_type(ConvertedType::TIMESTAMP_MICROS)
+            .with_repetition(info.repetition())
+            .build()
+            .ok()?;
+        return Some(Arc::new(leaf));
+    }
+    let children = tree
+        .get_fields()
+        .iter()
+        .map(int96_leaves_as_micros)
+        .collect::<Option<Vec<_>>>()?;
+    let mut group = ParquetType::group_type_builder(info.name())
+        .with_fields(children)
+        .with_converted_type(info.converted_type())
+        .with_logical_type(info.logical_type_ref().cloned());
+    if info.has_repetition() {
+        group = group.with_repetition(info.repetition());
+    }
+    if info.has_id() {
+        group = group.with_id(Some(info.id()));
+    }
+    Some(Arc::new(group.build().ok()?))
+}
+
+/// `own` with each timestamp that is nanoseconds in `nanos` and microseconds in `micros` (an INT96
+/// leaf) made microseconds, its time zone kept.
+fn micros_where_int96(own: &DataType, nanos: &DataType, micros: &DataType) -> DataType {
+    use arrow_schema::TimeUnit;
+    let child = |own: &Arc<Field>, nanos: &Arc<Field>, micros: &Arc<Field>| {
+        Arc::new(own.as_ref().clone().with_data_type(micros_where_int96(
+            own.data_type(),
+            nanos.data_type(),
+            micros.data_type(),
+        )))
+    };
+    match (own, nanos, micros) {
+        (
+            DataType::Timestamp(TimeUnit::Nanosecond, zone),
+            DataType::Timestamp(TimeUnit::Nanosecond, _),
+            DataType::Timestamp(TimeUnit::Microsecond, _),
+        ) => DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
+        (DataType::Struct(own), DataType::Struct(nanos), DataType::Struct(micros))
+            if own.len() == nanos.len() && own.len() == micros.len() =>
+        {
+            DataType::Struct(
+                own.iter()
+                    .zip(nanos.iter().zip(micros.iter()))
+                    .map(|(o, (n, m))| child(o, n, m))
+                    .collect(),
+            )
+        }
+        (DataType::List(o), DataType::List(n), DataType::List(m)) => DataType::List(child(o, n, m)),
+        (DataType::LargeList(o), DataType::List(n), DataType::List(m)) => {
+            DataType::LargeList(child(o, n, m))
+        }
+        (DataType::FixedSizeList(o, size), DataType::List(n), DataType::List(m)) => {
+            DataType::FixedSizeList(child(o, n, m), *size)
+        }
+        (DataType::Map(o, sorted), DataType::Map(n, _), DataType::Map(m, _)) => {
+            DataType::Map(child(o, n, m), *sorted)
+        }
+        _ => own.clone(),
+    }
+}
+
 fn classify_shard(
     shard: &Path,
     builder: ParquetRecordBatchReaderBuilder<File>,
@@ -433,7 +551,10 @@ fn classify_shard(
     progress: &ProgressBar,
 ) -> Result<(), Failure> {
     let dim = classifier.input_dim();
-    let schema = builder.schema().clone();
+    let int96_hint = int96_as_micros(&builder);
+    let schema = int96_hint
+        .clone()
+        .unwrap_or_else(|| builder.schema().clone());
     let layout = embedding_layout(shard, &schema, columns.embedding, dim)?;
     let embedding_root = schema.index_of(columns.embedding).expect("checked above");
     let mut kept = Vec::with_capacity(columns.keep.len());
@@ -457,7 +578,11 @@ fn classify_shard(
         }
     };
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), Default::default())
+    let options = match int96_hint {
+        Some(hint) => ArrowReaderOptions::new().with_schema(hint),
+        None => ArrowReaderOptions::new(),
+    };
+    let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), options)
         .map_err(|e| Failure::input(format!("{}: {e}", shard.display())))?;
     let file = File::open(shard)
         .map_err(|e| Failure::input(format!("cannot read {}: {e}", shard.display())))?;
@@ -483,7 +608,10 @@ fn classify_shard(
     let cannot_write = |e: &dyn std::fmt::Display| {
         output_failure(format!("cannot write {}: {e}", partial.path().display()))
     };
+    // Coerced to Parquet's own types, as pyarrow writes them: a Date64 kept as it is would be a
+    // bare INT64 that pyarrow, Spark and DuckDB read as integers, not dates.
     let properties = WriterProperties::builder()
+        .set_coerce_types(true)
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(OUTPUT_ROW_GROUP_ROWS))
         .build();
