@@ -222,6 +222,11 @@ def test_bad_inputs_exit_with_their_code_and_write_nothing(tmp_path):
     not_parquet.write_bytes(b"")
     expect_failure(3, "classify", not_parquet, "-o", out, fragments=("not.parquet", "PAR1"))
 
+    # A codec this build does not read, in a kept column only: named before any shard is read.
+    brotli = tmp_path / "brotli.parquet"
+    pq.write_table(pq.read_table(good), brotli, compression={"id": "brotli", "url": "snappy", "lang": "snappy", "embedding": "snappy"})
+    expect_failure(3, "classify", brotli, "-o", out, fragments=("brotli.parquet", 'column "id" is compressed with Brotli', "Zstandard"))
+
     narrow = tmp_path / "narrow.parquet"
     pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(384 * 3, np.float32)), 384)}), narrow)
     expect_failure(12, "classify", narrow, "-o", out, fragments=("384", "768"))
@@ -329,7 +334,7 @@ def test_progress_bar_on_a_terminal(tmp_path):
 @pytest.mark.parametrize("fixed", [True, False])
 def test_every_page_layout_decodes_bit_identically(tmp_path, fixed, nullable):
     """The embedding column's pages as pyarrow writes them, with dictionary on and off, V1 and V2
-    data pages, Snappy and uncompressed, in several row groups of small pages (two rows each:
+    data pages, every codec read (Snappy, none, Zstandard, gzip, LZ4), in several row groups of small pages (two rows each:
     pyarrow ends pages at row ends; rows split across pages are in the unit tests of
     shard_reader/pages.rs), a dictionary that gives way to PLAIN pages within a chunk: every output
     equal, bit for bit, to that of a BYTE_STREAM_SPLIT shard (an encoding the CLI's page decoder
@@ -368,7 +373,7 @@ def test_every_page_layout_decodes_bit_identically(tmp_path, fixed, nullable):
         problem = None
     for dictionary in (True, False):
         for version in ("1.0", "2.0"):
-            for compression in ("snappy", "none"):
+            for compression in ("snappy", "none", "zstd", "gzip", "lz4"):
                 options = dict(use_dictionary=dictionary, data_page_version=version, compression=compression)
                 name = f"dictionary-{dictionary}-v{version}-{compression}"
                 path = shard(f"{name}.parquet", list(x), **options)

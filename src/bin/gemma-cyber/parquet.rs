@@ -370,6 +370,33 @@ fn open_shard(shard: &Path) -> Result<(ParquetRecordBatchReaderBuilder<File>, u6
             shard.display()
         ))
     })?;
+    // Every column chunk's codec, before any shard is read: a codec this build lacks would
+    // otherwise surface mid-run as "Disabled feature at compile time", naming a Rust crate.
+    for row_group in builder.metadata().row_groups() {
+        for column in row_group.columns() {
+            let codec = column.compression();
+            if !matches!(
+                codec,
+                Compression::UNCOMPRESSED
+                    | Compression::SNAPPY
+                    | Compression::GZIP(_)
+                    | Compression::LZ4
+                    | Compression::LZ4_RAW
+                    | Compression::ZSTD(_)
+            ) {
+                let codec = match codec {
+                    Compression::BROTLI(_) => "Brotli".to_owned(),
+                    other => format!("{other:?}"),
+                };
+                return Err(Failure::input(format!(
+                    "{}: column {} is compressed with {codec}, which gemma-cyber does not read \
+                     (it reads uncompressed, Snappy, gzip, LZ4 and Zstandard Parquet)",
+                    shard.display(),
+                    column.column_path()
+                )));
+            }
+        }
+    }
     let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
     Ok((builder, rows))
 }
