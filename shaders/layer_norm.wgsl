@@ -1,7 +1,10 @@
 // LayerNorm without affine (the affine is folded into the first dense layer), in place: one
-// workgroup per row, two passes (mean, then biased variance) as the cpu backend does, every value
-// taken relative to the row's first: LayerNorm ignores the shift, and a narrow row far from zero
-// (a constant row of 12345.678) keeps its small differences exact that way.
+// workgroup per row. The mean in two steps: the plain mean of the values, then the mean of their
+// differences from it, which corrects it. A narrow row far from zero (10,000 ± 0.01) loses its
+// small differences to a float32 sum of its raw values, but not its differences from a first
+// estimate of its mean: those are exact, and near zero. Then the biased variance of the
+// differences from the corrected mean. (Taking the values relative to the row's first value
+// instead, as this shader did, lost precision when that first value was an outlier.)
 //
 // Shapes come from the model as pipeline-overridable constants.
 
@@ -49,24 +52,28 @@ fn main(
         return;
     }
     let base = row * STRIDE;
-    // Read by every lane before any lane writes the row (the barriers in workgroup_sum).
-    let pivot = x[base];
 
     var sum = 0.0;
     for (var i = lane; i < DIM; i = i + THREADS) {
-        sum = sum + (x[base + i] - pivot);
+        sum = sum + x[base + i];
     }
-    let mean = workgroup_sum(sum, lane) / f32(DIM);
+    let estimate = workgroup_sum(sum, lane) / f32(DIM);
+
+    var correction = 0.0;
+    for (var i = lane; i < DIM; i = i + THREADS) {
+        correction = correction + (x[base + i] - estimate);
+    }
+    let offset = workgroup_sum(correction, lane) / f32(DIM);
 
     var squares = 0.0;
     for (var i = lane; i < DIM; i = i + THREADS) {
-        let d = x[base + i] - pivot - mean;
+        let d = (x[base + i] - estimate) - offset;
         squares = squares + d * d;
     }
     let variance = workgroup_sum(squares, lane) / f32(DIM);
     let inv_std = 1.0 / sqrt(variance + EPS);
 
     for (var i = lane; i < DIM; i = i + THREADS) {
-        x[base + i] = (x[base + i] - pivot - mean) * inv_std;
+        x[base + i] = ((x[base + i] - estimate) - offset) * inv_std;
     }
 }

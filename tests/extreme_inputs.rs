@@ -1,5 +1,5 @@
 //! Finite inputs at float32's extremes (rows of FLT_MAX, 1e30 in half the columns, ±FLT_MAX
-//! alternating, near-constant rows far from zero, above 2^16 or below) give one finite answer on
+//! alternating, narrow rows far from zero, above 2^16 or below, an outlier first value) give one finite answer on
 //! every backend, within 1e-5 of each other and of a float64 reference; ordinary rows are
 //! unaffected bit for bit.
 
@@ -49,9 +49,25 @@ fn reference(model: &Model, row: &[f32]) -> f64 {
     1.0 / (1.0 + (-activations[0]).exp())
 }
 
+/// Of 64 random rows, the one whose probability is nearest 0.5, where an error in LayerNorm moves
+/// the probability most (near 0 or 1 the sigmoid flattens it below any tolerance).
+fn undecided_row(model: &Model) -> Vec<f32> {
+    let dim = model.input_dim();
+    random_embeddings(64, dim, 23)
+        .chunks_exact(dim)
+        .min_by(|a, b| {
+            let distance = |row: &[f32]| (reference(model, row) - 0.5).abs();
+            distance(a).total_cmp(&distance(b))
+        })
+        .unwrap()
+        .to_vec()
+}
+
 /// Rows no float32 LayerNorm computed naively survives, and some that are merely large.
-fn extreme_rows(dim: usize) -> Vec<(&'static str, Vec<f32>)> {
+fn extreme_rows(model: &Model) -> Vec<(&'static str, Vec<f32>)> {
+    let dim = model.input_dim();
     let random = random_embeddings(1, dim, 11);
+    let undecided = undecided_row(model);
     let scaled = |by: f32| random.iter().map(|v| v * by).collect::<Vec<f32>>();
     vec![
         ("FLT_MAX everywhere", vec![f32::MAX; dim]),
@@ -100,6 +116,37 @@ fn extreme_rows(dim: usize) -> Vec<(&'static str, Vec<f32>)> {
             "-30000 plus random times 0.2",
             random.iter().map(|v| -30000.0 + v * 0.2).collect(),
         ),
+        // The same shifts of a row whose probability is near 0.5: the rows above are scored
+        // near 0, where the sigmoid hides what a float32 sum of the raw values (ONNX Runtime's
+        // LayerNormalization) loses.
+        (
+            "10000 plus an undecided row times 0.02",
+            undecided.iter().map(|v| 10000.0 + v * 0.02).collect(),
+        ),
+        (
+            "-30000 plus an undecided row times 0.2",
+            undecided.iter().map(|v| -30000.0 + v * 0.2).collect(),
+        ),
+        // An outlier first value: a LayerNorm taking values relative to it (wgpu's did) loses
+        // the rest of the row's differences.
+        (
+            "an undecided row with 7.1 in the first column",
+            (0..dim)
+                .map(|i| if i == 0 { 7.1 } else { undecided[i] })
+                .collect(),
+        ),
+        (
+            "a first value 500 above an undecided row at 10000",
+            (0..dim)
+                .map(|i| {
+                    if i == 0 {
+                        10500.0
+                    } else {
+                        10000.0 + undecided[i]
+                    }
+                })
+                .collect(),
+        ),
     ]
 }
 
@@ -107,7 +154,7 @@ fn extreme_rows(dim: usize) -> Vec<(&'static str, Vec<f32>)> {
 fn extreme_finite_rows_agree_on_every_backend_and_with_float64() {
     let model = Model::builtin().unwrap();
     let dim = model.input_dim();
-    let rows = extreme_rows(dim);
+    let rows = extreme_rows(&model);
     let ordinary = random_embeddings(3, dim, 5);
     // Ordinary rows first, the extreme ones after them, in one batch.
     let mut batch = ordinary.clone();

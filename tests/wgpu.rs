@@ -181,3 +181,48 @@ fn a_timeout_of_zero_is_refused_at_create() {
     assert_eq!(error.status(), Status::BackendUnavailable, "{error}");
     assert!(error.message().contains("timeout_ms"), "{error}");
 }
+
+#[test]
+fn a_row_whose_first_value_is_an_outlier_keeps_its_precision() {
+    // LayerNorm alone into one output of 4,097 positive weights, which adds the normalised row's
+    // rounding coherently: a LayerNorm taking values relative to the row's first value (as this
+    // shader once did) was 1e-3 off on a row of zeros after one value of 7.1.
+    let dim = 4097;
+    let weights: Vec<f32> = common::random_embeddings(1, dim, 3)
+        .iter()
+        .map(|v| (v + 1.0) * 0.025)
+        .collect();
+    // A row of one value and zeros normalises to sqrt(dim - 1) and -1 / sqrt(dim - 1) whatever the
+    // value: the bias puts its logit at 0, where the sigmoid shows every error in full.
+    let root = ((dim - 1) as f64).sqrt();
+    let rest: f64 = weights[1..].iter().map(|&w| f64::from(w)).sum();
+    let bias = (rest / root - f64::from(weights[0]) * root) as f32;
+    let tensors = [
+        common::Tensor::f32("input_norm.weight", &[dim], &vec![1.0; dim]),
+        common::Tensor::f32("input_norm.bias", &[dim], &vec![0.0; dim]),
+        common::Tensor::f32("output.weight", &[1, dim], &weights),
+        common::Tensor::f32("output.bias", &[1], &[bias]),
+    ];
+    let bytes = common::write_model(&tensors, &Default::default());
+    let mut rows = vec![0.0f32; 4 * dim];
+    for (row, first) in [1000.3f32, 30000.7, 7.1, -3.0].iter().enumerate() {
+        rows[row * dim] = *first;
+    }
+    let classify = |backend| {
+        let classifier = Classifier::new(&Options {
+            backend,
+            model: ModelSource::Bytes(bytes.clone()),
+            ..Options::default()
+        })
+        .unwrap();
+        let mut probabilities = [0.0f32; 4];
+        classifier
+            .classify(&rows, dim, &mut probabilities, None)
+            .unwrap();
+        probabilities
+    };
+    let (cpu, wgpu) = (classify(BackendKind::Cpu), classify(BackendKind::Wgpu));
+    for (c, w) in cpu.iter().zip(&wgpu) {
+        assert!((c - w).abs() <= 1e-5, "cpu {cpu:?}, wgpu {wgpu:?}");
+    }
+}
