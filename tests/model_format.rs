@@ -338,6 +338,14 @@ fn layer_norm_eps_that_narrows_to_zero_or_infinity_is_invalid() {
     }
     metadata.insert("layer_norm_eps".into(), "1e-44".into());
     Model::from_bytes(&write_model(&tensors, &metadata)).expect("a subnormal eps is positive");
+    // Rows spread past 2^40 are scaled down before LayerNorm, which an eps this large would notice.
+    metadata.insert("layer_norm_eps".into(), "1e10".into());
+    Model::from_bytes(&write_model(&tensors, &metadata)).expect("1e10 is the largest eps");
+    metadata.insert("layer_norm_eps".into(), "1e24".into());
+    assert_invalid(
+        &write_model(&tensors, &metadata),
+        "layer_norm_eps is 1e24; at most 1e10 is supported",
+    );
 }
 
 /// Property: whatever the magnitudes of a model's stored values, it either loads and then gives

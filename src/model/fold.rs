@@ -9,6 +9,10 @@ use super::settings::Settings;
 use super::{Dense, Model, NormOrder};
 use crate::error::{Error, Result};
 
+/// Largest `layer_norm_eps` a model may have: far below the variance of any row the core scales
+/// (see the check in [`fold`]).
+const MAX_LAYER_NORM_EPS: f64 = 1e10;
+
 /// Folds LayerNorm's affine and every BatchNorm into the dense layers, in float64, one weight row
 /// at a time.
 ///
@@ -99,6 +103,16 @@ pub(super) fn fold(
         return Err(Error::model_invalid(format!(
             "metadata layer_norm_eps is {}, which is {layer_norm_eps} in float32; expected a \
              positive number float32 can hold",
+            settings.layer_norm_eps
+        )));
+    }
+    // The core scales a row whose spread exceeds 2^40 down by a power of two before any backend
+    // sees it, which leaves its LayerNorm as it was only while eps is negligible beside the
+    // scaled row's variance (at least about 2^78 / input_dim): an eps of 1e24 moved such rows'
+    // probabilities by up to 0.23. Trained models use 1e-12 to 1e-3.
+    if f64::from(layer_norm_eps) > MAX_LAYER_NORM_EPS {
+        return Err(Error::model_invalid(format!(
+            "metadata layer_norm_eps is {:e}; at most {MAX_LAYER_NORM_EPS:e} is supported",
             settings.layer_norm_eps
         )));
     }
