@@ -181,7 +181,8 @@ pub enum Target {
     /// The lowest threshold whose precision is at least this (most recall at that precision).
     Precision(f64),
     /// The highest threshold whose recall is at least this (the fewest false positives at that
-    /// recall). At 0, a threshold above every score: nothing need be called cyber.
+    /// recall). At 0, a threshold above every score (or 1, when a score is 1 already): nothing
+    /// need be called cyber.
     Recall(f64),
     /// The threshold with the highest F1 (the highest such threshold on ties).
     MaxF1,
@@ -191,7 +192,8 @@ pub enum Target {
 ///
 /// The threshold returned sits halfway between the lowest score labelled positive and the next
 /// lower score, so rounding differences between backends do not move rows across it; a cut that
-/// takes in every row sits halfway to 0, and one that takes in none (recall 0) halfway to 1.
+/// takes in every row sits halfway to 0, and one that takes in none (recall 0) halfway to 1 (at
+/// most 1).
 /// Returns `Ok(None)` when no threshold reaches the target. Fails on the conditions of
 /// [`Metrics::compute`].
 pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result<Option<f32>> {
@@ -207,7 +209,9 @@ pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result
     // Highest score first: lowering the threshold past each distinct score adds that tie group.
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     if target == Target::Recall(0.0) {
-        // Recall 0 is met before any row is taken in: above the highest score, below 1 if it can.
+        // Recall 0 is met before any row is taken in: halfway from the highest score to 1, or 1
+        // itself, the highest threshold there is, when nothing up to 1 lies above that score
+        // (then rows scored 1 are still taken in).
         let top = scores[order[0]];
         let mid = ((f64::from(top) + 1.0) / 2.0) as f32;
         return Ok(Some(if mid > top { mid } else { 1.0 }));
@@ -252,8 +256,10 @@ pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result
     Ok(best.map(|(end, _)| {
         let lowest_in = scores[order[end - 1]];
         match order.get(end) {
-            // Every row taken in: halfway to 0, the lowest probability (exact in f32, or 0).
-            None => lowest_in / 2.0,
+            // Every row taken in: halfway to 0, the lowest probability (exact in f32, or 0); a
+            // score at or below 0 is not a probability, and the cut stays on it.
+            None if lowest_in > 0.0 => lowest_in / 2.0,
+            None => lowest_in,
             Some(&next) => {
                 let mid = ((f64::from(lowest_in) + f64::from(scores[next])) / 2.0) as f32;
                 // In f32 the midpoint may round onto the next score; the cut must stay above it.
@@ -400,6 +406,11 @@ mod tests {
         assert_eq!(
             choose_threshold(&[0.0, 0.5], &[1, 0], Target::Recall(1.0)).unwrap(),
             Some(0.0)
+        );
+        // Not probabilities: a cut on a negative lowest score stays on it, below none.
+        assert_eq!(
+            choose_threshold(&[-1.0, 2.0], &[1, 0], Target::Recall(1.0)).unwrap(),
+            Some(-1.0)
         );
         // Recall 0 takes in no row: halfway to 1 above the highest score, or 1 itself.
         assert_eq!(

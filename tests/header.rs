@@ -99,22 +99,43 @@ fn with_entry_prototype(header: &[u8]) -> Vec<u8> {
 #[test]
 fn every_public_name_carries_the_library_prefix() {
     // The headers land in users' translation units: a bare name (an internal constant cbindgen
-    // picked up) could clash with theirs.
+    // picked up) could clash with theirs. Checked: macros, struct and enum types, enum constants,
+    // function-pointer types and functions (cbindgen writes each at the start of a line).
     for header in ["include/gemma_cyber.h", "include/gemma_cyber_plugin.h"] {
         let text =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(header)).unwrap();
+        let mut checked = 0;
         for line in text.lines() {
-            let name = line
+            let name = if let Some(rest) = line
                 .strip_prefix("#define ")
                 .or_else(|| line.strip_prefix("typedef struct "))
-                .or_else(|| line.strip_prefix("typedef enum "));
+                .or_else(|| line.strip_prefix("typedef enum "))
+            {
+                rest.split_whitespace().next()
+            } else if let Some((_, rest)) = line
+                .strip_prefix("typedef ")
+                .and_then(|line| line.split_once("(*"))
+            {
+                // typedef RETURN (*NAME)(...
+                rest.split(')').next()
+            } else if line.starts_with("  ") && line.trim_start().starts_with("GEMMA_CYBER_") {
+                line.split_whitespace().next()
+            } else if !line.starts_with([' ', '*', '/', '#', '}']) && line.contains('(') {
+                // RETURN NAME(ARGS...: the word before the first parenthesis.
+                line.split('(')
+                    .next()
+                    .and_then(|head| head.rsplit([' ', '*']).next())
+            } else {
+                None
+            };
             if let Some(name) = name {
-                let name = name.split_whitespace().next().unwrap_or("");
+                checked += 1;
                 assert!(
                     name.to_ascii_lowercase().starts_with("gemma_cyber_"),
                     "{header}: {line}"
                 );
             }
         }
+        assert!(checked >= 5, "{header}: only {checked} names found");
     }
 }

@@ -24,7 +24,8 @@ static int32_t keeps_create(const gemma_cyber_plugin_model *model, const char *c
         return STATUS_BACKEND_FAILURE;
     }
     self->model = model;
-    self->seen = *model;
+    /* Byte for byte, padding included, which memcmp below compares too. */
+    memcpy(&self->seen, model, sizeof self->seen);
     memcpy(self->layers, model->layers, model->num_layers * sizeof *self->layers);
     *out = self;
     return STATUS_OK;

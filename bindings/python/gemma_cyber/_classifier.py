@@ -193,7 +193,7 @@ class Classifier:
                 raise invalid_argument("threshold is NaN; pass None for the model's own")
             # Checked here too, so the message names this binding's "model's own" (None), not the
             # C API's NaN.
-            if not 0.0 <= float(threshold) <= 1.0:
+            if not 0.0 <= options.threshold <= 1.0:  # as float32, as the C API checks it
                 raise invalid_argument(f"threshold is {threshold!r}; expected a number in [0, 1], or None for the model's own")
         options.num_threads = num_threads
         sha_buffer = ctypes.create_string_buffer(digest, 32) if digest is not None else None

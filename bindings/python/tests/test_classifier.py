@@ -199,14 +199,18 @@ def test_wrong_sha256_refuses_the_model(repo):
     expect_error(gemma_cyber.ModelInvalidError, Status.MODEL_INVALID, lambda: gemma_cyber.Classifier(model_path=path, model_sha256="00" * 32))
 
 
-def test_model_data_loads_like_model_path(repo, golden):
-    path = repo / "models" / "default.safetensors"
+def test_model_data_loads_like_model_path(repo):
+    # A model other than the built-in one: data silently dropped would load the built-in model.
+    path = repo / "tests" / "fixtures" / "relu_bn.safetensors"
+    inputs = np.load(repo / "tests" / "golden" / "relu_bn.inputs.npy")
+    expected = np.load(repo / "tests" / "golden" / "relu_bn.expected.npy")
     data = path.read_bytes()
     with gemma_cyber.Classifier(backend="cpu", model_path=path) as from_file:
-        want = from_file.classify(golden[0])
+        want = from_file.classify(inputs)
+    np.testing.assert_allclose(want, expected, rtol=0, atol=TOLERANCE)
     for buffer in (data, bytearray(data), memoryview(data)):
         with gemma_cyber.Classifier(backend="cpu", model_data=buffer, model_sha256=hashlib.sha256(data).digest()) as c:
-            np.testing.assert_array_equal(c.classify(golden[0]), want)
+            np.testing.assert_array_equal(c.classify(inputs), want)
     # Given but empty is an empty model, not "not given" (which would be the built-in one).
     expect_error(gemma_cyber.ModelInvalidError, Status.MODEL_INVALID, lambda: gemma_cyber.Classifier(model_data=b""))
     expect_error(gemma_cyber.InvalidArgumentError, Status.INVALID_ARGUMENT, lambda: gemma_cyber.Classifier(model_data=str(path)), "not text")

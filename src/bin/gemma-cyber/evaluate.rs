@@ -118,8 +118,15 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
             Some(model) => read_input(model, Some(gemma_cyber::model::MAX_FILE_BYTES))?,
             None => Model::builtin_bytes().to_vec(),
         };
-        // Read again for the copy: held to the pin the classifier's read was held to.
+        // Read again for the copy: held to the pin the classifier's read was held to, and to the
+        // model the threshold was chosen with.
         let original = pinned(original, args.runner.model_sha256.as_ref())?;
+        if Model::from_bytes(&original)?.layers() != classifier.model().layers() {
+            return Err(Failure::input(
+                "the model changed between its two reads (classifying, copying); run again"
+                    .to_owned(),
+            ));
+        }
         let provenance = format!(
             "gemma-cyber threshold, {how}, on {} rows of {}",
             labels.len(),

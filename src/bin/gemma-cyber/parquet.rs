@@ -273,11 +273,11 @@ pub(crate) fn classify(
     // of shards holds one open at a time, not one file descriptor per shard.
     let mut total_rows = 0u64;
     for (shard, _) in &jobs {
-        total_rows += open_shard(shard)?.1;
+        total_rows += open_shard(shard, columns)?.1;
     }
     let progress = progress_bar(total_rows);
     for (shard, target) in jobs {
-        let (builder, _) = open_shard(&shard)?;
+        let (builder, _) = open_shard(&shard, columns)?;
         classify_shard(&shard, builder, &target, columns, classifier, &progress)?;
     }
     progress.finish_and_clear();
@@ -361,7 +361,10 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-fn open_shard(shard: &Path) -> Result<(ParquetRecordBatchReaderBuilder<File>, u64), Failure> {
+fn open_shard(
+    shard: &Path,
+    columns: &Columns,
+) -> Result<(ParquetRecordBatchReaderBuilder<File>, u64), Failure> {
     let file = File::open(shard)
         .map_err(|e| Failure::input(format!("cannot read {}: {e}", shard.display())))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
@@ -370,10 +373,15 @@ fn open_shard(shard: &Path) -> Result<(ParquetRecordBatchReaderBuilder<File>, u6
             shard.display()
         ))
     })?;
-    // Every column chunk's codec, before any shard is read: a codec this build lacks would
-    // otherwise surface mid-run as "Disabled feature at compile time", naming a Rust crate.
+    // The codec of every column chunk read (the embedding's and the kept columns'), before any
+    // shard is read: a codec this build lacks would otherwise surface mid-run as "Disabled
+    // feature at compile time", naming a Rust crate. Columns not read may be in any codec.
+    let read = |column: &parquet::file::metadata::ColumnChunkMetaData| {
+        let root = column.column_path().parts()[0].as_str();
+        root == columns.embedding || columns.keep.iter().any(|kept| kept == root)
+    };
     for row_group in builder.metadata().row_groups() {
-        for column in row_group.columns() {
+        for column in row_group.columns().iter().filter(|column| read(column)) {
             let codec = column.compression();
             if !matches!(
                 codec,
@@ -458,25 +466,32 @@ fn embedding_layout(
 /// Hive's) as microseconds, where Arrow's default, nanoseconds, wraps every date outside
 /// 1677-2262 (`0001-01-01` and `9999-12-31` are common sentinels) without an error. Spark itself
 /// reads them as microseconds. `None` when the file has no INT96 column.
-fn int96_as_micros(builder: &ParquetRecordBatchReaderBuilder<File>) -> Option<SchemaRef> {
+fn int96_as_micros(
+    builder: &ParquetRecordBatchReaderBuilder<File>,
+) -> Result<Option<SchemaRef>, String> {
     let parquet = builder.parquet_schema();
     let has_int96 = parquet
         .columns()
         .iter()
         .any(|column| column.physical_type() == PhysicalType::INT96);
     if !has_int96 {
-        return None;
+        return Ok(None);
     }
+    // Any failure here is refused: read as nanoseconds, the dates would wrap without a word.
+    let failed = |e: &dyn std::fmt::Display| format!("cannot read its INT96 timestamps: {e}");
     // The same conversion run on the file's schema and on a copy with INT96 leaves made INT64
     // microsecond timestamps: the leaves where the two differ are the INT96 ones, found in the
     // file's own Arrow schema (which may carry more, e.g. from an embedded Arrow schema) by walking
     // the three together.
-    let as_nanos = parquet_to_arrow_schema(parquet, None).ok()?;
-    let micros_tree = int96_leaves_as_micros(&parquet.root_schema_ptr())?;
-    let as_micros = parquet_to_arrow_schema(&SchemaDescriptor::new(micros_tree), None).ok()?;
+    let as_nanos = parquet_to_arrow_schema(parquet, None).map_err(|e| failed(&e))?;
+    let micros_tree = int96_leaves_as_micros(&parquet.root_schema_ptr()).map_err(|e| failed(&e))?;
+    let as_micros = parquet_to_arrow_schema(&SchemaDescriptor::new(micros_tree), None)
+        .map_err(|e| failed(&e))?;
     let own = builder.schema();
     if own.fields().len() != as_nanos.fields().len() {
-        return None;
+        return Err(failed(
+            &"its Arrow schema does not match its Parquet schema",
+        ));
     }
     let fields: Vec<Field> = own
         .fields()
@@ -490,31 +505,30 @@ fn int96_as_micros(builder: &ParquetRecordBatchReaderBuilder<File>) -> Option<Sc
             ))
         })
         .collect();
-    Some(Arc::new(Schema::new_with_metadata(
+    Ok(Some(Arc::new(Schema::new_with_metadata(
         fields,
         own.metadata().clone(),
-    )))
+    ))))
 }
 
 /// `tree` with every INT96 leaf replaced by an INT64 microsecond timestamp.
-fn int96_leaves_as_micros(tree: &TypePtr) -> Option<TypePtr> {
+fn int96_leaves_as_micros(tree: &TypePtr) -> parquet::errors::Result<TypePtr> {
     let info = tree.get_basic_info();
     if tree.is_primitive() {
         if tree.get_physical_type() != PhysicalType::INT96 {
-            return Some(tree.clone());
+            return Ok(tree.clone());
         }
         let leaf = ParquetType::primitive_type_builder(info.name(), PhysicalType::INT64)
             .with_converted_type(ConvertedType::TIMESTAMP_MICROS)
             .with_repetition(info.repetition())
-            .build()
-            .ok()?;
-        return Some(Arc::new(leaf));
+            .build()?;
+        return Ok(Arc::new(leaf));
     }
     let children = tree
         .get_fields()
         .iter()
         .map(int96_leaves_as_micros)
-        .collect::<Option<Vec<_>>>()?;
+        .collect::<parquet::errors::Result<Vec<_>>>()?;
     let mut group = ParquetType::group_type_builder(info.name())
         .with_fields(children)
         .with_converted_type(info.converted_type())
@@ -525,7 +539,7 @@ fn int96_leaves_as_micros(tree: &TypePtr) -> Option<TypePtr> {
     if info.has_id() {
         group = group.with_id(Some(info.id()));
     }
-    Some(Arc::new(group.build().ok()?))
+    Ok(Arc::new(group.build()?))
 }
 
 /// `own` with each timestamp that is nanoseconds in `nanos` and microseconds in `micros` (an INT96
@@ -578,7 +592,8 @@ fn classify_shard(
     progress: &ProgressBar,
 ) -> Result<(), Failure> {
     let dim = classifier.input_dim();
-    let int96_hint = int96_as_micros(&builder);
+    let int96_hint = int96_as_micros(&builder)
+        .map_err(|e| Failure::input(format!("{}: {e}", shard.display())))?;
     let schema = int96_hint
         .clone()
         .unwrap_or_else(|| builder.schema().clone());
