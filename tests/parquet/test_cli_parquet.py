@@ -231,6 +231,15 @@ def test_bad_inputs_exit_with_their_code_and_write_nothing(tmp_path):
     assert pq.read_table(out).column("url").to_pylist() == pq.read_table(good).column("url").to_pylist()
     out.unlink()
 
+    # Two columns of one name: the one meant cannot be told, so neither is read.
+    twice = tmp_path / "twice.parquet"
+    table = pq.read_table(good)
+    pq.write_table(pa.Table.from_arrays([table["id"], table["id"], table["embedding"]], names=["id", "id", "embedding"]), twice)
+    expect_failure(3, "classify", twice, "-o", out, "--keep", "id", fragments=("twice.parquet", '2 columns are named "id"'))
+    doubled = tmp_path / "doubled.parquet"
+    pq.write_table(pa.Table.from_arrays([table["embedding"], table["embedding"]], names=["embedding", "embedding"]), doubled)
+    expect_failure(3, "classify", doubled, "-o", out, fragments=('2 columns are named "embedding"',))
+
     narrow = tmp_path / "narrow.parquet"
     pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(384 * 3, np.float32)), 384)}), narrow)
     expect_failure(12, "classify", narrow, "-o", out, fragments=("384", "768"))

@@ -597,6 +597,17 @@ fn classify_shard(
     let schema = int96_hint
         .clone()
         .unwrap_or_else(|| builder.schema().clone());
+    // A name two columns share would be read as the first of them, silently: which one was meant
+    // cannot be known.
+    for name in std::iter::once(columns.embedding).chain(columns.keep.iter().map(String::as_str)) {
+        let count = schema.fields().iter().filter(|f| f.name() == name).count();
+        if count > 1 {
+            return Err(Failure::input(format!(
+                "{}: {count} columns are named {name:?}; which one is meant cannot be told",
+                shard.display()
+            )));
+        }
+    }
     let layout = embedding_layout(shard, &schema, columns.embedding, dim)?;
     let embedding_root = schema.index_of(columns.embedding).expect("checked above");
     let mut kept = Vec::with_capacity(columns.keep.len());
