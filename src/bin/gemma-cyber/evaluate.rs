@@ -290,13 +290,20 @@ fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
         return Err(unsupported(&dtype.descr()));
     };
     use npyz::TypeChar::{Bool, Int, Uint};
-    // Before the size check: the item size of a string or object dtype is not its size field.
-    if !matches!(
-        (type_str.type_char(), type_str.size_field()),
-        (Bool, 1) | (Int | Uint, 1 | 2 | 4 | 8)
-    ) {
-        return Err(unsupported(type_str));
-    }
+    // The reader is chosen before the size check: the item size of a string or object dtype is
+    // not its size field.
+    let read: ReadLabels = match (type_str.type_char(), type_str.size_field()) {
+        (Bool, 1) => widened::<bool>,
+        (Int, 1) => widened::<i8>,
+        (Int, 2) => widened::<i16>,
+        (Int, 4) => widened::<i32>,
+        (Int, 8) => widened::<i64>,
+        (Uint, 1) => widened::<u8>,
+        (Uint, 2) => widened::<u16>,
+        (Uint, 4) => widened::<u32>,
+        (Uint, 8) => unsigned_64,
+        _ => return Err(unsupported(type_str)),
+    };
     // As for embeddings: data the header does not account for, too little or too much, means the
     // file is not what it says (npyz reads the values it promises and ignores the rest).
     let expected = count
@@ -308,29 +315,35 @@ fn read_npy_labels(bytes: &[u8]) -> Result<Vec<i64>, String> {
             "the header promises {count} labels ({expected} bytes of data) but the file holds {actual}"
         ));
     }
-    let bad = |e: io::Error| format!("cannot read the labels: {e}");
-    Ok(match (type_str.type_char(), type_str.size_field()) {
-        (Bool, 1) => widen(npy.into_vec::<bool>().map_err(bad)?),
-        (Int, 1) => widen(npy.into_vec::<i8>().map_err(bad)?),
-        (Int, 2) => widen(npy.into_vec::<i16>().map_err(bad)?),
-        (Int, 4) => widen(npy.into_vec::<i32>().map_err(bad)?),
-        (Int, 8) => npy.into_vec::<i64>().map_err(bad)?,
-        (Uint, 1) => widen(npy.into_vec::<u8>().map_err(bad)?),
-        (Uint, 2) => widen(npy.into_vec::<u16>().map_err(bad)?),
-        (Uint, 4) => widen(npy.into_vec::<u32>().map_err(bad)?),
-        (Uint, 8) => {
-            let values = npy.into_vec::<u64>().map_err(bad)?;
-            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| **v > 1) {
-                return Err(format!("label {i} is {v}; labels must be 0 or 1"));
-            }
-            values.into_iter().map(|v| v as i64).collect()
-        }
-        _ => return Err(unsupported(type_str)),
-    })
+    read(npy)
 }
 
-fn widen<T: Into<i64>>(values: Vec<T>) -> Vec<i64> {
-    values.into_iter().map(Into::into).collect()
+/// Reads a `.npy`'s labels as i64, for one dtype.
+type ReadLabels = fn(npyz::NpyFile<&[u8]>) -> Result<Vec<i64>, String>;
+
+fn cannot_read(e: io::Error) -> String {
+    format!("cannot read the labels: {e}")
+}
+
+/// The labels as `T`, widened to i64 (each of these fits).
+fn widened<T: npyz::Deserialize + Into<i64>>(
+    npy: npyz::NpyFile<&[u8]>,
+) -> Result<Vec<i64>, String> {
+    Ok(npy
+        .into_vec::<T>()
+        .map_err(cannot_read)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// uint64 labels, which need not fit i64: one above 1 is refused here, showing its value.
+fn unsigned_64(npy: npyz::NpyFile<&[u8]>) -> Result<Vec<i64>, String> {
+    let values = npy.into_vec::<u64>().map_err(cannot_read)?;
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| **v > 1) {
+        return Err(format!("label {i} is {v}; labels must be 0 or 1"));
+    }
+    Ok(values.into_iter().map(|v| v as i64).collect())
 }
 
 /// The model card's layout: the seed card's five numbers, then the confusion matrix.
