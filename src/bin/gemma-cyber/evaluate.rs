@@ -118,15 +118,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
             Some(model) => read_input(model, Some(gemma_cyber::model::MAX_FILE_BYTES))?,
             None => Model::builtin_bytes().to_vec(),
         };
-        // Read again for the copy: held to the pin the classifier's read was held to, and to the
-        // model the threshold was chosen with.
-        let original = pinned(original, args.runner.model_sha256.as_ref())?;
-        if Model::from_bytes(&original)?.layers() != classifier.model().layers() {
-            return Err(Failure::input(
-                "the model changed between its two reads (classifying, copying); run again"
-                    .to_owned(),
-            ));
-        }
+        let original = held_to_classified(original, &args.runner, &classifier)?;
         let provenance = format!(
             "gemma-cyber threshold, {how}, on {} rows of {}",
             labels.len(),
@@ -163,15 +155,20 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `bytes`, unless `model_sha256` is given and they do not hash to it (the file changed since
-/// the classifier read it).
-fn pinned(bytes: Vec<u8>, model_sha256: Option<&[u8; 32]>) -> Result<Vec<u8>, Failure> {
+/// The model file read again for the copy, held to what the classifier read: the pin, when
+/// given, and the folded weights the threshold was chosen with (the file may have been replaced
+/// between the two reads). One load checks both.
+fn held_to_classified(
+    bytes: Vec<u8>,
+    runner: &Runner,
+    classifier: &Classifier,
+) -> Result<Vec<u8>, Failure> {
+    const CHANGED: &str = "the model changed between its two reads (classifying, copying)";
     let source = ModelSource::Bytes(bytes);
-    if model_sha256.is_some() {
-        Model::load(&source, model_sha256).map_err(|e| {
-            let changed = "the model changed between its two reads (classifying, copying)";
-            Failure::from(e.context(changed))
-        })?;
+    let copy = Model::load(&source, runner.model_sha256.as_ref())
+        .map_err(|e| Failure::from(e.context(CHANGED)))?;
+    if copy.layers() != classifier.model().layers() {
+        return Err(Failure::input(format!("{CHANGED}; run again")));
     }
     let ModelSource::Bytes(bytes) = source else {
         unreachable!("made as Bytes above")
