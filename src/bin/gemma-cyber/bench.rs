@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
-use gemma_cyber::{BackendKind, Classifier, ModelSource, Options};
+use gemma_cyber::{BackendKind, Classifier, Options};
 
 use crate::Failure;
 
@@ -31,12 +31,8 @@ pub struct BenchArgs {
     /// Threads per call, at most 1024; 0 lets the library decide.
     #[arg(long, alias = "threads", default_value_t = 0, value_parser = crate::num_threads_parser())]
     num_threads: usize,
-    /// Model file; the built-in model when left out.
-    #[arg(long)]
-    model: Option<std::path::PathBuf>,
-    /// Refuse the model unless its file has this SHA-256 (64 hex digits).
-    #[arg(long, alias = "sha256", value_parser = crate::parse_model_sha256)]
-    model_sha256: Option<[u8; 32]>,
+    #[command(flatten)]
+    model: crate::ModelArgs,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -75,10 +71,8 @@ impl Measurement {
 
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     // Checked before anything is printed, with the model's width.
-    let dim = match &args.model {
-        Some(path) => gemma_cyber::Model::from_path(path)?.input_dim(),
-        None => gemma_cyber::Model::builtin()?.input_dim(),
-    };
+    let dim = gemma_cyber::Model::load(&args.model.source(), args.model.model_sha256.as_ref())?
+        .input_dim();
     if let Some(&batch) = args
         .batches
         .iter()
@@ -112,12 +106,9 @@ pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     for &backend in &backends {
         classifiers.push(crate::start_classifier(&Options {
             backend,
-            model: args
-                .model
-                .clone()
-                .map_or(ModelSource::Builtin, ModelSource::Path),
+            model: args.model.source(),
             num_threads: args.num_threads,
-            model_sha256: args.model_sha256,
+            model_sha256: args.model.model_sha256,
             plugin_name: args
                 .plugin
                 .clone()

@@ -113,7 +113,7 @@ pub fn threshold(args: &ThresholdArgs) -> Result<(), Failure> {
     // The model is written before anything is printed: a run whose write fails must not leave a
     // complete-looking report on standard output.
     if let Some(path) = &args.write_model {
-        let original = match &args.runner.model {
+        let original = match &args.runner.model.model {
             // A regular file of at most the model file limit, read through that cap.
             Some(model) => read_input(model, Some(gemma_cyber::model::MAX_FILE_BYTES))?,
             None => Model::builtin_bytes().to_vec(),
@@ -165,7 +165,7 @@ fn held_to_classified(
 ) -> Result<Vec<u8>, Failure> {
     const CHANGED: &str = "the model changed between its two reads (classifying, copying)";
     let source = ModelSource::Bytes(bytes);
-    let copy = Model::load(&source, runner.model_sha256.as_ref())
+    let copy = Model::load(&source, runner.model.model_sha256.as_ref())
         .map_err(|e| Failure::from(e.context(CHANGED)))?;
     if copy.layers() != classifier.model().layers() {
         return Err(Failure::input(format!("{CHANGED}; run again")));

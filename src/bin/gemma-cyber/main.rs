@@ -79,12 +79,8 @@ enum Command {
         /// Where to write the .onnx file.
         #[arg(short, long)]
         output: PathBuf,
-        /// Model file (.safetensors); the built-in model when left out.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Refuse the model unless its file has this SHA-256 (64 hex digits).
-        #[arg(long, alias = "sha256", value_parser = parse_model_sha256)]
-        model_sha256: Option<[u8; 32]>,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Convert a PyTorch checkpoint (model.pt) into a .safetensors model, without Python and
     /// without executing anything from the file.
@@ -106,15 +102,30 @@ pub(crate) struct Runner {
     plugin: Option<String>,
     #[command(flatten)]
     plugins: plugins::PluginArgs,
-    /// Model file (.safetensors); the built-in model when left out.
-    #[arg(long)]
-    pub(crate) model: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
     /// Threads per call, at most 1024; 0 lets the library decide.
     #[arg(long, alias = "threads", default_value_t = 0, value_parser = num_threads_parser())]
     num_threads: usize,
+}
+
+/// The model a command loads, and the pin it is held to.
+#[derive(Args)]
+pub(crate) struct ModelArgs {
+    /// Model file (.safetensors); the built-in model when left out.
+    #[arg(long)]
+    pub(crate) model: Option<PathBuf>,
     /// Refuse the model unless its file has this SHA-256 (64 hex digits).
     #[arg(long, alias = "sha256", value_parser = parse_model_sha256)]
     pub(crate) model_sha256: Option<[u8; 32]>,
+}
+
+impl ModelArgs {
+    pub(crate) fn source(&self) -> ModelSource {
+        self.model
+            .clone()
+            .map_or(ModelSource::Builtin, ModelSource::Path)
+    }
 }
 
 /// A [`Runner`] labelling at a threshold.
@@ -232,11 +243,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Info { format, setup } => info(&setup, format),
         Command::Bench(args) => bench::run(&args),
         Command::Plugins(args) => plugins::run(&args),
-        Command::ExportOnnx {
-            output,
-            model,
-            model_sha256,
-        } => export_onnx(&output, model.as_deref(), model_sha256.as_ref()),
+        Command::ExportOnnx { output, model } => export_onnx(&output, &model),
         Command::Convert(args) => convert::run(&args),
         Command::Evaluate(args) => evaluate::evaluate(&args),
         Command::Threshold(args) => evaluate::threshold(&args),
@@ -294,13 +301,10 @@ pub(crate) fn open_runner(runner: &Runner, threshold: Option<f32>) -> Result<Cla
         } else {
             runner.backend
         },
-        model: runner
-            .model
-            .clone()
-            .map_or(ModelSource::Builtin, ModelSource::Path),
+        model: runner.model.source(),
         threshold,
         num_threads: runner.num_threads,
-        model_sha256: runner.model_sha256,
+        model_sha256: runner.model.model_sha256,
         plugin_name: runner.plugin.clone(),
         plugin_dir: runner.plugins.plugin_dir.clone(),
         plugin_install_dir: plugins::installed_lib_dir(),
@@ -487,19 +491,12 @@ fn check_finite(name: &str, values: &[f32], dim: usize, first_row: usize) -> Res
     }
 }
 
-fn export_onnx(
-    output: &Path,
-    model: Option<&Path>,
-    model_sha256: Option<&[u8; 32]>,
-) -> Result<(), Failure> {
-    if let Some(model) = model {
-        convert::refuse_output_over_input(output, model, "the model")?;
+fn export_onnx(output: &Path, model: &ModelArgs) -> Result<(), Failure> {
+    if let Some(path) = &model.model {
+        convert::refuse_output_over_input(output, path, "the model")?;
     }
     crate::output::refuse_unreplaceable_output(output)?;
-    let source = model.map_or(ModelSource::Builtin, |path| {
-        ModelSource::Path(path.to_path_buf())
-    });
-    let model = gemma_cyber::Model::load(&source, model_sha256)?;
+    let model = gemma_cyber::Model::load(&model.source(), model.model_sha256.as_ref())?;
     let graph = onnx_graph::onnx_model(&model.plugin_view()?);
     convert::write_atomically(output, &graph)?;
     writeln!(
@@ -528,6 +525,7 @@ fn info(setup: &Setup, format: ReportFormat) -> Result<(), Failure> {
         .collect();
     let source = setup
         .runner
+        .model
         .model
         .as_ref()
         .map_or("built-in".to_owned(), |p| p.display().to_string());
