@@ -173,13 +173,13 @@ class Classifier:
         options.backend = _BACKENDS[backend]
         path = None if model_path is None else _path("model_path", model_path)
         options.model_path = path
-        data_buffer = None
+        data = None  # kept alive through gemma_cyber_create, which copies it
         if model_data is not None:
             data = _model_bytes(model_data)
-            # Given but empty stays a real (non-NULL) pointer of length 0, which the library
-            # refuses as an empty model; NULL would mean "not given": the built-in model.
-            data_buffer = ctypes.create_string_buffer(data, max(len(data), 1))
-            options.model_data = ctypes.cast(data_buffer, ctypes.c_void_p)
+            # The bytes object's own buffer, never NULL: given but empty stays a real pointer of
+            # length 0, which the library refuses as an empty model (NULL would mean "not given":
+            # the built-in model).
+            options.model_data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
             options.model_data_len = len(data)
         options.onnxruntime_library = (
             None if onnxruntime_library is None else _path("onnxruntime_library", onnxruntime_library)
