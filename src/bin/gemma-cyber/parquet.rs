@@ -62,6 +62,13 @@ struct Columns<'a> {
     keep: &'a [String],
 }
 
+impl Columns<'_> {
+    /// The top-level columns read from a shard: the embedding's, then the kept ones.
+    fn read(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.embedding).chain(self.keep.iter().map(String::as_str))
+    }
+}
+
 /// True when `input` is Parquet: a directory (of shards), a glob, or a regular file starting with
 /// `PAR1`.
 ///
@@ -376,33 +383,28 @@ fn open_shard(
     // The codec of every column chunk read (the embedding's and the kept columns'), before any
     // shard is read: a codec this build lacks would otherwise surface mid-run as "Disabled
     // feature at compile time", naming a Rust crate. Columns not read may be in any codec.
-    let read = |column: &parquet::file::metadata::ColumnChunkMetaData| {
+    let read = |column: &&parquet::file::metadata::ColumnChunkMetaData| {
         let root = column.column_path().parts()[0].as_str();
-        root == columns.embedding || columns.keep.iter().any(|kept| kept == root)
+        columns.read().any(|name| name == root)
     };
     for row_group in builder.metadata().row_groups() {
-        for column in row_group.columns().iter().filter(|column| read(column)) {
-            let codec = column.compression();
-            if !matches!(
-                codec,
+        for column in row_group.columns().iter().filter(read) {
+            let codec = match column.compression() {
                 Compression::UNCOMPRESSED
-                    | Compression::SNAPPY
-                    | Compression::GZIP(_)
-                    | Compression::LZ4
-                    | Compression::LZ4_RAW
-                    | Compression::ZSTD(_)
-            ) {
-                let codec = match codec {
-                    Compression::BROTLI(_) => "Brotli".to_owned(),
-                    other => format!("{other:?}"),
-                };
-                return Err(Failure::input(format!(
-                    "{}: column {} is compressed with {codec}, which gemma-cyber does not read \
-                     (it reads uncompressed, Snappy, gzip, LZ4 and Zstandard Parquet)",
-                    shard.display(),
-                    column.column_path()
-                )));
-            }
+                | Compression::SNAPPY
+                | Compression::GZIP(_)
+                | Compression::LZ4
+                | Compression::LZ4_RAW
+                | Compression::ZSTD(_) => continue,
+                Compression::BROTLI(_) => "Brotli".to_owned(),
+                other => format!("{other:?}"),
+            };
+            return Err(Failure::input(format!(
+                "{}: column {} is compressed with {codec}, which gemma-cyber does not read \
+                 (it reads uncompressed, Snappy, gzip, LZ4 and Zstandard Parquet)",
+                shard.display(),
+                column.column_path()
+            )));
         }
     }
     let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
@@ -599,7 +601,7 @@ fn classify_shard(
         .unwrap_or_else(|| builder.schema().clone());
     // A name two columns share would be read as the first of them, silently: which one was meant
     // cannot be known.
-    for name in std::iter::once(columns.embedding).chain(columns.keep.iter().map(String::as_str)) {
+    for name in columns.read() {
         let count = schema.fields().iter().filter(|f| f.name() == name).count();
         if count > 1 {
             return Err(Failure::input(format!(
