@@ -212,9 +212,7 @@ pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result
         // Recall 0 is met before any row is taken in: halfway from the highest score to 1, or 1
         // itself, the highest threshold there is, when nothing up to 1 lies above that score
         // (then rows scored 1 are still taken in).
-        let top = scores[order[0]];
-        let mid = ((f64::from(top) + 1.0) / 2.0) as f32;
-        return Ok(Some(if mid > top { mid } else { 1.0 }));
+        return Ok(Some(cut_between(1.0, scores[order[0]])));
     }
     let positives = labels.iter().filter(|&&l| l == 1).count() as u64;
     let mut matrix = ConfusionMatrix {
@@ -260,17 +258,20 @@ pub fn choose_threshold(scores: &[f32], labels: &[u8], target: Target) -> Result
             // score at or below 0 is not a probability, and the cut stays on it.
             None if lowest_in > 0.0 => lowest_in / 2.0,
             None => lowest_in,
-            Some(&next) => {
-                let mid = ((f64::from(lowest_in) + f64::from(scores[next])) / 2.0) as f32;
-                // In f32 the midpoint may round onto the next score; the cut must stay above it.
-                if mid > scores[next] && mid <= lowest_in {
-                    mid
-                } else {
-                    lowest_in
-                }
-            }
+            Some(&next) => cut_between(lowest_in, scores[next]),
         }
     }))
+}
+
+/// A threshold above `below` and at most `above`: halfway between them, or `above` itself where
+/// the float32 midpoint rounds onto either.
+fn cut_between(above: f32, below: f32) -> f32 {
+    let mid = ((f64::from(above) + f64::from(below)) / 2.0) as f32;
+    if mid > below && mid <= above {
+        mid
+    } else {
+        above
+    }
 }
 
 #[cfg(test)]
