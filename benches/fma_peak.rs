@@ -4,7 +4,9 @@
 //! `cargo bench --bench fma_peak` runs 12 independent chains of fused multiply-adds (enough to
 //! cover the FMA latency on both FMA ports of current x86 cores) for about a second, five times, at
 //! each vector width the CPU has: 256-bit (AVX2 + FMA) and 512-bit (AVX-512 F). It prints the best
-//! rate of each and the model's ceiling at the widest one. Then it measures the cpu backend's share
+//! rate of each and the model's ceiling at the widest one, and, where the CPU has AVX512_BF16, the
+//! rate of its bf16 dot products (the ceiling of a reduced-precision kernel, which the cpu backend
+//! does not have). Then it measures the cpu backend's share
 //! of the ceiling at its kernel's width on one thread (the widest, or AVX2's under
 //! `GEMMA_CYBER_CPU_KERNEL=avx2`, as on a host without AVX-512), paired: each window of 65,536 rows (in calls of 256 to 65,536
 //! rows, from an input too large for any cache, as when scoring a shard) follows an FMA window of
@@ -61,6 +63,14 @@ fn main() {
             }
             None => println!("one core's {} peak: this CPU lacks it", width.name()),
         }
+    }
+    match bf16_dot_peak_gflops(iterations) {
+        Some(gflops) => println!(
+            "one core's AVX-512 BF16 dot-product peak: {gflops:.1} GFLOP/s (best of 5; bf16 \
+             products summed in f32, which the cpu backend does not use: what a reduced-precision \
+             kernel could reach at most)"
+        ),
+        None => println!("one core's AVX-512 BF16 dot-product peak: this CPU lacks it"),
     }
     let Some((width, gflops)) = widest else {
         println!("nothing to measure on this CPU");
@@ -338,6 +348,47 @@ fn peak_gflops(width: Width, iterations: u64) -> Option<f64> {
     }
     let _ = (width, iterations);
     None
+}
+
+/// Best of five timings of `iterations` × [`CHAINS`] AVX-512 BF16 dot products (`vdpbf16ps`:
+/// in each of 16 lanes, two bf16 products added to an f32, four FLOPs), in GFLOP/s; `None` when
+/// the CPU lacks AVX512_BF16. Beside the f32 peak, it says whether bf16 weights would pay on this
+/// core: on Zen 4 one `vdpbf16ps` issues as often as one 512-bit FMA, so it does twice the FLOPs.
+fn bf16_dot_peak_gflops(iterations: u64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512f") {
+        let mut best = 0.0f64;
+        for _ in 0..5 {
+            let start = Instant::now();
+            // SAFETY: the CPU reports AVX-512 F and AVX512_BF16.
+            std::hint::black_box(unsafe { bf16_dot_chains_512(std::hint::black_box(iterations)) });
+            let seconds = start.elapsed().as_secs_f64();
+            best = best.max(iterations as f64 * (CHAINS * 16 * 4) as f64 / seconds / 1e9);
+        }
+        return Some(best);
+    }
+    let _ = iterations;
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[clippy::msrv = "1.89"]
+fn bf16_dot_chains_512(iterations: u64) -> f32 {
+    use std::arch::x86_64::*;
+    // Every bf16 of both operands is 1.0 (0x3f80): each step adds 2.0 to every lane.
+    // SAFETY: a vector of 32 bf16 values has the layout of one of 32 16-bit integers.
+    let ones: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi16(0x3f80)) };
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = _mm512_set1_ps(i as f32);
+    }
+    for _ in 0..iterations {
+        for a in acc.iter_mut() {
+            *a = _mm512_dpbf16_ps(*a, ones, ones);
+        }
+    }
+    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
 }
 
 #[cfg(target_arch = "x86_64")]
