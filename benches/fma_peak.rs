@@ -336,18 +336,23 @@ fn time_fma(width: Width, iterations: u64) {
 fn peak_gflops(width: Width, iterations: u64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if width.supported() {
-        let mut best = 0.0f64;
-        for _ in 0..5 {
-            let start = Instant::now();
-            time_fma(width, iterations);
-            let seconds = start.elapsed().as_secs_f64();
-            let flops = iterations as f64 * width.flops_per_iteration();
-            best = best.max(flops / seconds / 1e9);
-        }
-        return Some(best);
+        let flops = iterations as f64 * width.flops_per_iteration();
+        return Some(best_of_five_gflops(flops, || time_fma(width, iterations)));
     }
     let _ = (width, iterations);
     None
+}
+
+/// The best rate of five runs of `run`, each doing `flops`, in GFLOP/s.
+#[cfg(target_arch = "x86_64")]
+fn best_of_five_gflops(flops: f64, run: impl Fn()) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let start = Instant::now();
+        run();
+        best = best.max(flops / start.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }
 
 /// Best of five timings of `iterations` × [`CHAINS`] AVX-512 BF16 dot products (`vdpbf16ps`:
@@ -357,15 +362,11 @@ fn peak_gflops(width: Width, iterations: u64) -> Option<f64> {
 fn bf16_dot_peak_gflops(iterations: u64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512f") {
-        let mut best = 0.0f64;
-        for _ in 0..5 {
-            let start = Instant::now();
+        let flops = iterations as f64 * (CHAINS * 16 * 4) as f64;
+        return Some(best_of_five_gflops(flops, || {
             // SAFETY: the CPU reports AVX-512 F and AVX512_BF16.
             std::hint::black_box(unsafe { bf16_dot_chains_512(std::hint::black_box(iterations)) });
-            let seconds = start.elapsed().as_secs_f64();
-            best = best.max(iterations as f64 * (CHAINS * 16 * 4) as f64 / seconds / 1e9);
-        }
-        return Some(best);
+        }));
     }
     let _ = iterations;
     None
